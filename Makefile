@@ -1,0 +1,33 @@
+# Two commands: `make demo` (arrives with the training issue) and `make test`.
+# Each bootstraps .venv from pyproject.toml on a machine with only Python 3.11 and pip.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Layer and model tests run again on these backends after the full TensorFlow run.
+MULTI_BACKEND_TESTS := tests/layers tests/models
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
+.PHONY: test test-tf test-jax test-torch venv lint
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,jax,torch]"
+	touch $(STAMP)
+
+test: $(STAMP) lint test-tf test-jax test-torch
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check keras_vtn tests benchmarks examples
+
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PYTEST) tests
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(PYTEST) $(MULTI_BACKEND_TESTS)
+
+test-torch: $(STAMP)
+	KERAS_BACKEND=torch $(PYTEST) $(MULTI_BACKEND_TESTS)

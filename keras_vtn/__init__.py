@@ -1,0 +1,13 @@
+"""keras_vtn: efficient video transformers for Keras 3.
+
+```python
+import keras_vtn
+model = keras_vtn.ViViT(variant="factorised_encoder", weights=None, num_frames=8, image_size=32)
+```
+"""
+
+from keras_vtn import layers
+
+__version__ = "0.1.0"
+
+__all__ = ["layers", "__version__"]

@@ -1,0 +1,17 @@
+"""Public building blocks shared by every model family."""
+
+from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from keras_vtn.layers.embedding import ClassToken, PatchEmbedding, PositionEmbedding, TubeletEmbedding
+from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
+
+__all__ = [
+    "ClassToken",
+    "DropPath",
+    "MLPBlock",
+    "MultiHeadSelfAttention",
+    "PatchEmbedding",
+    "PositionEmbedding",
+    "TransformerBlock",
+    "TubeletEmbedding",
+    "scaled_dot_product_attention",
+]

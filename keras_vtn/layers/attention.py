@@ -1,0 +1,139 @@
+"""Multi-head self-attention: the base every attention variant of the package extends."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_vtn.layers.utils import merge_last, split_last
+
+
+def scaled_dot_product_attention(
+    query, key, value, mask=None, dropout=None, training=None, scale=None
+):
+    """softmax(q·kᵀ·scale)·v over the key axis, with the softmax in float32.
+
+    Args:
+        query: (..., Nq, H, d); key, value: (..., Nk, H, d) with the same leading axes.
+        mask: optional boolean, broadcastable to (..., H, Nq, Nk); True = may attend.
+        dropout: optional dropout layer applied to the attention probabilities.
+        scale: defaults to d ** -0.5; applied to the queries before the product.
+
+    Returns:
+        (..., Nq, H, d) in the dtype of `value`.
+    """
+    head_dim = query.shape[-1]
+    scale = head_dim**-0.5 if scale is None else scale
+    logits = ops.einsum("...qhd,...khd->...hqk", query * ops.cast(scale, query.dtype), key)
+    logits = ops.cast(logits, "float32")
+    if mask is not None:
+        logits = ops.where(mask, logits, ops.full_like(logits, -1e9))
+    probs = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
+    if dropout is not None:
+        probs = dropout(probs, training=training)
+    return ops.einsum("...hqk,...khd->...qhd", probs, value)
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention over the token axis (-2) of (..., N, D) inputs.
+
+    Separate `query`, `key`, `value` Dense layers (kernels (D, H·d)) and an `output` Dense
+    (H·d → D). Every leading axis is a batch axis, so (batch, T, N, D) inputs attend within
+    each frame. The head width `head_dim` may differ from D / H.
+
+    Subclasses change one step: `project_qkv` (what q, k, v are), `attend` (which tokens
+    meet) or `transform_heads` (what happens to the per-head outputs before the merge).
+
+    Example:
+    >>> import numpy as np
+    >>> MultiHeadSelfAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape
+    (1, 5, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        output_bias: bool = True,
+        attention_dropout_rate: float = 0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self._head_dim = head_dim
+        self.qkv_bias = qkv_bias
+        self.output_bias = output_bias
+        self.attention_dropout_rate = attention_dropout_rate
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.attention_dropout = keras.layers.Dropout(attention_dropout_rate, name="attention_dropout")
+
+    def _dense(self, units: int, use_bias: bool, name: str, input_dim: int):
+        layer = keras.layers.Dense(
+            units,
+            use_bias=use_bias,
+            kernel_initializer=keras.initializers.get(
+                keras.initializers.serialize(self.kernel_initializer)
+            ),
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        layer.build((None, input_dim))
+        return layer
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if self._head_dim is None and dim % self.num_heads:
+            raise ValueError(f"Width {dim} is not divisible by num_heads={self.num_heads}.")
+        self.head_dim = int(self._head_dim or dim // self.num_heads)
+        inner = self.num_heads * self.head_dim
+        self.build_projections(dim, inner)
+        self.output_dense = self._dense(dim, self.output_bias, "output", inner)
+
+    def build_projections(self, dim: int, inner: int):
+        self.query = self._dense(inner, self.qkv_bias, "query", dim)
+        self.key = self._dense(inner, self.qkv_bias, "key", dim)
+        self.value = self._dense(inner, self.qkv_bias, "value", dim)
+
+    def split_heads(self, x):
+        return split_last(x, (-1, self.head_dim))
+
+    def project_qkv(self, inputs):
+        """Returns q, k, v of shape (..., N, H, d)."""
+        return tuple(self.split_heads(f(inputs)) for f in (self.query, self.key, self.value))
+
+    def attend(self, query, key, value, attention_mask=None, training=None):
+        return scaled_dot_product_attention(
+            query, key, value, attention_mask, self.attention_dropout, training
+        )
+
+    def transform_heads(self, heads):
+        """Hook on the per-head outputs (..., N, H, d) before the heads are merged."""
+        return heads
+
+    def call(self, inputs, attention_mask=None, training=None):
+        query, key, value = self.project_qkv(inputs)
+        heads = self.attend(query, key, value, attention_mask, training)
+        heads = self.transform_heads(heads)
+        return self.output_dense(merge_last(heads, 2))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            head_dim=self._head_dim,
+            qkv_bias=self.qkv_bias,
+            output_bias=self.output_bias,
+            attention_dropout_rate=self.attention_dropout_rate,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config

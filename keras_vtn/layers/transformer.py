@@ -1,0 +1,204 @@
+"""Transformer encoder block (pre-LN or post-LN) with a pluggable attention layer."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_vtn.layers.attention import MultiHeadSelfAttention
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+
+
+def get_activation(name: str):
+    """`"gelu"` is the exact (erf) GELU of PyTorch; `"gelu_tanh"` is Flax's default."""
+    if name == "gelu":
+        return lambda x: keras.activations.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return lambda x: keras.activations.gelu(x, approximate=True)
+    if name == "relu":
+        return keras.activations.relu
+    raise ValueError(f"Unknown activation {name!r}; use one of {ACTIVATIONS}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a residual branch per example, in training only.
+
+    `scale=True` divides kept branches by the keep probability (timm); `scale=False`
+    keeps them as they are (scenic's convention).
+    """
+
+    def __init__(self, rate: float = 0.0, scale: bool = True, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.scale = scale
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        mask = ops.cast(
+            keras.random.uniform(shape, seed=self.seed_generator) < keep, inputs.dtype
+        )
+        return inputs * mask / keep if self.scale else inputs * mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, scale=self.scale, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class MLPBlock(keras.layers.Layer):
+    """Dense(mlp_dim) → activation → dropout → Dense(D) → dropout."""
+
+    def __init__(self, mlp_dim: int, activation: str = "gelu", dropout_rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = int(mlp_dim)
+        self.activation = activation
+        self.activation_fn = get_activation(activation)
+        self.dropout_rate = dropout_rate
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.fc1 = keras.layers.Dense(self.mlp_dim, dtype=self.dtype_policy, name="fc1")
+        self.fc1.build((None, dim))
+        self.fc2 = keras.layers.Dense(dim, dtype=self.dtype_policy, name="fc2")
+        self.fc2.build((None, self.mlp_dim))
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+
+    def call(self, inputs, training=None):
+        x = self.dropout(self.activation_fn(self.fc1(inputs)), training=training)
+        return self.dropout(self.fc2(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mlp_dim=self.mlp_dim, activation=self.activation, dropout_rate=self.dropout_rate
+        )
+        return config
+
+
+def layer_norm(epsilon: float, name: str, dtype_policy=None):
+    """LayerNorm with an explicit epsilon (Keras' 1e-3 default matches none of the originals)."""
+    return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype_policy, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class TransformerBlock(keras.layers.Layer):
+    """Transformer encoder block.
+
+    Pre-LN (`norm_first=True`, ViT):   x += attn(LN₁(x)); x += mlp(LN₂(x)).
+    Post-LN (`norm_first=False`, BERT): x = LN₁(x + attn(x)); x = LN₂(x + mlp(x)).
+
+    `attention` takes any attention layer of this package (Linformer, sliding window, leap,
+    factorised dot-product...); by default a `MultiHeadSelfAttention` is made from
+    `num_heads`, `head_dim`, `qkv_bias` and `attention_dropout_rate`.
+
+    Example:
+    >>> import numpy as np
+    >>> block = TransformerBlock(num_heads=2, mlp_dim=16, layer_norm_epsilon=1e-6)
+    >>> block(np.zeros((1, 5, 8), "float32")).shape
+    (1, 5, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int | None = None,
+        mlp_dim: int = 3072,
+        norm_first: bool = True,
+        layer_norm_epsilon: float = 1e-6,
+        activation: str = "gelu",
+        qkv_bias: bool = True,
+        head_dim: int | None = None,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        drop_path_scale: bool = True,
+        attention: keras.layers.Layer | dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention is None and num_heads is None:
+            raise ValueError("Give `num_heads` or an `attention` layer.")
+        self.num_heads = num_heads
+        self.mlp_dim = int(mlp_dim)
+        self.norm_first = norm_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
+        self.qkv_bias = qkv_bias
+        self.head_dim = head_dim
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.drop_path_scale = drop_path_scale
+        if isinstance(attention, dict):
+            attention = keras.saving.deserialize_keras_object(attention)
+        if attention is None:
+            attention = MultiHeadSelfAttention(
+                num_heads,
+                head_dim=head_dim,
+                qkv_bias=qkv_bias,
+                attention_dropout_rate=attention_dropout_rate,
+                dtype=self.dtype_policy,
+                name="attention",
+            )
+        self.attention = attention
+
+    def build(self, input_shape):
+        if not self.attention.built:  # a deserialised attention arrives built
+            self.attention.build(input_shape)
+        self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", self.dtype_policy)
+        self.norm1.build(input_shape)
+        self.norm2 = layer_norm(self.layer_norm_epsilon, "norm2", self.dtype_policy)
+        self.norm2.build(input_shape)
+        self.mlp = MLPBlock(
+            self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
+        )
+        self.mlp.build(input_shape)
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.drop_path = DropPath(self.drop_path_rate, self.drop_path_scale)
+
+    def _residual(self, branch, training):
+        return self.drop_path(self.dropout(branch, training=training), training=training)
+
+    def call(self, inputs, attention_mask=None, training=None):
+        x = inputs
+        if self.norm_first:
+            attended = self.attention(self.norm1(x), attention_mask=attention_mask, training=training)
+            x = x + self._residual(attended, training)
+            return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
+        attended = self.attention(x, attention_mask=attention_mask, training=training)
+        x = self.norm1(x + self._residual(attended, training))
+        return self.norm2(x + self.drop_path(self.mlp(x, training=training), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            norm_first=self.norm_first,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            activation=self.activation,
+            qkv_bias=self.qkv_bias,
+            head_dim=self.head_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            drop_path_scale=self.drop_path_scale,
+            attention=keras.saving.serialize_keras_object(self.attention),
+        )
+        return config
