@@ -1,0 +1,113 @@
+"""Per-frame Vision Transformer (timm / Google ViT layout), shared by every ViT-based family.
+
+Frames stay on their own axis: tokens are (batch, frames, tokens, width) and every
+attention layer of the package treats the leading axes as batch axes, so a plain
+attention layer attends within each frame while a video-aware one (leap attention)
+sees the whole clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from keras_vtn.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerBlock
+from keras_vtn.layers.transformer import layer_norm
+
+VIT_SIZES: dict[str, dict] = {
+    "base": dict(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "large": dict(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "huge": dict(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+}
+
+
+def drop_path_rates(rate: float, num_layers: int) -> list[float]:
+    """timm's linear stochastic-depth ramp: 0 for the first block, `rate` for the last."""
+    return [float(r) for r in np.linspace(0.0, rate, num_layers)] if num_layers else []
+
+
+def vit_frame_tokens(
+    frames,
+    *,
+    patch_size: int = 16,
+    hidden_dim: int = 768,
+    num_layers: int = 12,
+    num_heads: int = 12,
+    mlp_dim: int = 3072,
+    qkv_bias: bool = True,
+    layer_norm_epsilon: float = 1e-6,
+    activation: str = "gelu",
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
+    prefix: str = "",
+):
+    """Applies a ViT to every frame of `frames` (batch, T, H, W, 3).
+
+    Returns the final-norm tokens (batch, T, 1 + N, hidden_dim); token 0 is each frame's CLS.
+    `attention_factory(i)` may return the attention layer of block i (e.g. leap attention);
+    `None` keeps plain per-frame self-attention. Layer names are `{prefix}patch_embedding`,
+    `{prefix}cls_token`, `{prefix}position_embedding`, `{prefix}block_{i}`, `{prefix}norm`.
+    """
+    x = PatchEmbedding(hidden_dim, patch_size, name=f"{prefix}patch_embedding")(frames)
+    x = ClassToken(name=f"{prefix}cls_token")(x)
+    x = PositionEmbedding(name=f"{prefix}position_embedding")(x)
+    if dropout_rate:
+        x = keras.layers.Dropout(dropout_rate, name=f"{prefix}position_dropout")(x)
+    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
+        attention = attention_factory(i) if attention_factory else None
+        x = TransformerBlock(
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation=activation,
+            qkv_bias=qkv_bias,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=rate,
+            attention=attention,
+            name=f"{prefix}block_{i}",
+        )(x)
+    return layer_norm(layer_norm_epsilon, f"{prefix}norm")(x)
+
+
+def timm_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str = "") -> dict:
+    """Maps a timm `VisionTransformer` state dict (no outer prefix) to `vit_frame_tokens` paths.
+
+    Fused `qkv` (3C, C) is split into query/key/value; torch Linear weights are transposed;
+    the patch conv (D, 3, p, p) becomes (p, p, 3, D). Keys it does not consume are left in
+    `state` (the caller decides whether they are ignorable, e.g. an unused `head`).
+    """
+    out = {}
+
+    def take(key):
+        return np.asarray(state.pop(key))
+
+    out[f"{prefix}patch_embedding/kernel"] = take("patch_embed.proj.weight").transpose(2, 3, 1, 0)
+    out[f"{prefix}patch_embedding/bias"] = take("patch_embed.proj.bias")
+    out[f"{prefix}cls_token/token"] = take("cls_token").reshape(-1)
+    out[f"{prefix}position_embedding/embeddings"] = take("pos_embed")[0]
+    for i in range(num_layers):
+        src, dst = f"blocks.{i}.", f"{prefix}block_{i}/"
+        out[dst + "norm1/gamma"] = take(src + "norm1.weight")
+        out[dst + "norm1/beta"] = take(src + "norm1.bias")
+        out[dst + "norm2/gamma"] = take(src + "norm2.weight")
+        out[dst + "norm2/beta"] = take(src + "norm2.bias")
+        qkv = take(src + "attn.qkv.weight")
+        for name, w in zip(("query", "key", "value"), np.split(qkv, 3, axis=0)):
+            out[dst + f"attention/{name}/kernel"] = w.T
+        if src + "attn.qkv.bias" in state:
+            qkv_bias = take(src + "attn.qkv.bias")
+            for name, b in zip(("query", "key", "value"), np.split(qkv_bias, 3)):
+                out[dst + f"attention/{name}/bias"] = b
+        out[dst + "attention/output/kernel"] = take(src + "attn.proj.weight").T
+        out[dst + "attention/output/bias"] = take(src + "attn.proj.bias")
+        for fc in ("fc1", "fc2"):
+            out[dst + f"mlp/{fc}/kernel"] = take(src + f"mlp.{fc}.weight").T
+            out[dst + f"mlp/{fc}/bias"] = take(src + f"mlp.{fc}.bias")
+    out[f"{prefix}norm/gamma"] = take("norm.weight")
+    out[f"{prefix}norm/beta"] = take("norm.bias")
+    return out
