@@ -12,7 +12,7 @@ from keras_vtn.data.layouts import (
     read_kinetics_csv,
 )
 from keras_vtn.data.samplers import Sampler, dense_indices, time_indices, uniform_indices
-# from keras_vtn.data.tfrecord import prepare, tfrecord_dataset
+from keras_vtn.data.tfrecord import prepare, tfrecord_dataset
 
 __all__ = [
     "KINETICS400_LABELS",

@@ -25,7 +25,9 @@ import av
 import numpy as np
 
 # Failure reasons, in the order they are checked; `DecodeReport` counts them by name.
-REASONS = ("missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short")
+REASONS = (
+    "missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short"
+)
 
 # Seek again when the next wanted frame is further ahead than this (in frames). Decoding
 # forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's worth of decoding.
@@ -183,7 +185,7 @@ def read_frames(
     path: str,
     indices: Sequence[int] | np.ndarray,
     *,
-    short_side: int | None = None,
+    short_side: int | Callable[[], int] | None = None,
     threads: int = 1,
     interpolation: str = "BILINEAR",
     info_callback: Callable[[VideoInfo], np.ndarray] | None = None,
@@ -192,8 +194,9 @@ def read_frames(
 
     `info_callback(info)`, if given, replaces `indices` once the container is open (so a
     sampler can look at the frame count without opening the file twice); its array may have
-    any shape and the output is `indices.shape + (H, W, 3)`. Indices past the last frame that
-    could be decoded repeat the last decoded frame (headers often over-count by a frame).
+    any shape and the output is `indices.shape + (H, W, 3)`. `short_side` resizes the shorter
+    display side in swscale (a callable is asked after `info_callback`). Indices past the last
+    frame that could be decoded repeat the last decoded frame (headers often over-count).
     """
     reader = _Reader(path, short_side, threads, interpolation)
     try:
@@ -205,6 +208,8 @@ def read_frames(
             reader.info.num_frames = info.num_frames
         if info_callback is not None:
             indices = info_callback(info)
+        if callable(short_side):  # chosen by the callback (random scale jitter)
+            reader.short_side = short_side()
         indices = np.asarray(indices, np.int64)
         wanted = np.unique(indices)
         if wanted.size == 0:

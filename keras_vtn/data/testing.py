@@ -54,7 +54,8 @@ def read_index(frame: np.ndarray) -> int:
             y0, y1 = ys[r], ys[r + 1]
             x0, x1 = xs[c], xs[c + 1]
             qy, qx = (y1 - y0) / 4, (x1 - x0) / 4
-            patch = frame[int(y0 + qy) : int(np.ceil(y1 - qy)), int(x0 + qx) : int(np.ceil(x1 - qx))]
+            rows_ = slice(int(y0 + qy), int(np.ceil(y1 - qy)))
+            patch = frame[rows_, int(x0 + qx) : int(np.ceil(x1 - qx))]
             value = (value << 1) | int(patch.mean() > 128)
     return value
 

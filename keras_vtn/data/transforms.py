@@ -70,8 +70,10 @@ def three_crops(frames, size: Sequence[int]):
 
 def random_crop(frames, size: Sequence[int], seed):
     shape = tf.shape(frames)
-    top = tf.cast(tf.floor(_uniform(seed, 1) * tf.cast(shape[1] - size[0] + 1, tf.float32)), tf.int32)
-    left = tf.cast(tf.floor(_uniform(seed, 2) * tf.cast(shape[2] - size[1] + 1, tf.float32)), tf.int32)
+    room_y = tf.cast(shape[1] - size[0] + 1, tf.float32)
+    room_x = tf.cast(shape[2] - size[1] + 1, tf.float32)
+    top = tf.cast(tf.floor(_uniform(seed, 1) * room_y), tf.int32)
+    left = tf.cast(tf.floor(_uniform(seed, 2) * room_x), tf.int32)
     return crop(frames, top, left, size)
 
 
