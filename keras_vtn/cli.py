@@ -11,7 +11,10 @@ import importlib
 import sys
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "check-videos": "keras_vtn.data.check",
+    "prepare": "keras_vtn.data.tfrecord",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
