@@ -2,11 +2,17 @@
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
 from keras_vtn.layers.embedding import ClassToken, PatchEmbedding, PositionEmbedding, TubeletEmbedding
+from keras_vtn.layers.factorised import (
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+)
 from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
 
 __all__ = [
     "ClassToken",
     "DropPath",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
     "MLPBlock",
     "MultiHeadSelfAttention",
     "PatchEmbedding",

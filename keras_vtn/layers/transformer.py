@@ -72,7 +72,8 @@ class MLPBlock(keras.layers.Layer):
         self.fc1.build((None, dim))
         self.fc2 = keras.layers.Dense(dim, dtype=self.dtype_policy, name="fc2")
         self.fc2.build((None, self.mlp_dim))
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        # The block's dtype policy: a default-policy Dropout would cast float16 back to float32.
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, inputs, training=None):
         x = self.dropout(self.activation_fn(self.fc1(inputs)), training=training)
@@ -166,8 +167,11 @@ class TransformerBlock(keras.layers.Layer):
             self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
         )
         self.mlp.build(input_shape)
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
-        self.drop_path = DropPath(self.drop_path_rate, self.drop_path_scale)
+        # The block's dtype policy: default-policy layers would cast float16 back to float32.
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.drop_path = DropPath(
+            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy
+        )
 
     def _residual(self, branch, training):
         return self.drop_path(self.dropout(branch, training=training), training=training)
