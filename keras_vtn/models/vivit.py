@@ -264,7 +264,7 @@ def ViViT(
     """
     from keras_vtn.models import vivit_convert
 
-    checkpoint_state = checkpoint_config = None
+    checkpoint_state = checkpoint_config = image_state = None
     if weights is not None and weights not in ("k400", "k600", "imagenet21k"):
         if not os.path.exists(str(weights)):
             raise ValueError(
@@ -273,11 +273,20 @@ def ViViT(
             )
     if weights in PRETRAINED:
         weights = _download(_pretrained_url(weights, variant or "factorised_encoder", size))
-    if weights is not None and weights != "imagenet21k" and not str(weights).endswith(".h5"):
+    elif weights == "imagenet21k":
+        weights = _download(IMAGENET21K[size])
+    if weights is not None and not str(weights).endswith(".h5"):
         checkpoint_state = _read_original(weights)
-        checkpoint_config = vivit_convert.config_from_checkpoint(
-            checkpoint_state, hf_config=vivit_convert.read_hf_config(weights)
-        )
+        if vivit_convert.is_image_vit(checkpoint_state):
+            # An image ViT (e.g. imagenet21k): scenic's spatial initialisation.
+            image_state, checkpoint_state = checkpoint_state, None
+            checkpoint_config = vivit_convert.config_from_image_checkpoint(image_state)
+            if (variant or "factorised_encoder") == "factorised_encoder":
+                checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
+        else:
+            checkpoint_config = vivit_convert.config_from_checkpoint(
+                checkpoint_state, hf_config=vivit_convert.read_hf_config(weights)
+            )
     overrides = dict(
         tubelet_size=tubelet_size,
         hidden_dim=hidden_dim,
@@ -393,9 +402,8 @@ def ViViT(
     model = keras.Model(inputs, x, name=name or f"vivit_{variant}_{size}")
     model.vivit_config = dict(cfg, variant=variant, size=size)
 
-    if weights == "imagenet21k":
-        state = _read_original(_download(IMAGENET21K[size]))
-        _assign(model, vivit_convert.convert_vit_image(state, model), partial=True)
+    if image_state is not None:
+        _assign(model, vivit_convert.convert_vit_image(image_state, model), partial=True)
     elif weights is not None and str(weights).endswith(".h5"):
         model.load_weights(weights)
     elif checkpoint_state is not None:

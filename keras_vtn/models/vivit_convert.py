@@ -156,12 +156,6 @@ def _scenic_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         )
         if extra:
             raise ValueError(f"Unexpected entries next to the weights: {extra[:8]}")
-    for key in ("pre_logits/kernel", "pre_logits/bias"):
-        if key in params:
-            raise ValueError(
-                "This checkpoint has a `pre_logits` layer (representation_size set); no released "
-                "ViViT has one and keras_vtn.ViViT does not build it."
-            )
     return params
 
 
@@ -206,6 +200,11 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
         raise ValueError(
             f"`embedding/kernel` has shape {kernel.shape}: an image ViT, not a ViViT checkpoint. "
             "Use weights='imagenet21k'-style initialisation (convert_vit_image) for image models."
+        )
+    if "pre_logits/kernel" in p:
+        raise ValueError(
+            "This checkpoint has a `pre_logits` layer (representation_size set); no released "
+            "ViViT has one and keras_vtn.ViViT does not build it."
         )
     t, h, w, _, dim = kernel.shape
     config = {"tubelet_size": (t, h, w), "hidden_dim": int(dim)}
@@ -470,7 +469,12 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     kernel = p.pop("embedding/kernel")
     if kernel.ndim != 4:
         raise ValueError(f"Expected an image patch kernel (h, w, C, D), got {kernel.shape}.")
-    t = model.get_layer("tubelet_embedding").tubelet_size[0]
+    t, h, w = model.get_layer("tubelet_embedding").tubelet_size
+    if kernel.shape[:2] != (h, w):
+        raise ValueError(
+            f"The image patches are {kernel.shape[:2]} but the model's tubelets are {(t, h, w)}; "
+            f"build with tubelet_size=(t, {kernel.shape[0]}, {kernel.shape[1]})."
+        )
     out = {
         "tubelet_embedding/kernel": TubeletEmbedding.kernel_from_image(kernel, t, "central_frame"),
         "tubelet_embedding/bias": p.pop("embedding/bias"),
@@ -539,6 +543,28 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     if p:
         raise ValueError(f"Unexpected ViT image checkpoint entries: {sorted(p)[:8]}")
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def is_image_vit(state: dict[str, np.ndarray]) -> bool:
+    """True for a Google/scenic ViT image checkpoint (2D patch kernel)."""
+    if _is_hf(state):
+        return False
+    try:
+        return _scenic_params(state)["embedding/kernel"].ndim == 4
+    except ValueError:
+        return False
+
+
+def config_from_image_checkpoint(state: dict[str, np.ndarray]) -> dict:
+    """hidden_dim, num_heads, mlp_dim, num_layers of a ViT image checkpoint."""
+    p = _vit_params(state)
+    block = "Transformer/encoderblock_0/"
+    return {
+        "hidden_dim": int(p["embedding/kernel"].shape[-1]),
+        "num_heads": int(p[block + "MultiHeadDotProductAttention_0/query/kernel"].shape[1]),
+        "mlp_dim": int(p[block + "MlpBlock_0/Dense_0/kernel"].shape[-1]),
+        "num_layers": _count_blocks(p, "Transformer/encoderblock_"),
+    }
 
 
 def _vit_params(state):
