@@ -7,11 +7,17 @@ from keras_vtn.layers.embedding import (
     PositionEmbedding,
     TubeletEmbedding,
 )
+from keras_vtn.layers.factorised import (
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+)
 from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
 
 __all__ = [
     "ClassToken",
     "DropPath",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
     "MLPBlock",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
