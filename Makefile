@@ -1,4 +1,4 @@
-# Two commands: `make demo` (arrives with the training issue) and `make test`.
+# Two commands: `make demo` (train + evaluate + predict on the built-in motion task) and `make test`.
 # Each bootstraps .venv from pyproject.toml on a machine with only Python 3.11 and pip.
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,10 +9,15 @@ MULTI_BACKEND_TESTS := tests/layers tests/models
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # Seconds the slow tests may take inside `make test`; later ones are skipped and reported.
 SLOW_BUDGET ?= 300
+# `make demo FAMILY=vivit|linear_vtn|vtn|laps`
+FAMILY ?= vivit
 
-.PHONY: test test-tf test-jax test-torch test-slow venv lint
+.PHONY: demo test test-tf test-jax test-torch test-slow venv lint
 
 venv: $(STAMP)
+
+demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow $(PY) -m keras_vtn.demo --family $(FAMILY) --output demo_output/$(FAMILY) --min-accuracy 0.9
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }

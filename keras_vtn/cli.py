@@ -12,7 +12,10 @@ import sys
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
+    "benchmark": "keras_vtn.benchmark",
     "check-videos": "keras_vtn.data.check",
+    "evaluate": "keras_vtn.evaluation",
+    "predict": "keras_vtn.prediction",
     "prepare": "keras_vtn.data.tfrecord",
 }
 
