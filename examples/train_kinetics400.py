@@ -107,10 +107,10 @@ def config_from_args(args):
 
     fields = {f for f in TrainConfig.__dataclass_fields__}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if overrides.get("weights") == "none":
-        overrides["weights"] = None
-    if overrides.get("val_split") == "none":
-        overrides["val_split"] = None
+    # "none" means None, applied after the preset (whose values fill unset fields).
+    cleared = [k for k in ("weights", "val_split") if overrides.get(k) == "none"]
+    for key in cleared:
+        overrides.pop(key)
     if args.preset:
         from keras_vtn.training import get_preset
 
@@ -126,8 +126,12 @@ def config_from_args(args):
     model_kwargs.update(parse_model_args(args.model_arg))
     overrides["model_kwargs"] = model_kwargs
     if args.preset:
-        return TrainConfig.from_preset(args.preset, **overrides)
-    return TrainConfig(**overrides)
+        config = TrainConfig.from_preset(args.preset, **overrides)
+    else:
+        config = TrainConfig(**overrides)
+    for key in cleared:
+        setattr(config, key, None)
+    return config
 
 
 def main(argv=None) -> int:

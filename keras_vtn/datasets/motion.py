@@ -35,8 +35,8 @@ MOTION_CLASSES = (
 _VELOCITIES = {
     "moving_left": (-0.45, 0.0, 0.0),
     "moving_right": (0.45, 0.0, 0.0),
-    "rotating_clockwise": (0.0, -np.pi * 0.6, 0.0),
-    "rotating_anticlockwise": (0.0, np.pi * 0.6, 0.0),
+    "rotating_clockwise": (0.0, -np.pi * 0.9, 0.0),
+    "rotating_anticlockwise": (0.0, np.pi * 0.9, 0.0),
     "approaching": (0.0, 0.0, 0.7),
     "receding": (0.0, 0.0, -0.7),
 }

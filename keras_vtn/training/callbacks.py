@@ -29,7 +29,11 @@ def training_callbacks(
     os.makedirs(output_dir, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = []
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")))
+        # double_checkpoint: a crash while the backup is written (kill -9 at an epoch end)
+        # leaves the previous epoch's copy to restore from instead of a truncated HDF5 file.
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            os.path.join(output_dir, "backup"), double_checkpoint=True
+        ))
     if checkpoint:
         callbacks.append(
             keras.callbacks.ModelCheckpoint(

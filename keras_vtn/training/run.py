@@ -207,10 +207,12 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         raise ValueError("Validation with MixUp/CutMix needs one-hot validation labels; "
                          "evaluate separately with keras_vtn.evaluate_views.")
     start = time.perf_counter()
+    # A repeated dataset with a fixed steps_per_epoch: on a dataset of unknown length
+    # (videos are filtered), Keras 3.15 (TensorFlow) ends every epoch with an empty step that
+    # still counts in the metrics and in optimizer.iterations (hence the LR schedule).
     history = model.fit(
-        train_ds.repeat() if config.steps_per_epoch else train_ds,
-        validation_data=val_ds, epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, verbose=config.verbose,
+        train_ds.repeat(), validation_data=val_ds, epochs=config.epochs,
+        steps_per_epoch=num_steps, callbacks=callbacks, verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
     )
     seconds = time.perf_counter() - start
