@@ -87,7 +87,7 @@ def render_clip(label: str, num_frames: int, size: int, rng: np.random.Generator
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encodes uint8 RGB frames as H.264 (yuv420p) through PyAV, atomically."""
+    """Encodes uint8 RGB frames as H.264 (yuv420p) through PyAV, atomically and reproducibly."""
     import av
 
     tmp = path.with_name(path.name + ".partial.mp4")
@@ -95,7 +95,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "g": str(fps)}
+        # Reproducible bytes: one thread and no macroblock-tree lookahead (with them, x264's
+        # output changed from one process to the next in our runs).
+        stream.options = {"crf": "18", "g": str(fps), "threads": "1",
+                          "x264-params": "mbtree=0:rc-lookahead=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
