@@ -1,0 +1,63 @@
+"""Mixed precision training steps stay finite; MirroredStrategy (2 logical CPUs) and JAX data
+parallel (2 host devices) train the same model through the example script."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+from training_helpers import TINY_VIVIT, read_summary, run, train_command
+
+from keras_vtn.datasets import generate_motion_dataset
+from keras_vtn.training import SmoothedCrossEntropy, build_model, build_optimizer, set_precision
+
+
+@pytest.fixture(scope="module")
+def small_motion(tmp_path_factory):
+    return generate_motion_dataset(tmp_path_factory.mktemp("motion"), {"train": 2}, size=36)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_steps_are_finite(policy):
+    set_precision(policy)
+    keras.utils.set_random_seed(0)
+    model = build_model("vivit", **TINY_VIVIT, num_classes=6, num_frames=8, image_size=32)
+    model.compile(build_optimizer("adamw", 1e-3, weight_decay=0.05, model=model,
+                                  global_clipnorm=1.0),
+                  SmoothedCrossEntropy(0.1))
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (8, 8, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 6, 8)
+    history = model.fit(clips, labels, batch_size=4, epochs=2, verbose=0)
+    assert all(math.isfinite(v) for v in history.history["loss"])
+    assert all(np.isfinite(to_numpy(w)).all() for w in model.trainable_weights)
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert keras.backend.standardize_dtype(model(clips[:2]).dtype) == "float32"
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def _check(output):
+    summary = read_summary(output)
+    assert summary["replicas"] == 2
+    assert all(math.isfinite(v) for v in summary["history"]["loss"])
+    assert summary["optimizer_iterations"] == 12 // 4
+    return summary
+
+
+def test_mirrored_strategy_on_two_logical_cpus(small_motion, tmp_path):
+    command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
+                            extra=["--distribution", "mirrored", "--virtual-cpus", "2"])
+    run(command, timeout=300)
+    _check(tmp_path)
+
+
+def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
+    command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
+                            extra=["--distribution", "jax-data-parallel"])
+    run(command, timeout=300, KERAS_BACKEND="jax",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    summary = _check(tmp_path)
+    assert summary["parameters"] == build_model(
+        "vivit", **TINY_VIVIT, num_classes=6, num_frames=8, image_size=32).count_params()
