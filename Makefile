@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP) lint test-tf test-jax test-torch
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check keras_vtn tests benchmarks examples
+	$(VENV)/bin/ruff check $(wildcard keras_vtn tests benchmarks examples)
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow KERAS_VTN_SLOW_BUDGET_S=$(SLOW_BUDGET) $(PYTEST) tests
