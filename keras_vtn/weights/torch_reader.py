@@ -144,7 +144,8 @@ class _TensorRef:
             target = np.dtype(raw).newbyteorder(">" if self.storage.big_endian else "<")
             nbytes = base.nbytes - base.nbytes % target.itemsize
             base = np.frombuffer(base.tobytes()[:nbytes], dtype=target)
-        numel_needed = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
+        pairs = zip(self.size, self.stride, strict=True)
+        numel_needed = self.offset + 1 + sum((n - 1) * s for n, s in pairs)
         if any(n == 0 for n in self.size):
             numel_needed = 0
         if numel_needed > base.size:
