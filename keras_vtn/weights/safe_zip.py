@@ -9,6 +9,7 @@ extracted it; both are refused up front from the central directory, before any m
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 import zlib
 
@@ -106,21 +107,54 @@ def _check_members(archive: zipfile.ZipFile, path: str, file_size: int) -> None:
 
 
 def read_member(archive: zipfile.ZipFile, name: str, path: str = "") -> bytes:
-    """Read one member fully, checking its CRC and that it yields exactly its declared size."""
+    """Read one member, checking that its data yields exactly its declared size and CRC.
+
+    The raw bytes are located through the local header and inflated here with an output cap
+    of the declared size + 1, so a member that inflates beyond what the central directory
+    declares (a disguised bomb) is caught after at most one extra byte.
+    """
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise CheckpointError(f"{path!r}: the archive has no member {name!r}.") from None
-    try:
-        with archive.open(info) as handle:
-            data = handle.read(info.file_size + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path!r}: member {name!r} is corrupt or truncated ({err}); download the file again."
-        ) from None
+    handle = archive.fp
+    if handle is None:
+        raise CheckpointError(f"{path!r}: the archive is closed.")
+    handle.seek(info.header_offset)
+    local = handle.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise CheckpointError(f"{path!r}: member {name!r} has no valid local header; corrupt.")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    local_name = handle.read(name_len)
+    if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437") != name:
+        raise UnsafeCheckpointError(
+            f"{path!r}: member {name!r} is called {local_name!r} in its local header; refusing "
+            "an archive whose two directories disagree."
+        )
+    handle.seek(extra_len, os.SEEK_CUR)
+    raw = handle.read(info.compress_size)
+    if len(raw) != info.compress_size:
+        raise CheckpointError(f"{path!r}: member {name!r} is truncated; download it again.")
+    if info.compress_type == zipfile.ZIP_STORED:
+        data = raw
+    else:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(raw, info.file_size + 1)
+        except zlib.error as err:
+            raise CheckpointError(f"{path!r}: member {name!r} is corrupt ({err}).") from None
+        if len(data) > info.file_size:
+            raise UnsafeCheckpointError(
+                f"{path!r}: member {name!r} inflates beyond its declared {info.file_size} bytes "
+                "(zip bomb or forged sizes); refusing it."
+            )
+        if not inflater.eof:
+            raise CheckpointError(f"{path!r}: member {name!r} is truncated or corrupt.")
     if len(data) != info.file_size:
         raise CheckpointError(
             f"{path!r}: member {name!r} yields {len(data)} bytes, its header declares "
             f"{info.file_size}; the archive is corrupt."
         )
+    if zlib.crc32(data) != info.CRC:
+        raise CheckpointError(f"{path!r}: member {name!r} fails its CRC check; corrupt.")
     return data

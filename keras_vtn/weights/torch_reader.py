@@ -18,6 +18,7 @@ Both on-disk layouts are supported:
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -290,6 +291,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storage_for = storage_for
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        # Protocol < 3 pickles written by Python 3 name Python 2 modules ("__builtin__.set");
+        # map them back exactly like the stdlib's default find_class does.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
