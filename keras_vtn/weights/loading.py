@@ -84,7 +84,10 @@ def resolve(weights: str | os.PathLike | None, family: str, **match: Any) -> Wei
     if not _looks_like_path(value) and registry.is_registry_name(value, family):
         entry = registry.find_entry(value, family, **match)
         path = download.fetch_entry(entry)
-        return WeightsSource(path, sniff_format(path), entry)
+        try:
+            return WeightsSource(path, sniff_format(path), entry)
+        except CheckpointError as err:
+            raise _dropped_download(entry, err) from None
     path = os.path.expanduser(value)
     if os.path.exists(path):
         return WeightsSource(path, sniff_format(path))
@@ -92,6 +95,17 @@ def resolve(weights: str | os.PathLike | None, family: str, **match: Any) -> Wei
         raise UnknownWeightsError(f"weights={value!r}: no such file or folder.")
     registry.find_entry(value, family, **match)  # raises the informative error
     raise AssertionError("unreachable")
+
+
+def _dropped_download(entry: dict, err: CheckpointError) -> CheckpointError:
+    """Forget an unreadable cached download and explain it (see `load_weights`)."""
+    # A download that cannot be read (e.g. cut short by a server that sent no Content-Length)
+    # must not poison later runs: remove it so the next run downloads it afresh.
+    download.forget_download(entry)
+    return type(err)(
+        f"{err}\nThe cached download of {entry['id']!r} was removed; run again to download "
+        "it afresh."
+    )
 
 
 def model_signature(model) -> str:
@@ -298,13 +312,7 @@ def load_weights(
     except CheckpointError as err:
         if source.entry is None:
             raise
-        # A cached download that cannot be read (e.g. truncated by a connection that closed
-        # without a Content-Length) must not poison later runs: drop it and say so.
-        download.forget_download(source.entry)
-        raise CheckpointError(
-            f"{err}\nThe cached download of {source.entry['id']!r} was removed; run again to "
-            "download it afresh."
-        ) from None
+        raise _dropped_download(source.entry, err) from None
     convert = converter or registry.family_function(family, "converter")
     mapping = convert(state, model)
     report = assign_weights(model, mapping, allow_missing=source.partial)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 import traceback
 
 import pytest
+from weights_helpers import SERVER_PAYLOAD as PAYLOAD
 
 from keras_vtn.weights import (
     NoReleasedWeightsError,
@@ -20,60 +19,7 @@ from keras_vtn.weights import (
 )
 from keras_vtn.weights import list as list_weights
 
-PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    timeout = 10  # a stuck client cannot hold the server thread for long
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def do_GET(self):  # noqa: N802 - http.server API
-        self.server.hits.append(self.path)
-        if self.path.startswith("/good/"):
-            self._send(PAYLOAD)
-        elif self.path.startswith("/truncated/"):
-            # Announces the full length, sends half, then drops the connection.
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-        else:
-            self.send_error(404, "Not Found")
-
-    def _send(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.hits = []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.stopped = False
-
-    def stop():
-        if not httpd.stopped:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=5)
-            httpd.stopped = True
-
-    httpd.stop = stop
-    yield httpd
-    stop()
 
 
 @pytest.fixture

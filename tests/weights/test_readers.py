@@ -11,7 +11,7 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import FIXTURES, flax_msgpack_bytes
+from weights_helpers import FIXTURES, flax_msgpack_bytes
 
 from keras_vtn.weights import CheckpointError, read_checkpoint, sniff_format
 
