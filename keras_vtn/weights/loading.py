@@ -137,7 +137,8 @@ def assign_weights(
     Example:
 
     >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="head")])
+    >>> inputs = keras.Input((3,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs))
     >>> report = assign_weights(model, {"head/kernel": np.ones((3, 2)), "head/bias": np.zeros(2)})
     >>> report.assigned
     ['head/kernel', 'head/bias']
