@@ -6,8 +6,8 @@ model = keras_vtn.ViViT(variant="factorised_encoder", weights=None, num_frames=8
 ```
 """
 
-from keras_vtn import layers
+from keras_vtn import layers, weights
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "__version__"]
+__all__ = ["layers", "weights", "__version__"]
