@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Layer and model tests run again on JAX and PyTorch after the full TensorFlow run.
-MULTI_BACKEND_TESTS := tests/layers tests/models
+MULTI_BACKEND_TESTS := $(wildcard tests/layers tests/models)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # Seconds the slow tests may take inside `make test`; later ones are skipped and reported.
 SLOW_BUDGET ?= 300
