@@ -204,7 +204,7 @@ class ClipConfig:
             else:
                 short_side = round(base * 256 / 224)
         lowest = min(short_side) if isinstance(short_side, (tuple, list)) else short_side
-        if crop in ("random", "center") and lowest < max(image_size):
+        if crop in ("random", "center") and lowest and lowest < min(image_size):
             raise ValueError(
                 f"short_side {short_side} is smaller than image_size {image_size}; crops need "
                 "short_side >= image_size."
@@ -244,7 +244,7 @@ class ClipConfig:
         short = self.short_side
         if isinstance(short, (tuple, list)):
             short = int(rng.integers(short[0], short[1] + 1)) if self.training else short[0]
-        return short, self.sampler(total_frames, fps, self.training, rng)
+        return short or None, self.sampler(total_frames, fps, self.training, rng)
 
     def spatial(self, frames, idx, label, clip_seed, num_classes: int):
         """`(V, T, h, w, 3)` uint8 + labels -> the dataset element."""
@@ -334,8 +334,8 @@ def video_dataset(
             side); clips are `(views, T, H, W, 3)` when `views = num_clips * num_crops > 1`
             (or `views_axis=True`).
         image_size: output height/width (int or pair, default 224).
-        short_side: short-side resize before cropping; an int or `(min, max)` for random scale
-            jitter in training. Default: `(256, 320) * image_size / 224` in training,
+        short_side: short-side resize before cropping; an int (0 keeps the decoded size) or
+            `(min, max)` for random scale jitter in training. Default: `(256, 320) * image_size / 224` in training,
             `256 * image_size / 224` for centre crops, `image_size` for three crops.
         crop: `"random"` (training default), `"random_resized"` (with `scale`, `ratio`),
             `"center"` (evaluation default) or `"none"`.
