@@ -335,8 +335,9 @@ def video_dataset(
             (or `views_axis=True`).
         image_size: output height/width (int or pair, default 224).
         short_side: short-side resize before cropping; an int (0 keeps the decoded size) or
-            `(min, max)` for random scale jitter in training. Default: `(256, 320) * image_size / 224` in training,
-            `256 * image_size / 224` for centre crops, `image_size` for three crops.
+            `(min, max)` for random scale jitter in training. Default:
+            `(256, 320) * image_size / 224` in training, `256 * image_size / 224` for centre
+            crops, `image_size` for three crops.
         crop: `"random"` (training default), `"random_resized"` (with `scale`, `ratio`),
             `"center"` (evaluation default) or `"none"`.
         flip, color_jitter, rand_augment: training augmentation; `color_jitter` is

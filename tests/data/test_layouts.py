@@ -47,7 +47,9 @@ def test_kinetics_csv_flat_layout_without_labels(kinetics_root):
 
 def test_kinetics_csv_rejects_unknown_labels(kinetics_root, tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text('label,youtube_id,time_start,time_end,split\n"not a class",aaaaaaaaa-1,10,20,x\n')
+    bad.write_text(
+        'label,youtube_id,time_start,time_end,split\n"not a class",aaaaaaaaa-1,10,20,x\n'
+    )
     with pytest.raises(ValueError, match="not one of the 400 label names"):
         kinetics_csv(str(bad), os.path.join(kinetics_root, "train"), KINETICS400_LABELS)
 
