@@ -46,12 +46,18 @@ class DecodeReport:
         self.max_logged = max_logged
         self.decoded = 0
         self.failed: dict[str, tuple[str, str]] = {}
+        # decodable files whose stream ends well before its header's frame count
+        self.truncated: set[str] = set()
         self.passes = 0
         self._lock = threading.Lock()
 
     def ok(self) -> None:
         with self._lock:
             self.decoded += 1
+
+    def note_truncated(self, path: str) -> None:
+        with self._lock:
+            self.truncated.add(path)
 
     def fail(self, path: str, reason: str, detail: str = "") -> None:
         with self._lock:
@@ -76,18 +82,20 @@ class DecodeReport:
         with self._lock:
             failed = dict(self.failed)
         action = "skipped" if self.training else "failed"
+        cut = (f" {len(self.truncated)} truncated videos were sampled within their real length."
+               if self.truncated else "")
         if not failed:
-            return f"keras_vtn.data: {self.decoded} clips decoded, no broken videos."
+            return f"keras_vtn.data: {self.decoded} clips decoded, no broken videos.{cut}"
         by_reason = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items()))
         lines = [f"keras_vtn.data: {self.decoded} clips decoded, {len(failed)} videos {action} "
-                 f"({by_reason})."]
+                 f"({by_reason}).{cut}"]
         if not self.training:
             lines += [f"  {path}: {reason}" for path, (reason, _) in sorted(failed.items())]
         return "\n".join(lines)
 
     def end_pass(self) -> None:
         self.passes += 1
-        if self.failed:
+        if self.failed or self.truncated:
             logger.warning("%s", self.summary())
 
     def __repr__(self) -> str:
@@ -130,7 +138,7 @@ class _Loader:
             return idx
 
         try:
-            frames, _ = read_frames(
+            frames, info = read_frames(
                 path, None, short_side=lambda: picked[0][0], threads=self.config.decode_threads,
                 info_callback=pick,
             )
@@ -141,7 +149,9 @@ class _Loader:
             self.report.fail(path, "decode_error", repr(error))
             return (*self._empty, np.int32(1))
         self.report.ok()
-        return frames, picked[0][1], np.int32(0)
+        if info.truncated:
+            self.report.note_truncated(path)
+        return frames, picked[-1][1], np.int32(0)  # [-1]: re-sampled if the file was cut
 
 
 class ClipConfig:

@@ -27,6 +27,10 @@ AWKWARD = {
     "rotated": ("awkward/rotated.mp4", dict(num_frames=20, rotation=90)),
     "grayscale": ("awkward/grayscale.mkv", dict(num_frames=20, codec="ffv1", pix_fmt="gray")),
     "high_bit_depth": ("awkward/high_bit_depth.mp4", dict(num_frames=20, pix_fmt="yuv420p10le")),
+    # index first, then cut in half: opens, header promises 75 frames, about half decode
+    "cut_faststart": ("awkward/cut_faststart.mp4", dict(num_frames=75, faststart=True, noise=20)),
+    # a VP9 WebM named .mp4: FFmpeg probes the content, not the extension
+    "wrong_extension": ("awkward/wrong_extension.mp4", None),
 }
 
 # files no decoder can use -> expected failure reason
@@ -46,8 +50,12 @@ def videos(tmp_path_factory):
     for name, (rel, kwargs) in {**GOOD, **AWKWARD}.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_video(str(path), **kwargs)
+        if kwargs is not None:
+            write_video(str(path), **kwargs)
         paths[name] = str(path)
+    shutil.copy(paths["webm"], paths["wrong_extension"])
+    data = open(paths["cut_faststart"], "rb").read()
+    open(paths["cut_faststart"], "wb").write(data[: len(data) // 2])
     broken = root / "broken"
     broken.mkdir()
     (broken / "zero_byte.mp4").write_bytes(b"")

@@ -100,13 +100,17 @@ def mixed_folder(tmp_path, videos):
 
 def test_broken_files_are_skipped_and_counted_in_training(mixed_folder, caplog):
     ds = video_dataset(mixed_folder, training=True, num_frames=4, frame_stride=1,
-                       image_size=32, seed=1, batch_size=3, repeat=False)
+                       image_size=32, seed=1)
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
-        clips = np.concatenate([x.numpy() for x, _ in ds])
-        again = sum(int(x.shape[0]) for x, _ in ds)  # a second epoch skips them without retrying
-    assert len(clips) == 9 and again == 9  # 4 good + 5 awkward videos survive
+        clips = [x.numpy() for x, _ in ds]
+        again = len(list(ds))  # a second epoch skips them without opening them again
+    survivors = len(GOOD) + len(AWKWARD)
+    assert len(clips) == again == survivors == 11
+    assert all(c.shape == (4, 32, 32, 3) for c in clips)
+
     assert ds.report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1}
     assert "4 videos skipped (1 empty, 1 no_video_stream, 2 unreadable)" in caplog.text
+    assert ds.report.truncated == {os.path.join(mixed_folder, "awkward", "cut_faststart.mp4")}
 
 
 def test_broken_files_are_listed_in_evaluation(mixed_folder, caplog):
@@ -114,7 +118,7 @@ def test_broken_files_are_listed_in_evaluation(mixed_folder, caplog):
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
         out = {ds.records.paths[i]: None for i in range(len(ds.records))}
         results = list(ds)
-    assert len(results) == 8  # 4 good + 4 awkward; the one-frame file is too short here
+    assert len(results) == 10  # 4 good + 6 awkward; the one-frame file is too short here
     summary = ds.report.summary()
     assert ds.report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1, "too_short": 1}
     for name in [*BROKEN, "one_frame"]:
@@ -133,6 +137,11 @@ def test_awkward_files_decode_correctly(videos, name):
                        short_side=0)
     (clip, _), = list(ds)
     clip = clip.numpy()
+    if name == "cut_faststart":  # frames past the cut repeat the last one that decodes
+        got = _indices(clip)
+        assert clip.shape == (4, 48, 64, 3) and got == sorted(got) and got[-1] < 75
+        assert len(set(got)) == 4  # re-sampled within the real frames, not the last one 4x
+        return
     if name == "rotated":
         assert clip.shape == (4, 64, 48, 3)  # shown upright: the display matrix is applied
         clip = np.rot90(clip, -1, axes=(1, 2))
@@ -142,5 +151,6 @@ def test_awkward_files_decode_correctly(videos, name):
         assert clip.shape == (4, 48, 64, 3)
     if name == "grayscale":
         assert (clip[..., 0] == clip[..., 1]).all() and (clip[..., 1] == clip[..., 2]).all()
-    expected = [0, 0, 0, 0] if name == "one_frame" else [8, 9, 10, 11]  # loop / centre
+    # centre window; a one-frame file loops; the WebM-named-mp4 is the 50-frame webm
+    expected = {"one_frame": [0] * 4, "wrong_extension": [23, 24, 25, 26]}.get(name, [8, 9, 10, 11])
     assert _indices(clip) == expected

@@ -110,9 +110,10 @@ def test_check_videos_command(kinetics_root, videos, capsys, tmp_path):
     result = json.load(open(report))
     assert code == 1
     assert result["problems"] == {"empty": 1, "unreadable": 2, "no_video_stream": 1,
-                                  "too_short": 1}
+                                  "too_short": 1, "truncated": 1}
     assert {os.path.basename(p) for p in result["files"]} == {
-        *(os.path.basename(rel) for rel, _ in BROKEN.values()), "one_frame.mp4"}
+        *(os.path.basename(rel) for rel, _ in BROKEN.values()), "one_frame.mp4",
+        "cut_faststart.mp4"}
 
 
 def test_prepare_command(folder, tmp_path, capsys):
