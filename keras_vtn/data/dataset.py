@@ -327,6 +327,7 @@ def video_dataset(
     *,
     root: str | None = None,
     label_names: Sequence[str] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
     **kwargs,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(clip, label)` decoded from video files.
@@ -336,6 +337,8 @@ def video_dataset(
             folders, a `layouts.Records`, or `(path, label)` pairs.
         root: folder holding the videos of a CSV / list file.
         label_names: class names in index order (default: sorted names from the source).
+        input_context: from `strategy.distribute_datasets_from_function`; each input
+            pipeline reads its own share of the videos.
         training: random sampling and augmentation (default False). Broken files are skipped
             either way; evaluation lists each of them in the summary.
         num_frames, sampling, frame_stride, target_fps: the temporal sampler (`"dense"`
@@ -390,6 +393,8 @@ def video_dataset(
         return frames, idx, status, label, tf.stack([element_seed, element_seed // 7])
 
     indices = tf.data.Dataset.range(len(records))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if config.shuffle:
         indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
     # A -1 marks the end of each pass, where the report prints its summary.

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_vtn.data import KINETICS400_LABELS, kinetics400, read_frames, video_dataset
 from keras_vtn.data.testing import read_index
@@ -154,3 +155,13 @@ def test_awkward_files_decode_correctly(videos, name):
     # centre window; a one-frame file loops; the WebM-named-mp4 is the 50-frame webm
     expected = {"one_frame": [0] * 4, "wrong_extension": [23, 24, 25, 26]}.get(name, [8, 9, 10, 11])
     assert _indices(clip) == expected
+
+
+def test_input_context_splits_videos_between_workers(kinetics_root):
+    root = os.path.join(kinetics_root, "train")
+    seen = []
+    for worker in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker)
+        ds = video_dataset(root, input_context=context, num_frames=2, image_size=32)
+        seen.append(sorted(int(y) for _, y in ds))
+    assert seen == [[0, 1], [1, 2]]  # videos 0, 2 and 1, 3 in class-folder order
