@@ -158,10 +158,13 @@ def table(result) -> str:
     rows = [("naive loop (decode whole video, then sample)", "naive"),
             ("`video_dataset` (seek + decode window, parallel map)", "video"),
             ("`tfrecord_dataset` (JPEG frames, decode sampled only)", "tfrecord")]
-    lines = ["| pipeline | clips/s (median) | runs | vs naive |", "|---|---|---|---|"]
+    lines = ["| pipeline | clips/s (median) | runs | vs naive | CPU s per clip |",
+             "|---|---|---|---|---|"]
     for label, key in rows:
         each = " / ".join(f"{x['clips_per_s']:.1f}" for x in runs[key])
-        lines.append(f"| {label} | {med[key]:.1f} | {each} | {med[key] / med['naive']:.1f}x |")
+        cpu = statistics.median(x["process_cpu_s"] / x["clips"] for x in runs[key])
+        lines.append(f"| {label} | {med[key]:.1f} | {each} | {med[key] / med['naive']:.1f}x "
+                     f"| {cpu:.2f} |")
     return "\n".join(lines)
 
 
