@@ -231,7 +231,9 @@ def read_frames(
     sampler can look at the frame count without opening the file twice); its array may have
     any shape and the output is `indices.shape + (H, W, 3)`. `short_side` resizes the shorter
     display side in swscale (a callable is asked after `info_callback`). Indices past the last
-    frame that could be decoded repeat the last decoded frame (headers often over-count).
+    frame that could be decoded repeat the last decoded frame (headers often over-count). When
+    the stream ends well before its header's count (a cut file), `info.truncated` is set and,
+    with `info_callback`, the indices are drawn again within the frames that exist.
     """
     reader = _Reader(path, short_side, threads, interpolation)
     try:
