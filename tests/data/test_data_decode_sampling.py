@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from data_helpers import GOOD
 
 from keras_vtn.data import Sampler, dense_indices, probe, read_frames, time_indices, uniform_indices
 from keras_vtn.data.testing import read_index
-
-from .conftest import GOOD
 
 
 @pytest.mark.parametrize("kind", sorted(GOOD))

@@ -9,11 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from data_helpers import AWKWARD, BROKEN, GOOD
 
 from keras_vtn.data import KINETICS400_LABELS, kinetics400, read_frames, video_dataset
 from keras_vtn.data.testing import read_index
-
-from .conftest import AWKWARD, BROKEN, GOOD
 
 FULL = dict(image_size=(48, 64), short_side=48)  # crops keep the whole 64x48 frame
 

@@ -9,12 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from data_helpers import BROKEN, GOOD
 
 from keras_vtn import cli
 from keras_vtn.data import prepare, tfrecord_dataset, video_dataset
 from keras_vtn.data.testing import read_index
-
-from .conftest import BROKEN, GOOD
 
 
 @pytest.fixture(scope="module")
