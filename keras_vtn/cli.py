@@ -12,7 +12,9 @@ import sys
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
+    "check-videos": "keras_vtn.data.check",
     "convert": "keras_vtn.weights.cli",
+    "prepare": "keras_vtn.data.tfrecord",
 }
 
 
