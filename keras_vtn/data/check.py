@@ -31,7 +31,9 @@ def check_file(path: str, min_frames: int = 1, min_seconds: float = 0.0) -> tupl
     try:
         info = probe(path)
         last = max(info.num_frames - 2, 0)
-        _, _ = read_frames(path, [last], short_side=32)
+        _, decoded = read_frames(path, [last], short_side=32)
+        if decoded.truncated:
+            return "truncated", f"stream ends before frame {last} of {info.num_frames}"
     except DecodeError as error:
         return error.reason, error.detail
     except Exception as error:

@@ -46,12 +46,18 @@ class DecodeReport:
         self.max_logged = max_logged
         self.decoded = 0
         self.failed: dict[str, tuple[str, str]] = {}
+        # decodable files whose stream ends well before its header's frame count
+        self.truncated: set[str] = set()
         self.passes = 0
         self._lock = threading.Lock()
 
     def ok(self) -> None:
         with self._lock:
             self.decoded += 1
+
+    def note_truncated(self, path: str) -> None:
+        with self._lock:
+            self.truncated.add(path)
 
     def fail(self, path: str, reason: str, detail: str = "") -> None:
         with self._lock:
@@ -76,18 +82,20 @@ class DecodeReport:
         with self._lock:
             failed = dict(self.failed)
         action = "skipped" if self.training else "failed"
+        cut = (f" {len(self.truncated)} truncated videos were sampled within their real length."
+               if self.truncated else "")
         if not failed:
-            return f"keras_vtn.data: {self.decoded} clips decoded, no broken videos."
+            return f"keras_vtn.data: {self.decoded} clips decoded, no broken videos.{cut}"
         by_reason = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items()))
         lines = [f"keras_vtn.data: {self.decoded} clips decoded, {len(failed)} videos {action} "
-                 f"({by_reason})."]
+                 f"({by_reason}).{cut}"]
         if not self.training:
             lines += [f"  {path}: {reason}" for path, (reason, _) in sorted(failed.items())]
         return "\n".join(lines)
 
     def end_pass(self) -> None:
         self.passes += 1
-        if self.failed:
+        if self.failed or self.truncated:
             logger.warning("%s", self.summary())
 
     def __repr__(self) -> str:
@@ -130,7 +138,7 @@ class _Loader:
             return idx
 
         try:
-            frames, _ = read_frames(
+            frames, info = read_frames(
                 path, None, short_side=lambda: picked[0][0], threads=self.config.decode_threads,
                 info_callback=pick,
             )
@@ -141,7 +149,9 @@ class _Loader:
             self.report.fail(path, "decode_error", repr(error))
             return (*self._empty, np.int32(1))
         self.report.ok()
-        return frames, picked[0][1], np.int32(0)
+        if info.truncated:
+            self.report.note_truncated(path)
+        return frames, picked[-1][1], np.int32(0)  # [-1]: re-sampled if the file was cut
 
 
 class ClipConfig:
@@ -204,7 +214,7 @@ class ClipConfig:
             else:
                 short_side = round(base * 256 / 224)
         lowest = min(short_side) if isinstance(short_side, (tuple, list)) else short_side
-        if crop in ("random", "center") and lowest < max(image_size):
+        if crop in ("random", "center") and lowest and lowest < min(image_size):
             raise ValueError(
                 f"short_side {short_side} is smaller than image_size {image_size}; crops need "
                 "short_side >= image_size."
@@ -244,7 +254,7 @@ class ClipConfig:
         short = self.short_side
         if isinstance(short, (tuple, list)):
             short = int(rng.integers(short[0], short[1] + 1)) if self.training else short[0]
-        return short, self.sampler(total_frames, fps, self.training, rng)
+        return short or None, self.sampler(total_frames, fps, self.training, rng)
 
     def spatial(self, frames, idx, label, clip_seed, num_classes: int):
         """`(V, T, h, w, 3)` uint8 + labels -> the dataset element."""
@@ -317,6 +327,7 @@ def video_dataset(
     *,
     root: str | None = None,
     label_names: Sequence[str] | None = None,
+    input_context: tf.distribute.InputContext | None = None,
     **kwargs,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(clip, label)` decoded from video files.
@@ -326,6 +337,8 @@ def video_dataset(
             folders, a `layouts.Records`, or `(path, label)` pairs.
         root: folder holding the videos of a CSV / list file.
         label_names: class names in index order (default: sorted names from the source).
+        input_context: from `strategy.distribute_datasets_from_function`; each input
+            pipeline reads its own share of the videos.
         training: random sampling and augmentation (default False). Broken files are skipped
             either way; evaluation lists each of them in the summary.
         num_frames, sampling, frame_stride, target_fps: the temporal sampler (`"dense"`
@@ -334,9 +347,10 @@ def video_dataset(
             side); clips are `(views, T, H, W, 3)` when `views = num_clips * num_crops > 1`
             (or `views_axis=True`).
         image_size: output height/width (int or pair, default 224).
-        short_side: short-side resize before cropping; an int or `(min, max)` for random scale
-            jitter in training. Default: `(256, 320) * image_size / 224` in training,
-            `256 * image_size / 224` for centre crops, `image_size` for three crops.
+        short_side: short-side resize before cropping; an int (0 keeps the decoded size) or
+            `(min, max)` for random scale jitter in training. Default:
+            `(256, 320) * image_size / 224` in training, `256 * image_size / 224` for centre
+            crops, `image_size` for three crops.
         crop: `"random"` (training default), `"random_resized"` (with `scale`, `ratio`),
             `"center"` (evaluation default) or `"none"`.
         flip, color_jitter, rand_augment: training augmentation; `color_jitter` is
@@ -379,6 +393,8 @@ def video_dataset(
         return frames, idx, status, label, tf.stack([element_seed, element_seed // 7])
 
     indices = tf.data.Dataset.range(len(records))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if config.shuffle:
         indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
     # A -1 marks the end of each pass, where the report prints its summary.

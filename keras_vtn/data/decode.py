@@ -26,7 +26,8 @@ import numpy as np
 
 # Failure reasons, in the order they are checked; `DecodeReport` counts them by name.
 REASONS = (
-    "missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short"
+    "missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short",
+    "truncated",
 )
 
 # Seek again when the next wanted frame is further ahead than this (in frames). Decoding
@@ -53,6 +54,8 @@ class VideoInfo:
     height: int
     rotation: int = 0
     duration: float = 0.0
+    # set by `read_frames`: the stream ended well before the frame count in its header
+    truncated: bool = False
 
 
 def _open(path: str):
@@ -145,14 +148,15 @@ class _Reader:
         self.interpolation = interpolation
         self.time_base = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
         self.start = self.stream.start_time or 0
+        self.error: Exception | None = None
 
     def close(self):
         self.container.close()
 
-    def index_of(self, frame) -> int:
+    def index_of(self, frame) -> int | None:
         pts = frame.pts if frame.pts is not None else frame.dts
         if pts is None:
-            return -1
+            return None
         return int(math.floor((pts - self.start) * self.time_base * self.info.fps + 0.5))
 
     def pts_of(self, index: int) -> int:
@@ -173,12 +177,43 @@ class _Reader:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
         return image
 
+    def _frames(self):
+        """Decoded frames; a corrupt packet ends the stream (remembered in `self.error`)."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+                frames = packet.decode()
+            except StopIteration:
+                return
+            except Exception as error:  # cut or corrupt data: the stream ends here
+                self.error = error
+                return
+            yield from frames
+
     def decode_from(self, index: int | None):
-        """Frames (index, frame) from the key frame before `index` (or the start)."""
+        """(index, frame) pairs from the key frame before `index` (or from the start).
+
+        Frames without timestamps are counted from the start; after a seek such a frame
+        yields index -2, telling the caller to decode from the start instead.
+        """
+        seeked = False
         if index is not None and index > 0:
-            self.container.seek(self.pts_of(index), stream=self.stream, backward=True)
-        for frame in self.container.decode(self.stream):
-            yield self.index_of(frame), frame
+            try:
+                self.container.seek(self.pts_of(index), stream=self.stream, backward=True)
+                seeked = True
+            except Exception:  # unseekable file: decode forward from where we are
+                pass
+        count = -1
+        for frame in self._frames():
+            found = self.index_of(frame)
+            if found is None:
+                if seeked:
+                    yield -2, frame
+                    return
+                found = count + 1
+            count = found
+            yield found, frame
 
 
 def read_frames(
@@ -196,7 +231,9 @@ def read_frames(
     sampler can look at the frame count without opening the file twice); its array may have
     any shape and the output is `indices.shape + (H, W, 3)`. `short_side` resizes the shorter
     display side in swscale (a callable is asked after `info_callback`). Indices past the last
-    frame that could be decoded repeat the last decoded frame (headers often over-count).
+    frame that could be decoded repeat the last decoded frame (headers often over-count). When
+    the stream ends well before its header's count (a cut file), `info.truncated` is set and,
+    with `info_callback`, the indices are drawn again within the frames that exist.
     """
     reader = _Reader(path, short_side, threads, interpolation)
     try:
@@ -214,17 +251,29 @@ def read_frames(
         wanted = np.unique(indices)
         if wanted.size == 0:
             raise ValueError("read_frames needs at least one frame index")
-        images = _decode_wanted(reader, wanted)
+        images, real_count = _decode_wanted(reader, wanted)
+        if real_count > 0:
+            info.truncated = True
+            if info_callback is not None:
+                # A cut file: sample again within the frames that really exist.
+                info.num_frames = real_count
+                indices = np.asarray(info_callback(info), np.int64)
+                reader.close()
+                reader = _Reader(path, reader.short_side, threads, interpolation)
+                images, _ = _decode_wanted(reader, np.unique(indices))
     finally:
         reader.close()
     stacked = np.stack([images[i] for i in indices.reshape(-1)])
     return stacked.reshape(indices.shape + stacked.shape[1:]), info
 
 
-def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> dict[int, np.ndarray]:
+def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+    """Images for `wanted` (sorted unique), and the real frame count if the stream ended well
+    before its header's count while frames were still wanted (else -1)."""
     images: dict[int, np.ndarray] = {}
     pos = 0
     last_frame = None  # the last decoded frame, converted only if the stream ends early
+    last_index = -1
     restarted = False
     try:
         seek_to: int | None = int(wanted[0])
@@ -232,36 +281,47 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> dict[int, np.ndarray]
             jumped = False
             first = True
             for index, frame in reader.decode_from(seek_to):
-                if first and seek_to and index > seek_to and not restarted:
-                    # The seek overshot (bad index): decode from the start instead.
+                overshot = first and seek_to and index > seek_to
+                if (overshot or index == -2) and not restarted:
+                    # A bad index or missing timestamps: decode from the start instead.
                     restarted = True
                     reader.container.seek(0, stream=reader.stream, backward=True)
                     seek_to = None
                     jumped = True
                     break
                 first = False
-                last_frame = frame
-                if index < wanted[pos] and index != -1:
+                last_frame, last_index = frame, index
+                if index < wanted[pos]:
                     continue
                 image = reader.to_rgb(frame)
-                while pos < len(wanted) and (wanted[pos] <= index or index == -1):
+                while pos < len(wanted) and wanted[pos] <= index:
                     images[int(wanted[pos])] = image
                     pos += 1
-                    if index == -1:
-                        break
                 if pos < len(wanted) and wanted[pos] - index > SEEK_GAP:
                     seek_to = int(wanted[pos])
                     jumped = True
                     break
+            if first and seek_to and not restarted:
+                # Nothing after the seek (a cut file shorter than its header): from the start.
+                restarted = True
+                reader.container.seek(0, stream=reader.stream, backward=True)
+                seek_to = None
+                continue
             if not jumped:
                 break  # end of stream
     except Exception as error:  # corrupt packets: keep what was decoded so far
         if last_frame is None:
             raise DecodeError("decode_error", f"{reader.path}: {error}") from None
     if last_frame is None:
+        if reader.error is not None:
+            raise DecodeError("decode_error", f"{reader.path}: {reader.error}")
         raise DecodeError("no_frames", reader.path)
-    if pos < len(wanted):  # past the real end (headers over-count): repeat the last frame
+    real_count = -1
+    if pos < len(wanted):  # past the real end: repeat the last frame
+        # Headers often over-count by a frame or two; more than that means a cut file.
+        if last_index < reader.info.num_frames - 3:
+            real_count = last_index + 1
         image = reader.to_rgb(last_frame)
         for i in wanted[pos:]:
             images[int(i)] = image
-    return images
+    return images, real_count

@@ -45,8 +45,6 @@ class Records:
     labels: list[int]
     label_names: list[str]
     missing: list[str] = dataclasses.field(default_factory=list)
-    # optional (start, end) seconds per video; Kinetics files are already trimmed so unused
-    segments: list[tuple[float, float] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -81,17 +81,20 @@ def write_video(
     noise: float = 0.0,
     bit_rate: int | None = None,
     seed: int = 0,
+    faststart: bool = False,
 ) -> None:
     """Encode `num_frames` index-coded frames with PyAV (container from the file extension).
 
-    `noise` adds temporal Gaussian noise of that standard deviation (realistic decode cost).
+    `noise` adds temporal Gaussian noise of that standard deviation (realistic decode cost);
+    `faststart` puts an mp4's index first (so a cut file still opens).
     """
     ext = path[path.rfind(".") :].lower()
     fmt, default_codec, default_pix = _CONTAINER_CODEC[ext]
     codec = codec or default_codec
     pix_fmt = pix_fmt or default_pix
     rng = np.random.default_rng(seed)
-    with av.open(path, "w", format=fmt) as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(path, "w", format=fmt, options=options) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop

@@ -266,7 +266,6 @@ def tfrecord_dataset(
     config = ClipConfig(**kwargs)
     num_classes = max(len(names), 1)
     v, t = config.num_clips, config.num_frames
-    stored_short = manifest.get("short_side")
 
     def pick(num_frames, fps, seed):
         rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
@@ -327,7 +326,6 @@ def tfrecord_dataset(
     report = DecodeReport(config.training)
     for failed_path, reason in manifest.get("failed", {}).items():
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
-    _ = stored_short
     return _annotate(ds, names, report, config)
 
 

@@ -41,6 +41,24 @@ def resize_short_side(frames, short_side):
     return tf.reshape(resized, tf.concat([shape[:-3], [new_h, new_w, 3]], 0))
 
 
+def cover(frames, size: Sequence[int]):
+    """Upscale `(T, h, w, 3)` just enough to hold a `size` crop (odd aspect ratios)."""
+    shape = tf.shape(frames)
+    h, w = shape[1], shape[2]
+
+    def grow():
+        scale = tf.maximum(size[0] / tf.cast(h, tf.float32), size[1] / tf.cast(w, tf.float32))
+        new = tf.stack([
+            tf.maximum(tf.cast(tf.math.ceil(tf.cast(h, tf.float32) * scale), tf.int32), size[0]),
+            tf.maximum(tf.cast(tf.math.ceil(tf.cast(w, tf.float32) * scale), tf.int32), size[1]),
+        ])
+        out = tf.image.resize(frames, new, method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), frames.dtype)
+
+    small = tf.logical_or(h < size[0], w < size[1])
+    return tf.cond(small, grow, lambda: frames)
+
+
 def crop(frames, top, left, size: Sequence[int]):
     """Crop the same box from every frame of `(T, h, w, 3)`."""
     out = frames[:, top : top + size[0], left : left + size[1], :]
@@ -48,12 +66,14 @@ def crop(frames, top, left, size: Sequence[int]):
 
 
 def center_crop(frames, size: Sequence[int]):
+    frames = cover(frames, size)
     shape = tf.shape(frames)
     return crop(frames, (shape[1] - size[0]) // 2, (shape[2] - size[1]) // 2, size)
 
 
 def three_crops(frames, size: Sequence[int]):
     """Left/centre/right (or top/centre/bottom) crops along the long side: `(3, T, H, W, 3)`."""
+    frames = cover(frames, size)
     shape = tf.shape(frames)
     h, w = shape[1], shape[2]
     wide = w >= h
@@ -69,6 +89,7 @@ def three_crops(frames, size: Sequence[int]):
 
 
 def random_crop(frames, size: Sequence[int], seed):
+    frames = cover(frames, size)
     shape = tf.shape(frames)
     room_y = tf.cast(shape[1] - size[0] + 1, tf.float32)
     room_x = tf.cast(shape[2] - size[1] + 1, tf.float32)
