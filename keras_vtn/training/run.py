@@ -122,8 +122,12 @@ def train_dataset(config: TrainConfig, input_context=None):
 
 
 def eval_dataset(config: TrainConfig, split: str | None = None, num_clips: int | None = None,
-                 num_crops: int | None = None, batch_size: int | None = None):
-    """A validation split with `num_clips` x `num_crops` views per video."""
+                 num_crops: int | None = None, batch_size: int | None = None, **kwargs):
+    """A validation split with `num_clips` x `num_crops` views per video.
+
+    Other keyword arguments (e.g. `label_mode`) go to `keras_vtn.data.video_dataset`.
+    """
+    extra = kwargs
     kwargs = _clip_kwargs(config)
     clips = config.val_num_clips if num_clips is None else num_clips
     crops = config.val_num_crops if num_crops is None else num_crops
@@ -134,6 +138,7 @@ def eval_dataset(config: TrainConfig, split: str | None = None, num_clips: int |
         kwargs["short_side"] = short if isinstance(short, int) else (
             max(short[0], config.image_size) if crops == 3 else short[0]
         )
+    kwargs.update(extra)
     ds = data_lib.make_dataset(config.data_root, split or config.val_split, config.layout,
                                **kwargs)
     if config.shuffle_frames:
@@ -170,8 +175,10 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
     distribution.check_batch(config.batch_size)
 
     train_ds = train_dataset(config)
+    one_hot = bool(config.mixup_alpha or config.cutmix_alpha)  # mixed batches: soft labels
     # Validation inside fit sees one centre view per video; multi-view is evaluate_views' job.
-    val_ds = eval_dataset(config, num_clips=1, num_crops=1) if config.val_split else None
+    val_ds = eval_dataset(config, num_clips=1, num_crops=1,
+                          label_mode="one_hot" if one_hot else "int") if config.val_split else None
     label_names = train_ds.label_names
     num_steps = config.steps_per_epoch or max(len(train_ds.records) // config.batch_size, 1)
     updates_per_epoch = max(num_steps // max(config.gradient_accumulation_steps, 1), 1)
@@ -184,7 +191,6 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         warmup_epochs=config.warmup_epochs, milestones=config.milestones,
         factor=config.lr_factor,
     )
-    one_hot = bool(config.mixup_alpha or config.cutmix_alpha)
     with distribution.scope():
         if model is None:
             model = _build_model(config, len(label_names))
@@ -203,9 +209,6 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         config.output_dir, backup=config.backup, tensorboard=config.tensorboard,
         monitor="val_accuracy" if val_ds is not None else "accuracy",
     )
-    if val_ds is not None and one_hot:
-        raise ValueError("Validation with MixUp/CutMix needs one-hot validation labels; "
-                         "evaluate separately with keras_vtn.evaluate_views.")
     start = time.perf_counter()
     # A repeated dataset with a fixed steps_per_epoch: on a dataset of unknown length
     # (videos are filtered), Keras 3.15 (TensorFlow) ends every epoch with an empty step that

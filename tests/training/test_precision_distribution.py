@@ -10,12 +10,20 @@ from conftest import to_numpy
 from training_helpers import TINY_VIVIT, read_summary, run, train_command
 
 from keras_vtn.datasets import generate_motion_dataset
-from keras_vtn.training import SmoothedCrossEntropy, build_model, build_optimizer, set_precision
+from keras_vtn.training import (
+    SmoothedCrossEntropy,
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    set_precision,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
 def small_motion(tmp_path_factory):
-    return generate_motion_dataset(tmp_path_factory.mktemp("motion"), {"train": 2}, size=36)
+    root = tmp_path_factory.mktemp("motion")
+    return generate_motion_dataset(root, {"train": 2, "val": 1}, size=36)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -48,9 +56,11 @@ def _check(output):
 
 def test_mirrored_strategy_on_two_logical_cpus(small_motion, tmp_path):
     command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
-                            extra=["--distribution", "mirrored", "--virtual-cpus", "2"])
+                            extra=["--distribution", "mirrored", "--virtual-cpus", "2",
+                                   "--tensorboard"])
     run(command, timeout=300)
     _check(tmp_path)
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
@@ -61,3 +71,19 @@ def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
     summary = _check(tmp_path)
     assert summary["parameters"] == build_model(
         "vivit", **TINY_VIVIT, num_classes=6, num_frames=8, image_size=32).count_params()
+
+
+def test_recipe_options_together(small_motion, tmp_path):
+    """MixUp (one-hot labels, also for validation), label smoothing, Nesterov SGD with a step
+    schedule and gradient accumulation in one `train()` run."""
+    config = TrainConfig.from_preset(
+        "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT), data_root=str(small_motion),
+        output_dir=str(tmp_path), epochs=2, batch_size=4, mixup_alpha=0.4, label_smoothing=0.1,
+        optimizer="nesterov", learning_rate=0.01, weight_decay=1e-4, schedule="step",
+        milestones=(1,), gradient_accumulation_steps=3, verbose=0, save_model=False,
+    )
+    result = train(config)
+    history = result["history"]
+    assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
+    assert len(history["val_accuracy"]) == 2
+    assert (tmp_path / "log.csv").exists() and (tmp_path / "best.weights.h5").exists()
