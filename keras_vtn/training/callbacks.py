@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import keras
@@ -46,5 +47,11 @@ def training_callbacks(
         log = os.path.join(output_dir, "log.csv")
         callbacks.append(keras.callbacks.CSVLogger(log, append=True))
     if tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            # Without it tf.summary fails inside fit (and hangs MirroredStrategy replicas).
+            raise ImportError(
+                "tensorboard=True needs the `tensorboard` package: pip install tensorboard "
+                "(or keras-vtn[tensorboard])."
+            )
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
     return callbacks

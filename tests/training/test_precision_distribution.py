@@ -1,6 +1,7 @@
 """Mixed precision training steps stay finite; MirroredStrategy (2 logical CPUs) and JAX data
 parallel (2 host devices) train the same model through the example script."""
 
+import importlib.util
 import math
 
 import keras
@@ -18,6 +19,8 @@ from keras_vtn.training import (
     set_precision,
     train,
 )
+
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +59,9 @@ def _check(output):
 
 def test_mirrored_strategy_on_two_logical_cpus(small_motion, tmp_path):
     command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
-                            extra=["--distribution", "mirrored", "--virtual-cpus", "2",
-                                   "--tensorboard"])
+                            extra=["--distribution", "mirrored", "--virtual-cpus", "2"])
     run(command, timeout=300)
     _check(tmp_path)
-    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
@@ -81,9 +82,20 @@ def test_recipe_options_together(small_motion, tmp_path):
         output_dir=str(tmp_path), epochs=2, batch_size=4, mixup_alpha=0.4, label_smoothing=0.1,
         optimizer="nesterov", learning_rate=0.01, weight_decay=1e-4, schedule="step",
         milestones=(1,), gradient_accumulation_steps=3, verbose=0, save_model=False,
+        tensorboard=HAS_TENSORBOARD,
     )
     result = train(config)
     history = result["history"]
     assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
     assert len(history["val_accuracy"]) == 2
     assert (tmp_path / "log.csv").exists() and (tmp_path / "best.weights.h5").exists()
+    if HAS_TENSORBOARD:
+        assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.skipif(HAS_TENSORBOARD, reason="checks the error without the tensorboard package")
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    from keras_vtn.training import training_callbacks
+
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        training_callbacks(tmp_path, tensorboard=True)
