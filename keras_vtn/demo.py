@@ -40,9 +40,10 @@ DEMO_MODELS: dict[str, dict] = {
     ),
 }
 DEFAULT_FAMILY = "vivit"
-# Epochs per family: the frame-level families (per-frame ViT then a temporal model) need longer
-# to tell rotation directions apart than ViViT, whose tubelets see two frames at once.
-DEMO_EPOCHS: dict[str, int] = {"vivit": 12, "linear_vtn": 24, "vtn": 24, "laps": 20}
+# Epochs per family: LinearVTN and VTN (per-frame ViT, then a temporal model on frame vectors)
+# need longer to tell rotation directions apart than ViViT (tubelets see two frames at once) and
+# LAPS (attention across frames in every block).
+DEMO_EPOCHS: dict[str, int] = {"vivit": 12, "linear_vtn": 24, "vtn": 24, "laps": 12}
 
 
 def demo_config(family: str, output: str, **overrides):
