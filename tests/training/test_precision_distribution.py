@@ -7,8 +7,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
-from training_helpers import TINY_VIVIT, read_summary, run, train_command
+from training_helpers import TINY_VIVIT, read_summary, run, to_numpy, train_command
 
 from keras_vtn.datasets import generate_motion_dataset
 from keras_vtn.training import (

@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from training_helpers import to_numpy
 
 from keras_vtn import layers as vtn_layers
 from keras_vtn.training import (

@@ -63,3 +63,11 @@ def csv_epochs(path) -> list[int]:
         return []
     with open(path) as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def to_numpy(x):
+    """A backend tensor or variable as a NumPy array (not `conftest`'s: several exist in tests/)."""
+    import keras
+    import numpy as np
+
+    return np.asarray(keras.ops.convert_to_numpy(x))
