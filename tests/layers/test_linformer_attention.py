@@ -1,23 +1,11 @@
 """LinformerAttention against the explicit Linformer formula written out in NumPy."""
 
-import doctest
-
 import keras
 import numpy as np
 import pytest
+from conftest import randomize_weights, to_numpy, weights_by_path
 
 from keras_vtn.layers import LinformerAttention, TransformerBlock
-from keras_vtn.layers import linformer as linformer_module
-
-
-def _randomize(layer, seed=0):
-    rng = np.random.default_rng(seed)
-    for v in layer.weights:
-        v.assign(rng.normal(0.0, 0.4, size=v.shape).astype("float32"))
-
-
-def _weights(layer):
-    return {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(v) for v in layer.weights}
 
 
 def _softmax(x):
@@ -61,14 +49,14 @@ def test_matches_explicit_formula(one_kv_head, share_kv, qkv_bias):
     )
     x = np.random.default_rng(1).normal(size=(2, 7, 8)).astype("float32")
     layer.build(x.shape)
-    _randomize(layer)
-    w = _weights(layer)
+    randomize_weights(layer)
+    w = weights_by_path(layer)
     kv_width = head_dim if one_kv_head else heads * head_dim
     assert w["key/kernel"].shape == (8, kv_width)
     assert w["key_sequence_projection"].shape == (7, 4)
     assert ("value/kernel" in w) == (not share_kv)
     assert ("query/bias" in w) == qkv_bias
-    got = keras.ops.convert_to_numpy(layer(x))
+    got = to_numpy(layer(x))
     want = _reference(x.astype(np.float64), w, heads, head_dim, one_kv_head, share_kv, qkv_bias)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
@@ -76,10 +64,10 @@ def test_matches_explicit_formula(one_kv_head, share_kv, qkv_bias):
 def test_leading_batch_axes_and_output_shape():
     layer = LinformerAttention(2, projected_length=3)
     x = np.random.default_rng(0).normal(size=(2, 3, 6, 8)).astype("float32")
-    y = keras.ops.convert_to_numpy(layer(x))
+    y = to_numpy(layer(x))
     assert y.shape == x.shape == layer.compute_output_shape(x.shape)
     # Leading axes are batch axes: each (batch, frame) row is independent.
-    np.testing.assert_allclose(y[1, 2], keras.ops.convert_to_numpy(layer(x[1:2, 2]))[0], atol=1e-5)
+    np.testing.assert_allclose(y[1, 2], to_numpy(layer(x[1:2, 2]))[0], atol=1e-5)
 
 
 def test_wrong_sequence_length_is_a_clear_error():
@@ -104,7 +92,7 @@ def test_serialization_round_trip_inside_a_block():
         2, projected_length=3, head_dim=6, one_kv_head=True, share_kv=False, name="attention"
     )
     block = TransformerBlock(mlp_dim=16, layer_norm_epsilon=1e-5, attention=attention)
-    y = keras.ops.convert_to_numpy(block(x))
+    y = to_numpy(block(x))
     config = keras.saving.serialize_keras_object(block)
     clone = keras.saving.deserialize_keras_object(config)
     assert clone.built  # build_config restores the built state
@@ -115,36 +103,27 @@ def test_serialization_round_trip_inside_a_block():
         3, 6, True, False,
     )
     assert cfg["sequence_length"] == 5
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), y, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(clone(x)), y, atol=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     x = np.random.default_rng(3).normal(size=(2, 7, 8)).astype("float32")
     ref = LinformerAttention(2, projected_length=3, head_dim=4, one_kv_head=True)
-    want = keras.ops.convert_to_numpy(ref(x))
+    want = to_numpy(ref(x))
     layer = LinformerAttention(2, projected_length=3, head_dim=4, one_kv_head=True, dtype=policy)
     layer.build(x.shape)
     layer.set_weights(ref.get_weights())
     assert all(v.dtype == "float32" for v in layer.weights)
     y = layer(x)
     assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
-    got = keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))
+    got = to_numpy(keras.ops.cast(y, "float32"))
     np.testing.assert_allclose(got, want, atol=0.1, rtol=0.05)
 
 
 def test_dropout_only_in_training():
     layer = LinformerAttention(2, projected_length=3, attention_dropout_rate=0.5)
     x = np.random.default_rng(4).normal(size=(2, 7, 8)).astype("float32")
-    a = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(layer(x, training=False)))
-    assert not np.allclose(a, keras.ops.convert_to_numpy(layer(x, training=True)))
-
-
-def test_docstring_example_runs():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner()
-    for test in finder.find(LinformerAttention, globs=vars(linformer_module)):
-        runner.run(test)
-    assert runner.summarize(verbose=False).attempted > 0
-    assert runner.summarize(verbose=False).failed == 0
+    a = to_numpy(layer(x))
+    np.testing.assert_array_equal(a, to_numpy(layer(x, training=False)))
+    assert not np.allclose(a, to_numpy(layer(x, training=True)))

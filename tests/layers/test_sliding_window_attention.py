@@ -1,23 +1,11 @@
 """SlidingWindowAttention against a row-by-row NumPy Longformer reference."""
 
-import doctest
-
 import keras
 import numpy as np
 import pytest
+from conftest import randomize_weights, to_numpy, weights_by_path
 
 from keras_vtn.layers import MultiHeadSelfAttention, SlidingWindowAttention, TransformerBlock
-from keras_vtn.layers import sliding_window as sliding_window_module
-
-
-def _randomize(layer, seed=0):
-    rng = np.random.default_rng(seed)
-    for v in layer.weights:
-        v.assign(rng.normal(0.0, 0.4, size=v.shape).astype("float32"))
-
-
-def _weights(layer):
-    return {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(v) for v in layer.weights}
 
 
 def _softmax(x):
@@ -63,10 +51,10 @@ def test_matches_row_by_row_reference(window, num_global):
     layer = SlidingWindowAttention(2, window_size=window, num_global_tokens=num_global)
     x = np.random.default_rng(1).normal(size=(2, 9, 8)).astype("float32")
     layer.build(x.shape)
-    _randomize(layer)
-    w = _weights(layer)
+    randomize_weights(layer)
+    w = weights_by_path(layer)
     assert ("query_global/kernel" in w) == bool(num_global)
-    got = keras.ops.convert_to_numpy(layer(x))
+    got = to_numpy(layer(x))
     want = _reference(x.astype(np.float64), w, 2, window, num_global)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
@@ -75,13 +63,13 @@ def test_key_padding_mask_applies_to_local_and_global_rows():
     layer = SlidingWindowAttention(2, window_size=2, num_global_tokens=1)
     x = np.random.default_rng(2).normal(size=(2, 8, 8)).astype("float32")
     layer.build(x.shape)
-    _randomize(layer, 3)
+    randomize_weights(layer, 3)
     valid = np.ones((2, 8), bool)
     valid[0, 6:] = False
     valid[1, 3] = False
     mask = valid[:, None, None, :]  # (B, 1, 1, N): broadcast over heads and queries
-    got = keras.ops.convert_to_numpy(layer(x, attention_mask=mask))
-    want = _reference(x.astype(np.float64), _weights(layer), 2, 2, 1, key_valid=valid)
+    got = to_numpy(layer(x, attention_mask=mask))
+    want = _reference(x.astype(np.float64), weights_by_path(layer), 2, 2, 1, key_valid=valid)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
@@ -91,19 +79,19 @@ def test_wide_window_without_globals_is_full_attention():
     full = MultiHeadSelfAttention(2)
     layer.build(x.shape)
     full.build(x.shape)
-    _randomize(layer, 4)
+    randomize_weights(layer, 4)
     full.set_weights(layer.get_weights())
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(full(x)), atol=1e-5
+        to_numpy(layer(x)), to_numpy(full(x)), atol=1e-5
     )
 
 
 def test_leading_batch_axes_and_output_shape():
     layer = SlidingWindowAttention(2, window_size=1)
     x = np.random.default_rng(0).normal(size=(2, 3, 6, 8)).astype("float32")
-    y = keras.ops.convert_to_numpy(layer(x))
+    y = to_numpy(layer(x))
     assert y.shape == x.shape == layer.compute_output_shape(x.shape)
-    np.testing.assert_allclose(y[0, 1], keras.ops.convert_to_numpy(layer(x[0:1, 1]))[0], atol=1e-5)
+    np.testing.assert_allclose(y[0, 1], to_numpy(layer(x[0:1, 1]))[0], atol=1e-5)
 
 
 def test_invalid_arguments():
@@ -117,41 +105,32 @@ def test_serialization_round_trip_inside_post_ln_block():
     block = TransformerBlock(
         mlp_dim=16, norm_first=False, layer_norm_epsilon=1e-12, attention=attention
     )
-    y = keras.ops.convert_to_numpy(block(x))
+    y = to_numpy(block(x))
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(block))
     assert clone.built  # build_config restores the built state
     clone.set_weights(block.get_weights())
     cfg = clone.attention.get_config()
     assert (cfg["window_size"], cfg["num_global_tokens"]) == (2, 1)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), y, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(clone(x)), y, atol=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     x = np.random.default_rng(6).normal(size=(2, 9, 8)).astype("float32")
     ref = SlidingWindowAttention(2, window_size=2)
-    want = keras.ops.convert_to_numpy(ref(x))
+    want = to_numpy(ref(x))
     layer = SlidingWindowAttention(2, window_size=2, dtype=policy)
     layer.build(x.shape)
     layer.set_weights(ref.get_weights())
     y = layer(x)
     assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
-    got = keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))
+    got = to_numpy(keras.ops.cast(y, "float32"))
     np.testing.assert_allclose(got, want, atol=0.1, rtol=0.05)
 
 
 def test_dropout_only_in_training():
     layer = SlidingWindowAttention(2, window_size=2, attention_dropout_rate=0.5)
     x = np.random.default_rng(7).normal(size=(2, 9, 8)).astype("float32")
-    a = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(layer(x, training=False)))
-    assert not np.allclose(a, keras.ops.convert_to_numpy(layer(x, training=True)))
-
-
-def test_docstring_example_runs():
-    runner = doctest.DocTestRunner()
-    finder = doctest.DocTestFinder()
-    for test in finder.find(SlidingWindowAttention, globs=vars(sliding_window_module)):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.attempted > 0 and result.failed == 0
+    a = to_numpy(layer(x))
+    np.testing.assert_array_equal(a, to_numpy(layer(x, training=False)))
+    assert not np.allclose(a, to_numpy(layer(x, training=True)))
