@@ -108,9 +108,7 @@ class LinformerAttention(MultiHeadSelfAttention):
         self.key_sequence_projection = self._sequence_projection("key_sequence_projection")
         if not self.share_kv:
             self.value = self._dense(kv_width, self.qkv_bias, "value", dim)
-            self.value_sequence_projection = self._sequence_projection(
-                "value_sequence_projection"
-            )
+            self.value_sequence_projection = self._sequence_projection("value_sequence_projection")
 
     def _project_sequence(self, x, projection):
         # (..., N, C) -> (..., k, C): K'[j] = sum_n E[n, j] K[n].

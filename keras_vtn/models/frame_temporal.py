@@ -226,9 +226,7 @@ def frame_temporal_model(
     return keras.Model(inputs, outputs, name=name)
 
 
-def resolve_arguments(
-    family: str, preset: dict, explicit: dict, checkpoint: dict | None
-) -> dict:
+def resolve_arguments(family: str, preset: dict, explicit: dict, checkpoint: dict | None) -> dict:
     """Architecture arguments: explicit > checkpoint > preset; explicit vs checkpoint must agree."""
     resolved = dict(preset)
     for key, value in (checkpoint or {}).items():
@@ -270,8 +268,8 @@ def read_original(path) -> dict:
 
     def visit(value, prefix):
         if isinstance(value, torch.Tensor):
-            out[prefix] = value.detach().float().numpy() if value.is_floating_point() else (
-                value.numpy()
+            out[prefix] = (
+                value.detach().float().numpy() if value.is_floating_point() else (value.numpy())
             )
         elif isinstance(value, dict):
             for key, item in value.items():

@@ -114,7 +114,10 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
         out[dst + "mlp/fc1/bias"] = take(ffn + "fn.net.0.bias")
         out[dst + "mlp/fc2/kernel"] = take(ffn + "fn.net.3.weight").T
         out[dst + "mlp/fc2/bias"] = take(ffn + "fn.net.3.bias")
-    head_norm = {"head_norm/gamma": take("mlp_head.0.weight"), "head_norm/beta": take("mlp_head.0.bias")}
+    head_norm = {
+        "head_norm/gamma": take("mlp_head.0.weight"),
+        "head_norm/beta": take("mlp_head.0.bias"),
+    }
     out["head/kernel"] = take("mlp_head.1.weight").T
     out["head/bias"] = take("mlp_head.1.bias")
     leftovers = sorted(set(spatial) | set(rest))

@@ -24,7 +24,9 @@ GLOBAL_PROJECTIONS = ("query", "key", "value", "query_global", "key_global", "va
 def model_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The model tensors of a flattened PySlowFast checkpoint (or of a bare state dict)."""
     if any(k.startswith("model_state.") for k in state):
-        return {k[len("model_state.") :]: v for k, v in state.items() if k.startswith("model_state.")}
+        return {
+            k[len("model_state.") :]: v for k, v in state.items() if k.startswith("model_state.")
+        }
     if state and all(k.startswith("module.") for k in state):
         return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
@@ -41,9 +43,10 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     Head counts and `attention_window` are not recorded in the tensors.
     """
     state = model_state(state)
-    if BACKBONE + "patch_embed.proj.weight" not in state or ENCODER + (
-        "embeddings.position_embeddings.weight"
-    ) not in state:
+    if (
+        BACKBONE + "patch_embed.proj.weight" not in state
+        or ENCODER + ("embeddings.position_embeddings.weight") not in state
+    ):
         raise ValueError(
             "Not a bomri/SlowFast VTN checkpoint: expected `backbone.*` and "
             "`temporal_encoder.*` tensors (under `model_state`)."

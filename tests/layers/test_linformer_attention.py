@@ -16,6 +16,7 @@ def _softmax(x):
 
 def _reference(x, w, heads, head_dim, one_kv_head, share_kv, qkv_bias):
     """out = concat_h softmax(Q_h (EᵀK)_hᵀ / sqrt(d)) (E_vᵀV)_h · W_o + b_o."""
+
     def dense(name):
         y = x @ w[f"{name}/kernel"]
         return y + w[f"{name}/bias"] if qkv_bias else y
@@ -44,8 +45,12 @@ def _reference(x, w, heads, head_dim, one_kv_head, share_kv, qkv_bias):
 def test_matches_explicit_formula(one_kv_head, share_kv, qkv_bias):
     heads, head_dim = 3, 5  # inner width 15 on an 8-wide model: head width independent of D
     layer = LinformerAttention(
-        heads, projected_length=4, head_dim=head_dim, one_kv_head=one_kv_head,
-        share_kv=share_kv, qkv_bias=qkv_bias,
+        heads,
+        projected_length=4,
+        head_dim=head_dim,
+        one_kv_head=one_kv_head,
+        share_kv=share_kv,
+        qkv_bias=qkv_bias,
     )
     x = np.random.default_rng(1).normal(size=(2, 7, 8)).astype("float32")
     layer.build(x.shape)
@@ -100,7 +105,10 @@ def test_serialization_round_trip_inside_a_block():
     assert isinstance(clone.attention, LinformerAttention)
     cfg = clone.attention.get_config()
     assert (cfg["projected_length"], cfg["head_dim"], cfg["one_kv_head"], cfg["share_kv"]) == (
-        3, 6, True, False,
+        3,
+        6,
+        True,
+        False,
     )
     assert cfg["sequence_length"] == 5
     np.testing.assert_allclose(to_numpy(clone(x)), y, atol=1e-6)

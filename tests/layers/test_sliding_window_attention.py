@@ -81,9 +81,7 @@ def test_wide_window_without_globals_is_full_attention():
     full.build(x.shape)
     randomize_weights(layer, 4)
     full.set_weights(layer.get_weights())
-    np.testing.assert_allclose(
-        to_numpy(layer(x)), to_numpy(full(x)), atol=1e-5
-    )
+    np.testing.assert_allclose(to_numpy(layer(x)), to_numpy(full(x)), atol=1e-5)
 
 
 def test_leading_batch_axes_and_output_shape():
