@@ -19,6 +19,14 @@ from keras_vtn.models.frame_temporal import (
     vit_backbone,
 )
 
+TEMPORAL = (
+    "num_temporal_layers",
+    "num_temporal_heads",
+    "temporal_mlp_dim",
+    "attention_window",
+    "max_position_embeddings",
+    "head_hidden_dim",
+)
 SIZES: dict[str, dict] = {
     "base": dict(
         patch_size=16,
@@ -269,6 +277,15 @@ def VTN(
             drop_path_rate=drop_path_rate,
         )
     else:
+        vit_args = [
+            k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL
+        ]
+        given = [k for k in vit_args if explicit[k] is not None]
+        if given or drop_path_rate:
+            raise ValueError(
+                f"The spatial ViT arguments {given or ['drop_path_rate']} have no effect with "
+                "spatial_backbone=; configure that model instead."
+            )
         backbone = _check_backbone(spatial_backbone, args["image_size"])
     width = backbone.output_shape[-1]
     if explicit["num_temporal_heads"] is None and width != preset["hidden_dim"]:

@@ -10,19 +10,16 @@ from keras_vtn.models.frame_temporal import FrameEncoder, read_original
 from keras_vtn.models.vtn import VTN, FrameIndexEmbedding
 
 CHECKPOINT = FIXTURES / "vtn.pyth"
+# Random-weight tiny VTN with the fixture's sizes (compiled kernels are shared on JAX).
 TINY_RANDOM = dict(
-    patch_size=8,
-    hidden_dim=16,
-    num_spatial_layers=1,
-    num_spatial_heads=2,
-    spatial_mlp_dim=32,
-    num_temporal_layers=1,
-    num_temporal_heads=2,
-    temporal_mlp_dim=32,
-    attention_window=4,
+    TINY_VTN,
+    hidden_dim=32,
+    num_spatial_layers=2,
+    spatial_mlp_dim=64,
+    num_temporal_layers=2,
+    temporal_mlp_dim=48,
     max_position_embeddings=20,
-    head_hidden_dim=16,
-    num_classes=3,
+    head_hidden_dim=24,
 )
 
 
@@ -112,47 +109,37 @@ def test_config_from_checkpoint_and_converter_rules(vtn):
 
 def test_250_frame_video_in_chunks():
     """Whole-video inference as VTN evaluates it, with a bounded backbone batch."""
-    x = np.random.default_rng(0).uniform(0, 255, size=(1, 250, 16, 16, 3)).astype("float32")
-    ids = np.arange(250, dtype="int32")[None]  # past the 18 frame rows: wraps around
-    chunked = VTN(
-        num_frames=250, image_size=16, frame_indices=True, frame_chunk_size=64, **TINY_RANDOM
+    x = np.random.default_rng(0).uniform(0, 255, size=(1, 250, 32, 32, 3)).astype("float32")
+    model = VTN(num_frames=250, frame_chunk_size=64, **TINY_RANDOM)  # positions 0..249 wrap
+    logits = to_numpy(model(x))
+    assert logits.shape == (1, 5) and np.isfinite(logits).all()
+    # Chunks of 64 (the last one padded) give the features of one pass over all frames.
+    encoder = model.get_layer("frame_encoder")
+    normalised = model.get_layer("preprocessing")(x)
+    whole = FrameEncoder(encoder.backbone, chunk_size=None)
+    np.testing.assert_allclose(
+        to_numpy(encoder(normalised)), to_numpy(whole(normalised)), atol=1e-5
     )
-    whole = VTN(num_frames=250, image_size=16, frame_indices=True, **TINY_RANDOM)
-    whole.set_weights(chunked.get_weights())
-    logits = to_numpy(chunked({"frames": x, "frame_indices": ids}))
-    assert logits.shape == (1, 3) and np.isfinite(logits).all()
-    reference = to_numpy(whole({"frames": x, "frame_indices": ids}))
-    np.testing.assert_allclose(logits, reference, atol=1e-5)
 
 
 def test_any_keras_image_model_as_spatial_backbone():
     cnn = keras.Sequential(
         [
-            keras.Input((16, 16, 3)),
-            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(12),
+            keras.Input((32, 32, 3)),
+            keras.layers.AveragePooling2D(8),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
         ],
         name="tiny_cnn",
     )
-    model = VTN(
-        spatial_backbone=cnn,
-        num_frames=5,
-        image_size=16,
-        num_temporal_layers=1,
-        num_temporal_heads=3,
-        temporal_mlp_dim=24,
-        attention_window=2,
-        head_hidden_dim=8,
-        num_classes=4,
-        frame_chunk_size=2,
-    )
-    x = np.random.default_rng(1).uniform(0, 255, size=(2, 5, 16, 16, 3)).astype("float32")
-    assert to_numpy(model(x)).shape == (2, 4)
+    vit_args = ("patch_size", "hidden_dim")
+    temporal = {k: v for k, v in TINY_RANDOM.items() if "spatial" not in k and k not in vit_args}
+    model = VTN(spatial_backbone=cnn, num_frames=10, frame_chunk_size=4, **temporal)
+    x = pixels("vtn_input.npy")
+    assert to_numpy(model(x)).shape == (2, 5)
     # The backbone sees each (normalised) frame on its own.
-    encoder = model.get_layer("frame_encoder")
     normalised = to_numpy(model.get_layer("preprocessing")(x))
-    features = to_numpy(encoder(normalised))
+    features = to_numpy(model.get_layer("frame_encoder")(normalised))
     np.testing.assert_allclose(features[1, 3], to_numpy(cnn(normalised[1, 3][None]))[0], atol=1e-5)
 
 
@@ -168,10 +155,12 @@ def test_keras_applications_resnet50_backbone():
 
 def test_clear_errors():
     with pytest.raises(ValueError, match="even"):
-        VTN(num_frames=4, **dict(TINY_RANDOM, attention_window=5), image_size=16)
+        VTN(num_frames=4, **dict(TINY_RANDOM, attention_window=5))
     with pytest.raises(ValueError, match="cannot load into a custom spatial_backbone"):
         VTN(weights=CHECKPOINT, spatial_backbone=keras.Sequential([keras.Input((32, 32, 3))]))
-    flat = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
+    flat = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="ViT arguments"):
+        VTN(spatial_backbone=flat, image_size=16, hidden_dim=32)
     with pytest.raises(ValueError, match="map a frame to a vector"):
         VTN(spatial_backbone=flat, image_size=16, num_frames=4)
     with pytest.raises(ValueError, match="max_position_embeddings=30 conflicts"):
