@@ -9,6 +9,7 @@ and the classifier head into a functional model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import keras
@@ -246,6 +247,18 @@ def resolve_arguments(family: str, preset: dict, explicit: dict, checkpoint: dic
 # TEMPORARY: `read_original` stands in for `keras_vtn.weights.read_checkpoint` and
 # `load_original` for `keras_vtn.weights.load_weights`/`assign_weights` until they land on
 # main; the lead routes both through keras_vtn.weights. Neither executes code from the file.
+
+
+def check_weights_path(weights, family: str) -> str:
+    """An existing original-checkpoint path, or a clear error naming what is accepted."""
+    path = os.path.expanduser(os.fspath(weights))
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{family}: weights={weights!r} is not an existing file. Pass None, a Keras "
+            "`.weights.h5`, or an original checkpoint path (registry names such as 'k400' "
+            "are resolved through keras_vtn.weights)."
+        )
+    return path
 
 
 def read_original(path) -> dict:

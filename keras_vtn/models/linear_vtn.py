@@ -10,6 +10,7 @@ from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding, 
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
+    check_weights_path,
     frame_temporal_model,
     image_size_pair,
     load_original,
@@ -162,7 +163,7 @@ def LinearVTN(
     state = checkpoint = None
     keras_file = weights is not None and str(weights).endswith((".h5", ".keras"))
     if weights is not None and not keras_file:
-        state = read_original(weights)
+        state = read_original(check_weights_path(weights, "LinearVTN"))
         checkpoint = linear_vtn_convert.config_from_checkpoint(state)
         if "image_size" in checkpoint:
             checkpoint["image_size"] = image_size_pair(checkpoint["image_size"])
@@ -220,8 +221,7 @@ def LinearVTN(
 
 
 def _default_heads(args: dict, explicit: dict, preset: dict) -> None:
-    """Head counts the tensors do not record: timm's 64-wide ViT heads; 128-wide temporal heads
-    (elb3k) for a Linformer width other than the preset's."""
+    """The ViT head count is not in the tensors: timm's 64-wide heads for a non-preset width."""
     if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
         args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)
 

@@ -11,6 +11,7 @@ from keras_vtn.layers import ClassToken, SlidingWindowAttention, TransformerBloc
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
+    check_weights_path,
     frame_temporal_model,
     image_size_pair,
     load_original,
@@ -249,7 +250,7 @@ def VTN(
                 "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "
                 "custom spatial_backbone. Drop spatial_backbone= or weights=."
             )
-        state = read_original(weights)
+        state = read_original(check_weights_path(weights, "VTN"))
         checkpoint = vtn_convert.config_from_checkpoint(state)
         if "image_size" in checkpoint:
             checkpoint["image_size"] = image_size_pair(checkpoint["image_size"])

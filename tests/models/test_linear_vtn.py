@@ -84,7 +84,9 @@ def test_clip_length_is_fixed_by_the_weights():
         LinformerAttention(2, projected_length=3, sequence_length=7)(np.zeros((1, 9, 32)))
 
 
-def test_conflicting_explicit_argument_is_an_error():
+def test_conflicting_explicit_argument_and_missing_file_are_errors():
+    with pytest.raises(ValueError, match="is not an existing file"):
+        LinearVTN(weights=FIXTURES / "no_such.pth", **TINY_LINEAR_VTN)
     with pytest.raises(ValueError, match="one_kv_head=False conflicts with the checkpoint"):
         LinearVTN(weights=FIXTURES / "lin_vtn.pth", one_kv_head=False, **TINY_LINEAR_VTN)
 
