@@ -1,0 +1,310 @@
+"""LAPSTransformer: parity with the original LAPS code, ablations, errors, precision, saving."""
+
+import os
+import pickle
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vtn.models.laps import NO_KINETICS_WEIGHTS, LAPSTransformer, _load_original
+from keras_vtn.models.laps_convert import config_from_checkpoint, convert_laps, extract_state
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "laps")
+BACKEND = keras.backend.backend()
+TOLERANCE = 2e-5 if BACKEND == "tensorflow" else 1e-4
+VIT_TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=4, num_heads=2,
+                mlp_dim=64, num_classes=5)
+VISFORMER_TINY = dict(image_size=64, stem_width=8, widths=(8, 16, 32), depths=(2, 4, 4),
+                      num_heads=2, num_classes=5)
+# Builder flags of the repo's ablation networks (fixture logits keys).
+ABLATIONS = {
+    "laps": {},
+    "la": dict(fold_div=0),
+    "ps": dict(leap_levels=None),
+    "plain_shift": dict(leap_levels=None, shift="tsm"),
+    "base2d": dict(leap_levels=None, fold_div=0),
+}
+
+
+# ---------------------------------------------------------------- test-only checkpoint reader
+# Lead: replace with keras_vtn.weights.read_checkpoint once it is on main.
+
+_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+             "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8,
+             "BoolStorage": np.bool_}
+
+
+class _Dict(dict):
+    """A dict that accepts attributes (torch pickles state dicts with `_metadata`)."""
+
+
+def read_pth(path):
+    """Arrays of a torch zip checkpoint with '.'-joined names, without torch or code execution."""
+    with zipfile.ZipFile(path) as archive:
+        pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+        root = pkl[: -len("data.pkl")]
+
+        def rebuild(storage, offset, size, stride, *_):
+            return np.lib.stride_tricks.as_strided(
+                storage[offset:], tuple(size), [s * storage.itemsize for s in stride]
+            ).copy()
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if module == "torch" and name in _STORAGES:
+                    return _STORAGES[name]
+                if (module, name) in {("collections", "OrderedDict"), ("collections", "Counter")}:
+                    return _Dict
+                raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+            def persistent_load(self, pid):
+                _, dtype, key, _, _ = pid
+                return np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype)
+
+        tree = Unpickler(archive.open(pkl)).load()
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, np.ndarray):
+            flat[prefix[:-1]] = node
+
+    walk(tree, "")
+    return flat
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+def _fixture(name):
+    state = read_pth(os.path.join(FIXTURES, f"{name}.pth"))
+    io = dict(np.load(os.path.join(FIXTURES, f"{name}_io.npz")))
+    return state, io
+
+
+@pytest.fixture(scope="module")
+def vit_fixture():
+    return _fixture("vit_laps_tiny")
+
+
+@pytest.fixture(scope="module")
+def visformer_fixture():
+    return _fixture("visformer_laps_tiny")
+
+
+def predict(model, frames):
+    return keras.ops.convert_to_numpy(model(np.asarray(frames, "float32"), training=False))
+
+
+# ---------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("variant", ["laps", "la", "ps", "base2d"])
+def test_vit_parity(vit_fixture, variant):
+    state, io = vit_fixture
+    model = LAPSTransformer("vit_base", **VIT_TINY, **ABLATIONS[variant])
+    _load_original(model, state)
+    diff = np.abs(predict(model, io["frames"]) - io[f"logits_{variant}"]).max()
+    assert diff <= TOLERANCE, f"ViT {variant}: max abs diff {diff:.3g}"
+
+
+@pytest.mark.parametrize("variant", list(ABLATIONS))
+def test_visformer_parity(visformer_fixture, variant):
+    state, io = visformer_fixture
+    model = LAPSTransformer("visformer_small", **VISFORMER_TINY, **ABLATIONS[variant])
+    _load_original(model, state)
+    diff = np.abs(predict(model, io["frames"]) - io[f"logits_{variant}"]).max()
+    assert diff <= TOLERANCE, f"Visformer {variant}: max abs diff {diff:.3g}"
+
+
+def test_variants_differ(vit_fixture, visformer_fixture):
+    # The fixtures would not catch a missing shift or leap if the variants agreed anyway.
+    for _, io in (vit_fixture, visformer_fixture):
+        logits = [v for k, v in io.items() if k.startswith("logits_")]
+        for i, a in enumerate(logits):
+            for b in logits[i + 1 :]:
+                assert np.abs(a - b).max() > 1e-3  # >= 10x the parity tolerance
+
+
+def test_visformer_image_file(visformer_fixture):
+    """{"model": state_dict} image weights: the 2D model reproduces the per-image logits."""
+    _, io = visformer_fixture
+    image_state = read_pth(os.path.join(FIXTURES, "visformer_image_tiny.pth"))
+    image_logits = np.load(os.path.join(FIXTURES, "visformer_image_tiny_io.npz"))["logits"]
+    arch = {**VISFORMER_TINY, "num_classes": 7}
+    model = LAPSTransformer("visformer_small", leap_levels=None, fold_div=0, **arch)
+    _load_original(model, image_state)
+    diff = np.abs(predict(model, io["frames"]) - image_logits.mean(axis=1)).max()
+    assert diff <= TOLERANCE
+    # Into a LAPS model with another class count: the backbone loads, the head is dropped.
+    laps = LAPSTransformer("visformer_small", **VISFORMER_TINY)
+    head = keras.ops.convert_to_numpy(laps.get_layer("head").kernel)
+    _load_original(laps, image_state)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(laps.get_layer("head").kernel), head)
+    loaded = keras.ops.convert_to_numpy(laps.get_layer("stage3_1_attn").query.kernel)
+    np.testing.assert_array_equal(
+        loaded, image_state["model.stage3.1.attn.qkv.weight"][:32, :, 0, 0].T
+    )
+
+
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("keras_vtn.weights"),
+    reason="keras_vtn.weights.read_checkpoint is not on this branch yet",
+)
+def test_builder_loads_checkpoint_path(vit_fixture):
+    _, io = vit_fixture
+    path = os.path.join(FIXTURES, "vit_laps_tiny.pth")
+    model = LAPSTransformer("vit_base", weights=path, num_classes=5, num_heads=2)
+    assert np.abs(predict(model, io["frames"]) - io["logits_laps"]).max() <= TOLERANCE
+
+
+# ------------------------------------------------------------------------------- converter
+
+
+def test_config_from_checkpoint(vit_fixture, visformer_fixture):
+    assert config_from_checkpoint(vit_fixture[0]) == dict(
+        backbone="vit", num_classes=5, patch_size=8, hidden_dim=32, num_layers=4, mlp_dim=64,
+        qkv_bias=True, image_size=32,
+    )
+    assert config_from_checkpoint(visformer_fixture[0]) == dict(
+        backbone="visformer", num_classes=5, stem_width=8, widths=(8, 16, 32),
+        depths=(2, 4, 4), mlp_ratio=4.0, image_size=64,
+    )
+
+
+def test_converter_strips_prefix_and_rejects_unknown_keys(visformer_fixture):
+    state = visformer_fixture[0]
+    extracted = extract_state(state)
+    assert "stem.0.weight" in extracted and not any(k.startswith("module") for k in extracted)
+    assert "stem.1.bn.num_batches_tracked" in extracted  # present, ignored by the converter
+    model = LAPSTransformer("visformer_small", **VISFORMER_TINY)
+    mapping = convert_laps(state, model)
+    assert "stem_bn/moving_variance" in mapping
+    assert not any("num_batches" in path for path in mapping)
+    with pytest.raises(ValueError, match=r"stage2\.0\.attn\.extra"):
+        convert_laps({**state, "state_dict.module.base_model.stage2.0.attn.extra": np.ones(3)},
+                     model)
+
+
+def test_shape_mismatch_is_a_clear_error(vit_fixture):
+    model = LAPSTransformer("vit_base", **{**VIT_TINY, "mlp_dim": 48})
+    with pytest.raises(ValueError, match="mlp/fc1/kernel"):
+        _load_original(model, vit_fixture[0])
+
+
+# ------------------------------------------------------------------------- errors and flags
+
+
+def test_k400_weights_raise():
+    with pytest.raises(ValueError, match="never released"):
+        LAPSTransformer("visformer_small", weights="k400")
+    assert "fine-tune" in NO_KINETICS_WEIGHTS
+
+
+@pytest.mark.parametrize(
+    "frames,levels,message",
+    [
+        (8, [4], "Attention block 0: Leap level 4 does not fit a clip of 8 frames"),
+        (8, [1, 0], "Attention block 1: Leap level 0"),
+        (10, [2], "Leap level 2 does not fit a clip of 10 frames"),
+        (5, "default", "No leap level fits a clip of 5 frames"),
+    ],
+)
+def test_invalid_levels(frames, levels, message):
+    with pytest.raises(ValueError, match=message):
+        LAPSTransformer("vit_base", num_frames=frames, leap_levels=levels, **VIT_TINY)
+
+
+def test_default_level_schedules():
+    model = LAPSTransformer("vit_base", **VIT_TINY)
+    assert [model.get_layer(f"block_{i}").attention.level for i in range(4)] == [1, 2, 3, 1]
+    vis32 = LAPSTransformer("visformer_small", num_frames=32, **VISFORMER_TINY)
+    levels = [vis32.get_layer(f"stage{s}_{j}_attn").level for s in (2, 3) for j in range(4)]
+    assert levels == [1, 2, 3, 4, 5, 1, 2, 3]
+    vis8 = LAPSTransformer("visformer_small", leap_levels=[[3, 3, 3, 3], [1, 1, 1, 1]],
+                           **VISFORMER_TINY)
+    levels = [vis8.get_layer(f"stage{s}_{j}_attn").level for s in (2, 3) for j in range(4)]
+    assert levels == [3, 3, 3, 3, 1, 1, 1, 1]
+
+
+def test_ablation_flags_and_pooling():
+    frames = np.random.default_rng(0).uniform(0, 255, (2, 8, 32, 32, 3)).astype("float32")
+    for flags in (dict(shift="tsm"), dict(shift=None), dict(leap_levels=2, fold_div=8)):
+        assert predict(LAPSTransformer("vit_base", **VIT_TINY, **flags), frames).shape == (2, 5)
+    for pooling in (None, "token", "avg"):
+        model = LAPSTransformer("vit_base", include_top=False, pooling=pooling, **VIT_TINY)
+        assert predict(model, frames).shape == (2, 32)
+    with pytest.raises(ValueError, match="Unknown LAPS backbone"):
+        LAPSTransformer("resnet50")
+
+
+# ------------------------------------------------------------------- precision and saving
+
+
+@pytest.mark.parametrize("backbone", ["vit_base", "visformer_small"])
+def test_mixed_precision_float32_logits(backbone, vit_fixture, visformer_fixture):
+    state, io = vit_fixture if backbone == "vit_base" else visformer_fixture
+    arch = VIT_TINY if backbone == "vit_base" else VISFORMER_TINY
+    policy = "mixed_bfloat16" if BACKEND == "torch" else "mixed_float16"
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = LAPSTransformer(backbone, **arch)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    _load_original(model, state)
+    out = model(np.asarray(io["frames"], "float32"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert model.get_layer("head").compute_dtype == "float32"
+    error = np.abs(keras.ops.convert_to_numpy(out) - io["logits_laps"]).max()
+    assert error < 0.25, f"{policy} logits too far from float32: {error}"
+
+
+@pytest.mark.parametrize("backbone", ["vit_base", "visformer_small"])
+def test_keras_round_trip(tmp_path, backbone, vit_fixture, visformer_fixture):
+    state, io = vit_fixture if backbone == "vit_base" else visformer_fixture
+    arch = VIT_TINY if backbone == "vit_base" else VISFORMER_TINY
+    model = LAPSTransformer(backbone, **arch)
+    _load_original(model, state)
+    path = str(tmp_path / "laps.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(predict(restored, io["frames"]), io["logits_laps"], atol=TOLERANCE)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="SavedModel export is TensorFlow-only")
+def test_savedmodel_export(tmp_path, vit_fixture):
+    import tensorflow as tf
+
+    state, io = vit_fixture
+    model = LAPSTransformer("vit_base", **VIT_TINY)
+    _load_original(model, state)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))
+    out = reloaded.serve(tf.constant(io["frames"], tf.float32)).numpy()
+    np.testing.assert_allclose(out, io["logits_laps"], atol=TOLERANCE)
+
+
+# ----------------------------------------------------------------------- full-size counts
+
+
+def _trainable(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backbone,expected", [("vit_base", 86_106_256), ("visformer_small", 39_758_192)]
+)
+def test_full_size_parameter_counts(backbone, expected):
+    laps = LAPSTransformer(backbone)
+    assert _trainable(laps) == expected
+    plain = LAPSTransformer(backbone, leap_levels=None, fold_div=0)
+    assert _trainable(plain) == expected
+    if backbone == "visformer_small":  # BN moving statistics are the only non-trainables
+        assert laps.count_params() - expected == 2 * (32 + 8 * 192 + 9 * 384 + 10 * 768)
