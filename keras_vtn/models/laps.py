@@ -71,7 +71,9 @@ def _block_levels(leap_levels, backbone: str, num_frames: int, num_blocks: int) 
         return [None] * num_blocks
     if isinstance(leap_levels, str):
         if leap_levels != "default":
-            raise ValueError(f"leap_levels must be a sequence, None or 'default', got {leap_levels!r}.")
+            raise ValueError(
+                f"leap_levels must be a sequence, None or 'default', got {leap_levels!r}."
+            )
         leap_levels = _default_levels(backbone, num_frames, num_blocks)
     elif isinstance(leap_levels, int):
         leap_levels = [leap_levels]

@@ -1,5 +1,6 @@
 """LAPSTransformer: parity with the original LAPS code, ablations, errors, precision, saving."""
 
+import importlib.util
 import os
 import pickle
 import zipfile
@@ -154,7 +155,7 @@ def test_visformer_image_file(visformer_fixture):
 
 
 @pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("keras_vtn.weights"),
+    importlib.util.find_spec("keras_vtn.weights") is None,
     reason="keras_vtn.weights.read_checkpoint is not on this branch yet",
 )
 def test_builder_loads_checkpoint_path(vit_fixture):
@@ -275,6 +276,10 @@ def test_keras_round_trip(tmp_path, backbone, vit_fixture, visformer_fixture):
     model.save(path)
     restored = keras.saving.load_model(path)
     np.testing.assert_allclose(predict(restored, io["frames"]), io["logits_laps"], atol=TOLERANCE)
+    weights = str(tmp_path / "laps.weights.h5")
+    model.save_weights(weights)
+    reloaded = LAPSTransformer(backbone, weights=weights, **arch)
+    np.testing.assert_allclose(predict(reloaded, io["frames"]), io["logits_laps"], atol=TOLERANCE)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="SavedModel export is TensorFlow-only")
