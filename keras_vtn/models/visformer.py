@@ -19,7 +19,6 @@ from keras_vtn.layers import DropPath, LeapAttention, MLPBlock, PatchEmbedding, 
 
 VISFORMER_SIZES: dict[str, dict] = {
     "small": dict(stem_width=32, widths=(192, 384, 768), depths=(7, 4, 4), num_heads=6),
-    "tiny": dict(stem_width=16, widths=(96, 192, 384), depths=(7, 4, 4), num_heads=3),
 }
 # Visformer's stage-1 grouped 3×3 conv and mean/std of the LAPS configs.
 STAGE1_GROUPS = 8
