@@ -91,7 +91,9 @@ class MLPBlock(keras.layers.Layer):
             self.mlp_dim, use_bias=self.use_bias, dtype=self.dtype_policy, name="fc1"
         )
         self.fc1.build((None, dim))
-        self.fc2 = keras.layers.Dense(dim, use_bias=self.use_bias, dtype=self.dtype_policy, name="fc2")
+        self.fc2 = keras.layers.Dense(
+            dim, use_bias=self.use_bias, dtype=self.dtype_policy, name="fc2"
+        )
         self.fc2.build((None, self.mlp_dim))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 

@@ -7,13 +7,12 @@ outputs. No parameters beyond the image model. Reference: VideoNetworks/LAPS-tra
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_vtn import weights as kvw
 from keras_vtn.layers import LeapAttention, leap_pairs
 from keras_vtn.models import laps_convert
 from keras_vtn.models.visformer import (
@@ -30,16 +29,6 @@ BACKBONES = ("vit_base", "vit_large", "visformer_small")
 VIT_LEAP_LEVELS = (1, 2, 3, 1)
 VISFORMER_LEAP_LEVELS = {8: ((1, 2, 3, 1), (2, 3, 1, 2)), 32: ((1, 2, 3, 4), (5, 1, 2, 3))}
 VIT_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}
-
-NO_KINETICS_WEIGHTS = (
-    "No LAPS Kinetics weights exist: the authors never released any (the checkpoint links in "
-    "VideoNetworks/LAPS-transformer's MODEL_ZOO.md are empty). Train one from an image "
-    "initialisation instead: weights='imagenet21k' (ViT) or the path of Visformer's "
-    "'visformer_s_in10k.pth' (Visformer), then fine-tune on Kinetics (the LAPS recipe: SGD "
-    "momentum 0.9, LR steps at epochs 10 and 15, 18 epochs, label smoothing 0.1). A LAPS "
-    "training checkpoint (.pth) you trained with the original code loads with weights=<path>."
-)
-
 
 def _default_levels(backbone: str, num_frames: int, num_blocks: int):
     if backbone.startswith("vit") and num_frames == 8:
@@ -138,9 +127,12 @@ def LAPSTransformer(
     Args:
         backbone: `"vit_base"`, `"vit_large"` (patch 16, LayerNorm eps 1e-6, exact GELU) or
             `"visformer_small"` (BatchNorm eps 1e-5).
-        weights: `None`; a path to a LAPS training checkpoint (`.pth`, ViT or Visformer), a
-            Visformer image file (`{"model": ...}`), a timm ViT state dict, or a Keras
-            `.weights.h5`. `"k400"` raises: no Kinetics weights were released.
+        weights: `None`; `"imagenet21k"` (ViT backbones: Google's image checkpoint initialises
+            the backbone); a path to a LAPS training checkpoint (`.pth`, ViT or Visformer), a
+            Visformer image file (`{"model": ...}`, e.g. `visformer_s_in10k.pth`), a timm or
+            Google ViT image checkpoint, or a Keras `.weights.h5`/`.keras`. `"k400"` raises:
+            the authors never released Kinetics weights. Architecture arguments not given
+            are read from an original checkpoint; conflicting ones are an error.
         num_frames, image_size: clip size; `image_size` defaults to 224 or the checkpoint's.
         leap_levels: one level per attention block, or a cycle that repeats (ViT default
             [1, 2, 3, 1]; Visformer stage 2 / stage 3 [1, 2, 3, 1] / [2, 3, 1, 2] for T=8 and
@@ -164,53 +156,22 @@ def LAPSTransformer(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown LAPS backbone {backbone!r}; use one of {BACKBONES}.")
-    if weights == "k400":
-        raise ValueError(NO_KINETICS_WEIGHTS)
     if pooling not in (None, "token", "avg"):
         raise ValueError(f"pooling must be None, 'token' or 'avg', got {pooling!r}.")
-    state = None
     given = dict(patch_size=patch_size, hidden_dim=hidden_dim, num_layers=num_layers,
                  num_heads=num_heads, mlp_dim=mlp_dim, stem_width=stem_width,
                  widths=widths, depths=depths, mlp_ratio=mlp_ratio)
-    if weights == "imagenet21k":
-        # Lead: route through the keras_vtn.weights registry once it is on main.
-        raise ValueError(
-            "weights='imagenet21k' needs the keras_vtn.weights registry, which this build "
-            "lacks; pass the path of timm's jx_vit_base_patch16_224_in21k-e5005f0a.pth instead."
-        )
-    if weights is not None and not os.path.exists(weights):
-        raise ValueError(
-            f"weights={weights!r} is neither a file nor a known LAPS weights name: use None, "
-            "the path of a checkpoint (.pth) or of a Keras .weights.h5 file."
-        )
-    if weights is not None and not str(weights).endswith(".weights.h5"):
-        state = laps_convert.extract_state(_read_checkpoint(weights))
-        found = laps_convert.config_from_checkpoint(state)
-        kind = found.pop("backbone")
-        if not backbone.startswith(kind):
-            raise ValueError(
-                f"{weights} holds a {kind} checkpoint but backbone={backbone!r}; pass "
-                f"backbone={'visformer_small' if kind == 'visformer' else 'vit_base'!r}."
-            )
-        if image_size is None:
-            image_size = found.pop("image_size")
-        found.pop("image_size", None)
-        found.pop("num_classes", None)  # the head loads only when num_classes matches
-        found.pop("qkv_bias", None)
-        for key, value in found.items():
-            if given.get(key) is not None and _differs(given[key], value):
-                raise ValueError(
-                    f"{key}={given[key]!r} conflicts with the checkpoint {weights} ({value!r}); "
-                    f"leave {key} unset to use the checkpoint's value."
-                )
-            given[key] = value
-        if kind == "vit" and given["num_heads"] is None:
-            given["num_heads"] = VIT_HEADS_BY_WIDTH.get(given["hidden_dim"])
-            if given["num_heads"] is None:
-                raise ValueError(
-                    "The number of heads is not stored in a ViT checkpoint and width "
-                    f"{given['hidden_dim']} has no standard head count: pass num_heads."
-                )
+    # "k400" raises here (no LAPS Kinetics weights were released; the registry says how to
+    # train one); "imagenet21k" downloads Google's ViT image checkpoint.
+    source = kvw.resolve(weights, "laps", backbone=backbone)
+    state = None
+    if source is not None and not source.is_keras:
+        if source.entry is not None:
+            found = dict(source.entry["config"], backbone="vit")
+        else:
+            state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
+            found = laps_convert.config_from_checkpoint(state)
+        image_size = _fill_from_checkpoint(given, found, backbone, image_size, weights)
     image_size = 224 if image_size is None else image_size
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     frames = keras.Input((num_frames, height, width, 3), name="frames")
@@ -290,12 +251,43 @@ def LAPSTransformer(
         outputs = ops.mean(ops.cast(per_frame, "float32"), axis=1)
     model = keras.Model(frames, outputs, name=name or f"laps_{backbone}")
 
-    if weights is not None:
-        if str(weights).endswith(".weights.h5"):
-            model.load_weights(weights)
+    if source is not None:
+        if state is None:  # Keras files, and registry downloads (converted once, then cached)
+            kvw.load_weights(model, weights, "laps", converter=laps_convert.convert_laps,
+                             backbone=backbone)
         else:
-            _load_original(model, state)
+            _load_original(model, state, partial=source.partial)
     return model
+
+
+def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, weights):
+    """Completes `given` with the checkpoint's architecture; explicit conflicts are errors."""
+    found = dict(found)
+    kind = found.pop("backbone")
+    if not backbone.startswith(kind):
+        raise ValueError(
+            f"{weights} holds a {kind} checkpoint but backbone={backbone!r}; pass "
+            f"backbone={'visformer_small' if kind == 'visformer' else 'vit_base'!r}."
+        )
+    if image_size is None:
+        image_size = found.get("image_size")
+    for key in ("image_size", "num_classes", "qkv_bias"):  # heads load only when they match
+        found.pop(key, None)
+    for key, value in found.items():
+        if given.get(key) is not None and _differs(given[key], value):
+            raise ValueError(
+                f"{key}={given[key]!r} conflicts with the checkpoint {weights} ({value!r}); "
+                f"leave {key} unset to use the checkpoint's value."
+            )
+        given[key] = value
+    if kind == "vit" and given["num_heads"] is None:
+        given["num_heads"] = VIT_HEADS_BY_WIDTH.get(given["hidden_dim"])
+        if given["num_heads"] is None:
+            raise ValueError(
+                "The number of heads is not stored in a timm ViT checkpoint and width "
+                f"{given['hidden_dim']} has no standard head count: pass num_heads."
+            )
+    return image_size
 
 
 def _differs(a, b) -> bool:
@@ -304,45 +296,22 @@ def _differs(a, b) -> bool:
     return a != b
 
 
-# --------------------------------------------------------------------------------------------
-# Lead: the two helpers below stand in for keras_vtn.weights (read_checkpoint and
-# assign_weights); route them through it once it lands on main.
+def _load_original(model: keras.Model, source, partial: bool = False) -> None:
+    """Loads an original LAPS/backbone checkpoint (path or state dict) into `model`.
 
-
-def _read_checkpoint(path) -> dict:
-    try:
-        from keras_vtn.weights import read_checkpoint
-    except ImportError as error:
-        raise ImportError(
-            "Reading original checkpoints needs keras_vtn.weights.read_checkpoint, which this "
-            "build lacks."
-        ) from error
-    return read_checkpoint(path)
-
-
-def _load_original(model: keras.Model, source) -> None:
-    """Loads a LAPS/backbone checkpoint (path or state dict) into `model`, checking coverage.
-
-    The checkpoint's head loads only when the model has a head of the same size; otherwise it
-    is dropped (image-pretrained or different-class checkpoints initialise the backbone).
+    Every variable but the head must come from the checkpoint. The head loads when the model
+    has one of the same size; otherwise it keeps its initialisation (image-pretrained or
+    other-class checkpoints initialise the backbone).
     """
-    state = source if isinstance(source, dict) else _read_checkpoint(source)
+    state = source if isinstance(source, dict) else kvw.read_checkpoint(source)
     mapping = laps_convert.convert_laps(state, model)
-    variables = {v.path: v for v in model.weights}
-    head = {p: a for p, a in mapping.items() if p.startswith("head/")}
-    if not all(p in variables and tuple(variables[p].shape) == a.shape for p, a in head.items()):
-        mapping = {p: a for p, a in mapping.items() if not p.startswith("head/")}
-    unknown = sorted(set(mapping) - set(variables))
-    if unknown:
-        raise ValueError(f"Checkpoint tensors with no model variable: {unknown[:10]}")
-    missing = sorted(p for p in variables if p not in mapping and not p.startswith("head/"))
-    if missing:
-        raise ValueError(f"Model variables the checkpoint does not provide: {missing[:10]}")
-    for path, array in mapping.items():
-        variable = variables[path]
-        if tuple(variable.shape) != array.shape:
-            raise ValueError(
-                f"Shape mismatch for {path}: model {tuple(variable.shape)}, checkpoint "
-                f"{array.shape}. Check the architecture arguments (or image_size)."
-            )
-        variable.assign(np.asarray(array, dtype=variable.dtype))
+    missing = sorted(
+        v.path for v in model.weights if v.path not in mapping and not v.path.startswith("head/")
+    )
+    if missing and not partial:
+        raise ValueError(
+            f"The checkpoint provides no value for {len(missing)} variable(s) of model "
+            f"{model.name!r}: {missing[:10]}. Build the model with the checkpoint's architecture."
+        )
+    # A different-size head keeps its initialisation (assign_weights warns about it).
+    kvw.assign_weights(model, mapping, allow_missing=partial or "head/kernel" not in mapping)

@@ -5,6 +5,7 @@ Formats:
   "scheduler"}` with keys `module.base_model.<backbone key>` (DDP-wrapped VideoNet).
 - Visformer image weights (`visformer_s_in10k.pth`): `{"model": state_dict}`, no prefix.
 - timm ViT image weights (e.g. `jx_vit_base_patch16_224_in21k-e5005f0a.pth`): a plain state dict.
+- Google ViT image weights (`ViT-B_16.npz`, the `weights="imagenet21k"` registry entry).
 
 Leap attention and periodic shift have no weights: the level schedule, `fold_div` and the
 number of frames come from the builder arguments (the training run name records them as
@@ -19,14 +20,14 @@ import re
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding
-from keras_vtn.models.vit import timm_vit_mapping
+from keras_vtn.models.vit import google_vit_mapping, timm_vit_mapping
 
 PREFIXES = ("module.", "base_model.")
 # Entries of a training checkpoint that are not weights.
 _TRAINING_ENTRIES = ("epoch", "best_acc1", "optimizer", "scheduler", "arch")
 # BatchNorm's batch counter has no Keras counterpart; the in21k representation layer is
 # dropped by timm when fine-tuning (LAPS never uses it).
-_IGNORED = re.compile(r"(^|\.)num_batches_tracked$|^pre_logits\.")
+_IGNORED = re.compile(r"(^|\.)num_batches_tracked$|^pre_logits[./]")
 _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
        "running_var": "moving_variance"}
 
@@ -66,14 +67,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def checkpoint_backbone(state: dict[str, np.ndarray]) -> str:
-    """'vit' or 'visformer' from the parameter names of an extracted state dict."""
+    """'vit', 'vit_google' (Flax names) or 'visformer' from the names of an extracted state."""
     if "stem.0.weight" in state or "stage1.0.norm2.bn.weight" in state:
         return "visformer"
     if "patch_embed.proj.weight" in state and "blocks.0.attn.qkv.weight" in state:
         return "vit"
+    if "embedding/kernel" in state and "Transformer/encoderblock_0/LayerNorm_0/scale" in state:
+        return "vit_google"
     raise ValueError(
         "Not a LAPS ViT or Visformer checkpoint: found neither 'stem.0.weight' (Visformer) "
-        f"nor 'patch_embed.proj.weight' (ViT). First keys: {sorted(state)[:5]}"
+        "nor 'patch_embed.proj.weight' (timm ViT) nor 'embedding/kernel' (Google ViT). "
+        f"First keys: {sorted(state)[:5]}"
     )
 
 
@@ -89,6 +93,26 @@ def config_from_checkpoint(state: dict) -> dict:
     config: dict = {}
     if "head.weight" in state:
         config["num_classes"] = int(state["head.weight"].shape[0])
+    if backbone == "vit_google":
+        patch, _, _, hidden = state["embedding/kernel"].shape
+        block = "Transformer/encoderblock_0/"
+        config.pop("num_classes", None)
+        if "head/kernel" in state:
+            config["num_classes"] = int(state["head/kernel"].shape[-1])
+        config.update(
+            backbone="vit",
+            patch_size=int(patch),
+            hidden_dim=int(hidden),
+            num_layers=_count(state, r"Transformer/encoderblock_(\d+)/"),
+            num_heads=int(state[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]),
+            mlp_dim=int(state[block + "MlpBlock_3/Dense_0/kernel"].shape[-1]),
+            qkv_bias=block + "MultiHeadDotProductAttention_1/query/bias" in state,
+            image_size=int(
+                math.isqrt(state["Transformer/posembed_input/pos_embedding"].shape[1] - 1)
+            )
+            * int(patch),
+        )
+        return config
     if backbone == "vit":
         hidden, _, patch, _ = state["patch_embed.proj.weight"].shape
         tokens = state["pos_embed"].shape[1] - 1
@@ -115,7 +139,7 @@ def config_from_checkpoint(state: dict) -> dict:
 
 
 def _is_extracted(state: dict) -> bool:
-    return "stem.0.weight" in state or "patch_embed.proj.weight" in state
+    return any(k in state for k in ("stem.0.weight", "patch_embed.proj.weight", "embedding/kernel"))
 
 
 def _conv(w):
@@ -178,9 +202,13 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
     """
     state = dict(extract_state(state))
     backbone = checkpoint_backbone(state)
-    if backbone == "vit":
-        num_layers = _count(state, r"blocks\.(\d+)\.")
-        out = timm_vit_mapping(state, num_layers)
+    if backbone == "vit_google":
+        out = google_vit_mapping(state, _count(state, r"Transformer/encoderblock_(\d+)/"))
+        if "head/kernel" in state:  # Flax Dense: already (in, out)
+            out["head/kernel"] = np.asarray(state.pop("head/kernel"))
+            out["head/bias"] = np.asarray(state.pop("head/bias"))
+    elif backbone == "vit":
+        out = timm_vit_mapping(state, _count(state, r"blocks\.(\d+)\."))
     else:
         depths = tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3))
         out = _visformer_mapping(state, depths)
@@ -202,7 +230,7 @@ def _fit_position_tables(mapping: dict, model, backbone: str) -> dict:
         target = shapes.get(path)
         if not path.endswith("embeddings") or target is None or target == table.shape:
             continue
-        prefix = 1 if backbone == "vit" else 0  # ViT's table starts with the CLS position
+        prefix = 0 if backbone == "visformer" else 1  # ViT's table starts with the CLS position
         source_side = math.isqrt(table.shape[0] - prefix)
         target_side = math.isqrt(target[0] - prefix)
         if source_side**2 + prefix != table.shape[0] or target_side**2 + prefix != target[0]:

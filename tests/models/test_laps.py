@@ -1,16 +1,14 @@
 """LAPSTransformer: parity with the original LAPS code, ablations, errors, precision, saving."""
 
-import importlib.util
 import os
-import pickle
-import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from keras_vtn.models.laps import NO_KINETICS_WEIGHTS, LAPSTransformer, _load_original
+from keras_vtn.models.laps import LAPSTransformer, _load_original
 from keras_vtn.models.laps_convert import config_from_checkpoint, convert_laps, extract_state
+from keras_vtn.weights import NoReleasedWeightsError, read_checkpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "laps")
 BACKEND = keras.backend.backend()
@@ -29,62 +27,11 @@ ABLATIONS = {
 }
 
 
-# ---------------------------------------------------------------- test-only checkpoint reader
-# Lead: replace with keras_vtn.weights.read_checkpoint once it is on main.
-
-_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-             "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8,
-             "BoolStorage": np.bool_}
-
-
-class _Dict(dict):
-    """A dict that accepts attributes (torch pickles state dicts with `_metadata`)."""
-
-
-def read_pth(path):
-    """Arrays of a torch zip checkpoint with '.'-joined names, without torch or code execution."""
-    with zipfile.ZipFile(path) as archive:
-        pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
-        root = pkl[: -len("data.pkl")]
-
-        def rebuild(storage, offset, size, stride, *_):
-            return np.lib.stride_tricks.as_strided(
-                storage[offset:], tuple(size), [s * storage.itemsize for s in stride]
-            ).copy()
-
-        class Unpickler(pickle.Unpickler):
-            def find_class(self, module, name):
-                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-                    return rebuild
-                if module == "torch" and name in _STORAGES:
-                    return _STORAGES[name]
-                if (module, name) in {("collections", "OrderedDict"), ("collections", "Counter")}:
-                    return _Dict
-                raise pickle.UnpicklingError(f"refusing {module}.{name}")
-
-            def persistent_load(self, pid):
-                _, dtype, key, _, _ = pid
-                return np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype)
-
-        tree = Unpickler(archive.open(pkl)).load()
-    flat = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        elif isinstance(node, np.ndarray):
-            flat[prefix[:-1]] = node
-
-    walk(tree, "")
-    return flat
-
-
 # ---------------------------------------------------------------------------------- fixtures
 
 
 def _fixture(name):
-    state = read_pth(os.path.join(FIXTURES, f"{name}.pth"))
+    state = read_checkpoint(os.path.join(FIXTURES, f"{name}.pth"))
     io = dict(np.load(os.path.join(FIXTURES, f"{name}_io.npz")))
     return state, io
 
@@ -136,7 +83,7 @@ def test_variants_differ(vit_fixture, visformer_fixture):
 def test_visformer_image_file(visformer_fixture):
     """{"model": state_dict} image weights: the 2D model reproduces the per-image logits."""
     _, io = visformer_fixture
-    image_state = read_pth(os.path.join(FIXTURES, "visformer_image_tiny.pth"))
+    image_state = read_checkpoint(os.path.join(FIXTURES, "visformer_image_tiny.pth"))
     image_logits = np.load(os.path.join(FIXTURES, "visformer_image_tiny_io.npz"))["logits"]
     arch = {**VISFORMER_TINY, "num_classes": 7}
     model = LAPSTransformer("visformer_small", leap_levels=None, fold_div=0, **arch)
@@ -146,7 +93,8 @@ def test_visformer_image_file(visformer_fixture):
     # Into a LAPS model with another class count: the backbone loads, the head is dropped.
     laps = LAPSTransformer("visformer_small", **VISFORMER_TINY)
     head = keras.ops.convert_to_numpy(laps.get_layer("head").kernel)
-    _load_original(laps, image_state)
+    with pytest.warns(UserWarning, match="num_classes differs"):
+        _load_original(laps, image_state)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(laps.get_layer("head").kernel), head)
     loaded = keras.ops.convert_to_numpy(laps.get_layer("stage3_1_attn").query.kernel)
     np.testing.assert_array_equal(
@@ -154,14 +102,67 @@ def test_visformer_image_file(visformer_fixture):
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("keras_vtn.weights") is None,
-    reason="keras_vtn.weights.read_checkpoint is not on this branch yet",
-)
-def test_builder_loads_checkpoint_path(vit_fixture):
-    _, io = vit_fixture
+def test_builder_loads_checkpoint_paths(vit_fixture, visformer_fixture):
+    """weights=<.pth>: architecture read from the tensors, LA/PS settings from the arguments."""
     path = os.path.join(FIXTURES, "vit_laps_tiny.pth")
     model = LAPSTransformer("vit_base", weights=path, num_classes=5, num_heads=2)
+    diff = np.abs(predict(model, vit_fixture[1]["frames"]) - vit_fixture[1]["logits_laps"])
+    assert diff.max() <= TOLERANCE
+    path = os.path.join(FIXTURES, "visformer_laps_tiny.pth")
+    model = LAPSTransformer("visformer_small", weights=path, num_classes=5, num_heads=2,
+                            leap_levels=None, shift="tsm")
+    diff = np.abs(predict(model, visformer_fixture[1]["frames"]) -
+                  visformer_fixture[1]["logits_plain_shift"])
+    assert diff.max() <= TOLERANCE
+    with pytest.raises(ValueError, match=r"depths=\(7, 4, 4\) conflicts with the checkpoint"):
+        LAPSTransformer("visformer_small", weights=path, depths=(7, 4, 4))
+    with pytest.raises(ValueError, match="holds a visformer checkpoint"):
+        LAPSTransformer("vit_base", weights=path)
+
+
+def google_vit_npz(state, path):
+    """Writes a timm ViT state dict in Google's ViT-B_16.npz layout (the inverse mapping)."""
+    s = {k.replace("state_dict.module.base_model.", ""): v for k, v in state.items()}
+    dim = s["patch_embed.proj.weight"].shape[0]
+    heads = 2
+    out = {
+        "embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": s["patch_embed.proj.bias"],
+        "cls": s["cls_token"],
+        "Transformer/posembed_input/pos_embedding": s["pos_embed"],
+        "Transformer/encoder_norm/scale": s["norm.weight"],
+        "Transformer/encoder_norm/bias": s["norm.bias"],
+        "head/kernel": s["head.weight"].T,
+        "head/bias": s["head.bias"],
+        "pre_logits/kernel": np.eye(dim, dtype="float32"),  # in21k files have it; unused
+        "pre_logits/bias": np.zeros(dim, "float32"),
+    }
+    for i in range(4):
+        src, dst = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        for norm, name in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_2")):
+            out[dst + f"{name}/scale"] = s[src + f"{norm}.weight"]
+            out[dst + f"{name}/bias"] = s[src + f"{norm}.bias"]
+        mha = dst + "MultiHeadDotProductAttention_1/"
+        weight = np.split(s[src + "attn.qkv.weight"], 3)
+        bias = np.split(s[src + "attn.qkv.bias"], 3)
+        for j, name in enumerate(("query", "key", "value")):
+            out[mha + f"{name}/kernel"] = weight[j].T.reshape(dim, heads, -1)
+            out[mha + f"{name}/bias"] = bias[j].reshape(heads, -1)
+        out[mha + "out/kernel"] = s[src + "attn.proj.weight"].T.reshape(heads, -1, dim)
+        out[mha + "out/bias"] = s[src + "attn.proj.bias"]
+        for fc, dense in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
+            out[dst + f"MlpBlock_3/{dense}/kernel"] = s[src + f"mlp.{fc}.weight"].T
+            out[dst + f"MlpBlock_3/{dense}/bias"] = s[src + f"mlp.{fc}.bias"]
+    np.savez(path, **out)
+
+
+def test_google_vit_npz(tmp_path, vit_fixture):
+    """The imagenet21k format (Google npz): the same weights give the same LAPS logits."""
+    state, io = vit_fixture
+    path = str(tmp_path / "ViT-tiny.npz")
+    google_vit_npz(state, path)
+    assert config_from_checkpoint(read_checkpoint(path))["num_heads"] == 2
+    model = LAPSTransformer("vit_base", weights=path, num_classes=5)
     assert np.abs(predict(model, io["frames"]) - io["logits_laps"]).max() <= TOLERANCE
 
 
@@ -203,9 +204,10 @@ def test_shape_mismatch_is_a_clear_error(vit_fixture):
 
 
 def test_k400_weights_raise():
-    with pytest.raises(ValueError, match="never released"):
+    with pytest.raises(NoReleasedWeightsError, match="no released Kinetics-400 weights"):
         LAPSTransformer("visformer_small", weights="k400")
-    assert "fine-tune" in NO_KINETICS_WEIGHTS
+    with pytest.raises(ValueError, match="imagenet21k"):
+        LAPSTransformer("visformer_small", weights="imagenet21k")  # ViT backbones only
 
 
 @pytest.mark.parametrize(
