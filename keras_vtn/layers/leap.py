@@ -20,6 +20,9 @@ def leap_pairs(num_frames: int, level: int) -> list[tuple[int, int]]:
     order of their first member (LAPS' internal order; it does not change the output).
     Raises ValueError when the level does not fit the clip: level < 1, 2**level > T, or T not
     divisible by 2·s.
+
+    >>> leap_pairs(8, 2)
+    [(0, 2), (1, 3), (4, 6), (5, 7)]
     """
     num_frames, level = int(num_frames), int(level)
     step = num_frames // 2**level if level >= 1 else 0
