@@ -28,7 +28,6 @@ BACKBONES = ("vit_base", "vit_large", "visformer_small")
 # S2_SKIP_LEVEL for stage 2 and S3_SKIP_LEVEL for stage 3 (configs for T=8 and T=32).
 VIT_LEAP_LEVELS = (1, 2, 3, 1)
 VISFORMER_LEAP_LEVELS = {8: ((1, 2, 3, 1), (2, 3, 1, 2)), 32: ((1, 2, 3, 4), (5, 1, 2, 3))}
-VIT_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}
 
 def _default_levels(backbone: str, num_frames: int, num_blocks: int):
     if backbone.startswith("vit") and num_frames == 8:
@@ -167,7 +166,7 @@ def LAPSTransformer(
     state = None
     if source is not None and not source.is_keras:
         if source.entry is not None:
-            found = dict(source.entry["config"], backbone="vit")
+            found = dict(source.entry["config"], backbone=backbone)
         else:
             state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
             found = laps_convert.config_from_checkpoint(state)
@@ -263,7 +262,7 @@ def LAPSTransformer(
 def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, weights):
     """Completes `given` with the checkpoint's architecture; explicit conflicts are errors."""
     found = dict(found)
-    kind = found.pop("backbone")
+    kind = "visformer" if found.pop("backbone").startswith("visformer") else "vit"
     if not backbone.startswith(kind):
         raise ValueError(
             f"{weights} holds a {kind} checkpoint but backbone={backbone!r}; pass "
@@ -271,7 +270,7 @@ def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, w
         )
     if image_size is None:
         image_size = found.get("image_size")
-    for key in ("image_size", "num_classes", "qkv_bias"):  # heads load only when they match
+    for key in ("image_size", "num_classes"):  # the head loads only when num_classes matches
         found.pop(key, None)
     for key, value in found.items():
         if given.get(key) is not None and _differs(given[key], value):
@@ -281,12 +280,10 @@ def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, w
             )
         given[key] = value
     if kind == "vit" and given["num_heads"] is None:
-        given["num_heads"] = VIT_HEADS_BY_WIDTH.get(given["hidden_dim"])
-        if given["num_heads"] is None:
-            raise ValueError(
-                "The number of heads is not stored in a timm ViT checkpoint and width "
-                f"{given['hidden_dim']} has no standard head count: pass num_heads."
-            )
+        raise ValueError(
+            "The number of heads is not stored in a timm ViT checkpoint and width "
+            f"{given['hidden_dim']} has no standard head count: pass num_heads."
+        )
     return image_size
 
 

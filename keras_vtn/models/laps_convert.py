@@ -86,55 +86,66 @@ def _count(state, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+# Head counts are not stored in timm/Visformer tensors; these are the standard ones by width.
+VIT_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
 def config_from_checkpoint(state: dict) -> dict:
-    """Builder arguments readable from the tensors (head counts are not: see `num_heads`)."""
+    """`LAPSTransformer` arguments readable from the tensors of a checkpoint.
+
+    `backbone` ("vit_base", "vit_large" or "visformer_small"), `num_classes`, `image_size` and
+    the architecture arguments. `num_heads` is stored only in Google (Flax) ViT files; for
+    timm ViTs it comes from the standard width → heads table when the width is standard, and
+    Visformer checkpoints leave it to the builder (6 for Visformer-S). The leap levels,
+    `fold_div` and the number of frames have no tensors: they are builder arguments.
+    """
     state = extract_state(state) if not _is_extracted(state) else state
     backbone = checkpoint_backbone(state)
     config: dict = {}
-    if "head.weight" in state:
-        config["num_classes"] = int(state["head.weight"].shape[0])
     if backbone == "vit_google":
         patch, _, _, hidden = state["embedding/kernel"].shape
         block = "Transformer/encoderblock_0/"
-        config.pop("num_classes", None)
         if "head/kernel" in state:
             config["num_classes"] = int(state["head/kernel"].shape[-1])
         config.update(
-            backbone="vit",
             patch_size=int(patch),
             hidden_dim=int(hidden),
             num_layers=_count(state, r"Transformer/encoderblock_(\d+)/"),
             num_heads=int(state[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]),
             mlp_dim=int(state[block + "MlpBlock_3/Dense_0/kernel"].shape[-1]),
-            qkv_bias=block + "MultiHeadDotProductAttention_1/query/bias" in state,
             image_size=int(
                 math.isqrt(state["Transformer/posembed_input/pos_embedding"].shape[1] - 1)
             )
             * int(patch),
         )
-        return config
-    if backbone == "vit":
+    elif backbone == "vit":
         hidden, _, patch, _ = state["patch_embed.proj.weight"].shape
         tokens = state["pos_embed"].shape[1] - 1
+        if "head.weight" in state:
+            config["num_classes"] = int(state["head.weight"].shape[0])
         config.update(
-            backbone="vit",
             patch_size=int(patch),
             hidden_dim=int(hidden),
             num_layers=_count(state, r"blocks\.(\d+)\."),
             mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
-            qkv_bias="blocks.0.attn.qkv.bias" in state,
             image_size=int(math.isqrt(tokens)) * int(patch),
         )
+        if int(hidden) in VIT_HEADS_BY_WIDTH:
+            config["num_heads"] = VIT_HEADS_BY_WIDTH[int(hidden)]
+    else:
+        if "head.weight" in state:
+            config["num_classes"] = int(state["head.weight"].shape[0])
+        widths = tuple(int(state[f"patch_embed{i}.proj.weight"].shape[0]) for i in (1, 2, 3))
+        config.update(
+            backbone="visformer_small",
+            stem_width=int(state["stem.0.weight"].shape[0]),
+            widths=widths,
+            depths=tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3)),
+            mlp_ratio=state["stage2.0.mlp.conv1.weight"].shape[0] / widths[1],
+            image_size=int(state["pos_embed1"].shape[-1]) * 8,
+        )
         return config
-    widths = tuple(int(state[f"patch_embed{i}.proj.weight"].shape[0]) for i in (1, 2, 3))
-    config.update(
-        backbone="visformer",
-        stem_width=int(state["stem.0.weight"].shape[0]),
-        widths=widths,
-        depths=tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3)),
-        mlp_ratio=state["stage2.0.mlp.conv1.weight"].shape[0] / widths[1],
-        image_size=int(state["pos_embed1"].shape[-1]) * 8,
-    )
+    config["backbone"] = "vit_large" if config["hidden_dim"] == 1024 else "vit_base"
     return config
 
 

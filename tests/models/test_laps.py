@@ -161,7 +161,8 @@ def test_google_vit_npz(tmp_path, vit_fixture):
     state, io = vit_fixture
     path = str(tmp_path / "ViT-tiny.npz")
     google_vit_npz(state, path)
-    assert config_from_checkpoint(read_checkpoint(path))["num_heads"] == 2
+    config = config_from_checkpoint(read_checkpoint(path))
+    assert config["num_heads"] == 2 and config["backbone"] == "vit_base"
     model = LAPSTransformer("vit_base", weights=path, num_classes=5)
     assert np.abs(predict(model, io["frames"]) - io["logits_laps"]).max() <= TOLERANCE
 
@@ -171,13 +172,20 @@ def test_google_vit_npz(tmp_path, vit_fixture):
 
 def test_config_from_checkpoint(vit_fixture, visformer_fixture):
     assert config_from_checkpoint(vit_fixture[0]) == dict(
-        backbone="vit", num_classes=5, patch_size=8, hidden_dim=32, num_layers=4, mlp_dim=64,
-        qkv_bias=True, image_size=32,
-    )
-    assert config_from_checkpoint(visformer_fixture[0]) == dict(
-        backbone="visformer", num_classes=5, stem_width=8, widths=(8, 16, 32),
+        backbone="vit_base", num_classes=5, patch_size=8, hidden_dim=32, num_layers=4,
+        mlp_dim=64, image_size=32,
+    )  # no num_heads: timm tensors do not store it and width 32 is not a standard ViT
+    config = config_from_checkpoint(visformer_fixture[0])
+    assert config == dict(
+        backbone="visformer_small", num_classes=5, stem_width=8, widths=(8, 16, 32),
         depths=(2, 4, 4), mlp_ratio=4.0, image_size=64,
     )
+    # The result is builder arguments (what `keras-vtn convert` passes to the builder).
+    model = LAPSTransformer(**config, num_heads=2)
+    _load_original(model, visformer_fixture[0])
+    diff = np.abs(predict(model, visformer_fixture[1]["frames"]) -
+                  visformer_fixture[1]["logits_laps"])
+    assert diff.max() <= TOLERANCE
 
 
 def test_converter_strips_prefix_and_rejects_unknown_keys(visformer_fixture):
