@@ -7,16 +7,21 @@ from keras_vtn.layers.embedding import (
     PositionEmbedding,
     TubeletEmbedding,
 )
+from keras_vtn.layers.leap import LeapAttention, leap_pairs
+from keras_vtn.layers.shift import TemporalShift
 from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
 
 __all__ = [
     "ClassToken",
     "DropPath",
+    "LeapAttention",
     "MLPBlock",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionEmbedding",
+    "TemporalShift",
     "TransformerBlock",
     "TubeletEmbedding",
+    "leap_pairs",
     "scaled_dot_product_attention",
 ]
