@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Layer and model tests run again on JAX and PyTorch after the full TensorFlow run.
-MULTI_BACKEND_TESTS := tests/layers tests/models
+MULTI_BACKEND_TESTS := $(wildcard tests/layers tests/models)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # Seconds the slow tests may take inside `make test`; later ones are skipped and reported.
 SLOW_BUDGET ?= 300
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP) lint test-tf test-jax test-torch
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check keras_vtn tests benchmarks examples
+	$(VENV)/bin/ruff check $(wildcard keras_vtn tests benchmarks examples)
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow KERAS_VTN_SLOW_BUDGET_S=$(SLOW_BUDGET) $(PYTEST) tests
