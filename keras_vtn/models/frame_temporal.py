@@ -9,13 +9,12 @@ and the classifier head into a functional model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import keras
-import numpy as np
 from keras import ops
 
+import keras_vtn.weights as kvw
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -243,81 +242,47 @@ def resolve_arguments(family: str, preset: dict, explicit: dict, checkpoint: dic
     return resolved
 
 
-# --- Original-checkpoint loading ------------------------------------------------------------
-# TEMPORARY: `read_original` stands in for `keras_vtn.weights.read_checkpoint` and
-# `load_original` for `keras_vtn.weights.load_weights`/`assign_weights` until they land on
-# main; the lead routes both through keras_vtn.weights. Neither executes code from the file.
+# --- Weights -----------------------------------------------------------------------------------
 
 
-def check_weights_path(weights, family: str) -> str:
-    """An existing original-checkpoint path, or a clear error naming what is accepted."""
-    path = os.path.expanduser(os.fspath(weights))
-    if not os.path.exists(path):
-        raise ValueError(
-            f"{family}: weights={weights!r} is not an existing file. Pass None, a Keras "
-            "`.weights.h5`, or an original checkpoint path (registry names such as 'k400' "
-            "are resolved through keras_vtn.weights)."
-        )
-    return path
+def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Callable):
+    """`weights=` → (source, state, checkpoint config) before the model is built.
 
-
-def read_original(path) -> dict:
-    """`{name: array}` of an original torch checkpoint, nested dicts flattened with '.'."""
-    try:
-        from keras_vtn.weights import read_checkpoint
-    except ImportError:
-        read_checkpoint = None
-    if read_checkpoint is not None:
-        return read_checkpoint(path)
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(
-            "Reading an original .pth/.pyth checkpoint needs keras_vtn.weights (or torch)."
-        ) from err
-    # weights_only=True: tensors and plain containers only, never code from the file.
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    out = {}
-
-    def visit(value, prefix):
-        if isinstance(value, torch.Tensor):
-            out[prefix] = (
-                value.detach().float().numpy() if value.is_floating_point() else (value.numpy())
-            )
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(value, (list, tuple)):
-            for key, item in enumerate(value):
-                visit(item, f"{prefix}.{key}" if prefix else str(key))
-
-    visit(obj, "")
-    return out
-
-
-def load_original(model: keras.Model, state: dict, converter: Callable) -> None:
-    """Assigns `converter(state, model)` to `model`, checking names and shapes.
-
-    A `head/*` whose shape differs from the model's (another `num_classes`), or any head for a
-    model without one, is left out: the model keeps its fresh head.
+    `source` is `None` (random init), a Keras file, a registry download or an original
+    checkpoint. For an original file, `state` is its tensors and the config is read from
+    them; for a registry entry the config is the entry's. `num_classes` is left out: the head
+    loads only when it matches the model's.
     """
-    mapping = converter(state, model)
-    variables = {v.path: v for v in model.weights}
-    if any(
-        k.startswith("head/") and (k not in variables or variables[k].shape != v.shape)
-        for k, v in mapping.items()
-    ):
-        mapping = {k: v for k, v in mapping.items() if not k.startswith("head/")}
-    unknown = sorted(set(mapping) - set(variables))
-    if unknown:
-        raise ValueError(f"Converted weights name variables the model lacks: {unknown[:8]}")
-    missing = sorted(p for p in set(variables) - set(mapping) if not p.startswith("head/"))
-    if missing:
-        raise ValueError(f"The checkpoint leaves these model variables unset: {missing[:8]}")
-    for path, value in mapping.items():
-        var = variables[path]
-        if tuple(var.shape) != tuple(value.shape):
-            raise ValueError(
-                f"Shape mismatch for {path}: model {tuple(var.shape)}, checkpoint {value.shape}."
-            )
-        var.assign(np.asarray(value, dtype=var.dtype))
+    source = kvw.resolve(weights, family, size=size)
+    if source is None or source.is_keras:
+        return source, None, None
+    if source.entry is not None:
+        state, found = None, dict(source.entry["config"])
+    else:
+        state = kvw.read_checkpoint(source.path)
+        found = config_from_checkpoint(state)
+    for key in ("size", "num_classes"):
+        found.pop(key, None)
+    if "image_size" in found:
+        found["image_size"] = image_size_pair(found["image_size"])
+    return source, state, found
+
+
+def entry_normalization(source) -> tuple[float, float] | None:
+    """(mean, std) recorded for a registry entry, if any."""
+    pre = (source.entry or {}).get("preprocessing") if source is not None else None
+    if not pre or "mean" not in pre:
+        return None
+    return float(pre["mean"][0]), float(pre["std"][0])
+
+
+def load_weights(model, weights, source, state, family: str, converter: Callable, size: str):
+    """Fills the built `model` through `keras_vtn.weights` (shape-checked, head rule)."""
+    if source is None:
+        return
+    if state is not None:
+        # An original file already read: convert and assign (a head of another size stays
+        # fresh, with a warning; a model without top ignores it).
+        kvw.assign_weights(model, converter(state, model))
+    else:
+        kvw.load_weights(model, weights, family, converter=converter, size=size)

@@ -10,12 +10,12 @@ from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding, 
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
-    check_weights_path,
+    entry_normalization,
     frame_temporal_model,
     image_size_pair,
-    load_original,
-    read_original,
+    load_weights,
     resolve_arguments,
+    resolve_weights,
     vit_backbone,
 )
 
@@ -117,7 +117,8 @@ def LinearVTN(
         weights: `None`, a registry name, a Keras `.weights.h5`, or an original elb3k
             checkpoint (`lin-vtn.pth`, `lin-vtn-miil_21k.pth`; the `module.` prefix and the
             unused ViT head are handled). Architecture arguments are read from the file;
-            an explicit argument that contradicts it is an error.
+            an explicit argument that contradicts it is an error. The head loads only
+            when `num_classes` matches.
         num_frames: clip length. E fixes it: Linformer weights work only at the length they
             were trained with (16 for the released ones).
         normalization: input normalisation when `include_preprocessing`: `"vit"`
@@ -160,26 +161,24 @@ def LinearVTN(
         num_frames=num_frames,
         image_size=None if image_size is None else image_size_pair(image_size),
     )
-    state = checkpoint = None
-    keras_file = weights is not None and str(weights).endswith((".h5", ".keras"))
-    if weights is not None and not keras_file:
-        state = read_original(check_weights_path(weights, "LinearVTN"))
-        checkpoint = linear_vtn_convert.config_from_checkpoint(state)
-        if "image_size" in checkpoint:
-            checkpoint["image_size"] = image_size_pair(checkpoint["image_size"])
-        if checkpoint.get("num_frames") != num_frames and num_frames is not None:
-            raise ValueError(
-                f"LinearVTN weights fix the clip length: their Linformer projection E covers "
-                f"{checkpoint['num_frames']} frames + CLS, but num_frames={num_frames}. Use "
-                f"num_frames={checkpoint['num_frames']} (Linformer cannot change its length)."
-            )
+    source, state, checkpoint = resolve_weights(
+        weights, "linear_vtn", size, linear_vtn_convert.config_from_checkpoint
+    )
+    if checkpoint and num_frames is not None and checkpoint.get("num_frames") != num_frames:
+        raise ValueError(
+            f"LinearVTN weights fix the clip length: their Linformer projection E covers "
+            f"{checkpoint['num_frames']} frames + CLS, but num_frames={num_frames}. Use "
+            f"num_frames={checkpoint['num_frames']} (Linformer cannot change its length)."
+        )
     preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
     args = resolve_arguments("LinearVTN", preset, explicit, checkpoint)
     _default_heads(args, explicit, preset)
     if args["num_frames"] is None:
         raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
     if normalization is None:
-        normalization = "vit" if args["spatial_qkv_bias"] else "miil"
+        normalization = entry_normalization(source) or (
+            "vit" if args["spatial_qkv_bias"] else "miil"
+        )
 
     backbone = vit_backbone(
         args["image_size"],
@@ -213,10 +212,9 @@ def LinearVTN(
         frame_chunk_size=frame_chunk_size,
         name=name,
     )
-    if state is not None:
-        _load_original(model, state)
-    elif keras_file:
-        model.load_weights(weights)
+    load_weights(
+        model, weights, source, state, "linear_vtn", linear_vtn_convert.convert_linear_vtn, size
+    )
     return model
 
 
@@ -224,8 +222,3 @@ def _default_heads(args: dict, explicit: dict, preset: dict) -> None:
     """The ViT head count is not in the tensors: timm's 64-wide heads for a non-preset width."""
     if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
         args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)
-
-
-def _load_original(model: keras.Model, state: dict) -> None:
-    """TEMPORARY hook: the lead routes this through keras_vtn.weights.load_weights."""
-    load_original(model, state, linear_vtn_convert.convert_linear_vtn)

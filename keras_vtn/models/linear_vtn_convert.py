@@ -37,8 +37,9 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
 
     `one_kv_head` comes from the `to_k` shape ((head_dim, D): one shared K/V head;
     (heads·head_dim, D): one per head); `num_frames` from the sequence projection E
-    (num_frames + 1, k). Head counts are not recorded in the tensors, except the temporal
-    ones when one_kv_head is True (heads = to_q width / to_k width).
+    (num_frames + 1, k); `num_classes` from the classifier. Head counts are not recorded in
+    the tensors, except the temporal ones when one_kv_head is True (heads = to_q width /
+    to_k width).
     """
     state = strip_prefix(state)
     if SPATIAL + "patch_embed.proj.weight" not in state or TEMPORAL + "pos_embedding" not in state:
@@ -66,6 +67,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
         one_kv_head=k_width != q_width,
         share_kv=layer0 + "to_v.weight" not in state,
         num_frames=int(proj_k.shape[0]) - 1,
+        num_classes=int(state["mlp_head.1.weight"].shape[0]),
     )
     if side * side == grid_tokens:
         config["image_size"] = side * int(patch_size)

@@ -11,12 +11,12 @@ from keras_vtn.layers import ClassToken, SlidingWindowAttention, TransformerBloc
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
-    check_weights_path,
+    entry_normalization,
     frame_temporal_model,
     image_size_pair,
-    load_original,
-    read_original,
+    load_weights,
     resolve_arguments,
+    resolve_weights,
     vit_backbone,
 )
 
@@ -158,7 +158,7 @@ def VTN(
     num_frames: int | None = 16,
     image_size: int | tuple[int, int] | None = None,
     include_preprocessing: bool = True,
-    normalization: str | tuple[float, float] = "slowfast",
+    normalization: str | tuple[float, float] | None = None,
     patch_size: int | None = None,
     hidden_dim: int | None = None,
     num_spatial_layers: int | None = None,
@@ -194,12 +194,13 @@ def VTN(
             288 positions), MLP head 768 (`VIT_B_VTN.yaml`).
         weights: `None`, a registry name, a Keras `.weights.h5`, or the original PySlowFast
             checkpoint (`VTN_VIT_B_KINETICS.pyth`). Architecture arguments are read from
-            the file; an explicit argument that contradicts it is an error.
+            the file; an explicit argument that contradicts it is an error. The head loads
+            only when `num_classes` matches.
         num_frames: clip length, any value (the released model trains on 16 frames and is
             evaluated on 250); `None` accepts any length (without `frame_chunk_size`).
         normalization: input normalisation when `include_preprocessing`: `"slowfast"`
-            (mean 0.45, std 0.225, what the released model was fine-tuned with), `"vit"`,
-            `"miil"` or a (mean, std) pair for RGB in [0, 1].
+            (mean 0.45, std 0.225, what the released model was fine-tuned with; the
+            default), `"vit"`, `"miil"` or a (mean, std) pair for RGB in [0, 1].
         attention_window: the Longformer's total window (one side is half of it); must be
             even, as in Hugging Face.
         frame_indices: `True`: the model takes `{"frames", "frame_indices"}` where
@@ -242,18 +243,16 @@ def VTN(
         head_hidden_dim=head_hidden_dim,
         image_size=None if image_size is None else image_size_pair(image_size),
     )
-    state = checkpoint = None
-    keras_file = weights is not None and str(weights).endswith((".h5", ".keras"))
-    if weights is not None and not keras_file:
-        if spatial_backbone is not None:
-            raise ValueError(
-                "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "
-                "custom spatial_backbone. Drop spatial_backbone= or weights=."
-            )
-        state = read_original(check_weights_path(weights, "VTN"))
-        checkpoint = vtn_convert.config_from_checkpoint(state)
-        if "image_size" in checkpoint:
-            checkpoint["image_size"] = image_size_pair(checkpoint["image_size"])
+    source, state, checkpoint = resolve_weights(
+        weights, "vtn", size, vtn_convert.config_from_checkpoint
+    )
+    if spatial_backbone is not None and source is not None and not source.is_keras:
+        raise ValueError(
+            "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "
+            "custom spatial_backbone. Drop spatial_backbone= or weights=."
+        )
+    if normalization is None:
+        normalization = entry_normalization(source) or "slowfast"
     preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
     args = resolve_arguments("VTN", preset, explicit, checkpoint)
     if args["attention_window"] < 0 or args["attention_window"] % 2:
@@ -324,10 +323,7 @@ def VTN(
         extra_inputs=extra,
         name=name,
     )
-    if state is not None:
-        _load_original(model, state)
-    elif keras_file:
-        model.load_weights(weights)
+    load_weights(model, weights, source, state, "vtn", vtn_convert.convert_vtn, size)
     return model
 
 
@@ -347,8 +343,3 @@ def _check_backbone(backbone: keras.Model, image_size: tuple[int, int]) -> keras
                 "make them agree."
             )
     return backbone
-
-
-def _load_original(model: keras.Model, state: dict) -> None:
-    """TEMPORARY hook: the lead routes this through keras_vtn.weights.load_weights."""
-    load_original(model, state, vtn_convert.convert_vtn)

@@ -67,6 +67,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
             state[ENCODER + "embeddings.position_embeddings.weight"].shape[0]
         ),
         head_hidden_dim=int(state["mlp_head.1.weight"].shape[0]),
+        num_classes=int(state["mlp_head.4.weight"].shape[0]),
     )
     if side * side == grid_tokens:
         config["image_size"] = side * int(patch_size)

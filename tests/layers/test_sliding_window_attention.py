@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import randomize_weights, to_numpy, weights_by_path
+from layer_checks import randomize_weights, to_numpy, weights_by_path
 
 from keras_vtn.layers import MultiHeadSelfAttention, SlidingWindowAttention, TransformerBlock
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from vtn_helpers import FIXTURES, TINY_VTN, fixture, parity_tolerance, pixels, to_numpy
 
+import keras_vtn.weights as kvw
 from keras_vtn.models import vtn_convert
-from keras_vtn.models.frame_temporal import FrameEncoder, read_original
+from keras_vtn.models.frame_temporal import FrameEncoder
 from keras_vtn.models.vtn import VTN, FrameIndexEmbedding
 
 CHECKPOINT = FIXTURES / "vtn.pyth"
@@ -85,7 +86,7 @@ def test_frame_index_embedding_matches_formula():
 
 
 def test_config_from_checkpoint_and_converter_rules(vtn):
-    state = read_original(CHECKPOINT)
+    state = kvw.read_checkpoint(CHECKPOINT)
     assert "model_state.temporal_encoder.embeddings.position_ids" in state
     config = vtn_convert.config_from_checkpoint(state)
     assert config == dict(
@@ -99,6 +100,7 @@ def test_config_from_checkpoint_and_converter_rules(vtn):
         max_position_embeddings=20,
         head_hidden_dim=24,
         image_size=32,
+        num_classes=5,
     )
     mapping = vtn_convert.convert_vtn(dict(state), vtn)
     assert set(mapping) == {v.path for v in vtn.weights}
