@@ -170,6 +170,22 @@ def LinearVTN(
             f"{checkpoint['num_frames']} frames + CLS, but num_frames={num_frames}. Use "
             f"num_frames={checkpoint['num_frames']} (Linformer cannot change its length)."
         )
+    if checkpoint and not checkpoint["one_kv_head"] and "num_temporal_heads" in checkpoint:
+        # Per-head K records only heads × head_dim: any explicit split of that width is valid.
+        width = checkpoint.pop("num_temporal_heads") * checkpoint.pop("temporal_head_dim")
+        heads, head_dim = explicit["num_temporal_heads"], explicit["temporal_head_dim"]
+        if heads is None and head_dim is None:
+            heads, head_dim = width // 128, 128
+        elif heads is None or head_dim is None:
+            heads, head_dim = (
+                (width // head_dim, head_dim) if heads is None else (heads, width // heads)
+            )
+        if heads * head_dim != width:
+            raise ValueError(
+                f"LinearVTN: the checkpoint's Linformer is {width} wide (heads × head_dim), but "
+                f"num_temporal_heads={heads} × temporal_head_dim={head_dim} = {heads * head_dim}."
+            )
+        explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
     preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
     args = resolve_arguments("LinearVTN", preset, explicit, checkpoint)
     _default_heads(args, explicit, preset)

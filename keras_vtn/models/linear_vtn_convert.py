@@ -18,6 +18,7 @@ SPATIAL = "spatial_transformer."
 TEMPORAL = "temporal_transformer."
 # Documented ignorables: the unused timm classifier of the per-frame ViT.
 IGNORED = (SPATIAL + "head.weight", SPATIAL + "head.bias")
+ELB3K_HEAD_DIM = 128  # dim_head of every elb3k Linformer config
 
 
 def strip_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -39,7 +40,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     (heads·head_dim, D): one per head); `num_frames` from the sequence projection E
     (num_frames + 1, k); `num_classes` from the classifier. Head counts are not recorded in
     the tensors, except the temporal ones when one_kv_head is True (heads = to_q width /
-    to_k width).
+    to_k width); with per-head K the width is split into elb3k's 128-wide heads when it can be.
     """
     state = strip_prefix(state)
     if SPATIAL + "patch_embed.proj.weight" not in state or TEMPORAL + "pos_embedding" not in state:
@@ -74,6 +75,11 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     if config["one_kv_head"]:
         config["temporal_head_dim"] = int(k_width)
         config["num_temporal_heads"] = int(q_width // k_width)
+    elif q_width % ELB3K_HEAD_DIM == 0:
+        # Per-head K: only the width heads × head_dim is recorded; elb3k uses 128-wide heads
+        # (LinearVTN accepts any explicit split of the same width).
+        config["temporal_head_dim"] = ELB3K_HEAD_DIM
+        config["num_temporal_heads"] = int(q_width // ELB3K_HEAD_DIM)
     return config
 
 
