@@ -70,7 +70,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.attention_dropout = keras.layers.Dropout(attention_dropout_rate, name="attention_dropout")
+        # The layer's dtype policy: a default-policy Dropout casts float16 probabilities
+        # back to float32 (torch backend), which then cannot meet float16 values.
+        self.attention_dropout = keras.layers.Dropout(
+            attention_dropout_rate, dtype=self.dtype_policy, name="attention_dropout"
+        )
 
     def _dense(self, units: int, use_bias: bool, name: str, input_dim: int):
         layer = keras.layers.Dense(
