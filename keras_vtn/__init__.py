@@ -7,7 +7,8 @@ model = keras_vtn.ViViT(variant="factorised_encoder", weights=None, num_frames=8
 """
 
 from keras_vtn import layers
+from keras_vtn.models.vivit import ViViT
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "__version__"]
+__all__ = ["layers", "ViViT", "__version__"]

@@ -203,7 +203,7 @@ def ViViT(
     size: str = "base",
     weights: str | None = None,
     include_top: bool = True,
-    num_classes: int = 400,
+    num_classes: int | None = None,
     classifier_activation: str | None = None,
     pooling: str | None = None,
     num_frames: int = 32,
@@ -237,7 +237,9 @@ def ViViT(
             and size), `"imagenet21k"` (spatial init from Google's ViT as scenic does), a
             Keras `.weights.h5`, or an original checkpoint: a scenic Flax msgpack file or a
             Hugging Face `VivitForVideoClassification` folder (Model 1).
-        include_top, num_classes, classifier_activation, pooling: the head; without it,
+        num_classes: head size; default: the checkpoint's when `weights` is a video
+            checkpoint, else 400. A checkpoint head of another size is not loaded.
+        include_top, classifier_activation, pooling: the head; without it,
             `pooling` `None` gives the classifier's vector, `"avg"` the token mean (CLS
             excluded), `"token"` the CLS output.
         num_frames, image_size: the clip size; position tables of a checkpoint made for
@@ -281,7 +283,8 @@ def ViViT(
             # An image ViT (e.g. imagenet21k): scenic's spatial initialisation.
             image_state, checkpoint_state = checkpoint_state, None
             checkpoint_config = vivit_convert.config_from_image_checkpoint(image_state)
-            if (variant or "factorised_encoder") == "factorised_encoder":
+            variant = variant or "factorised_encoder"
+            if variant == "factorised_encoder":
                 checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
         else:
             checkpoint_config = vivit_convert.config_from_checkpoint(
@@ -299,6 +302,8 @@ def ViViT(
         attention_order=attention_order,
         layer_norm_epsilon=layer_norm_epsilon,
     )
+    if num_classes is None:  # a video checkpoint's own head, else Kinetics-400's 400
+        num_classes = (checkpoint_config or {}).get("num_classes", 400)
     variant, cfg = _resolve_architecture(variant, size, overrides, checkpoint_config)
     if pooling not in (None, "avg", "token"):
         raise ValueError(f"Unknown pooling {pooling!r}; use None, 'avg' or 'token'.")
@@ -400,7 +405,6 @@ def ViViT(
             name="head",
         )(x)
     model = keras.Model(inputs, x, name=name or f"vivit_{variant}_{size}")
-    model.vivit_config = dict(cfg, variant=variant, size=size)
 
     if image_state is not None:
         _assign(model, vivit_convert.convert_vit_image(image_state, model), partial=True)

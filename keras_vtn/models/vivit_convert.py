@@ -463,9 +463,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     init). The image head and `pre_logits` are not used.
     """
     p = _vit_params(state)
-    variant = model.vivit_config["variant"] if hasattr(model, "vivit_config") else None
-    if variant is None:
-        raise ValueError("convert_vit_image needs a model built by keras_vtn.ViViT.")
+    variant, num_blocks, model_cls = _model_structure(model)
     kernel = p.pop("embedding/kernel")
     if kernel.ndim != 4:
         raise ValueError(f"Expected an image patch kernel (h, w, C, D), got {kernel.shape}.")
@@ -481,7 +479,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     }
     num_layers = _count_blocks(p, "Transformer/encoderblock_")
     prefix = "spatial_" if variant == "factorised_encoder" else ""
-    expected = model.vivit_config["num_spatial_layers" if prefix else "num_layers"]
+    expected = num_blocks
     if num_layers != expected:
         raise ValueError(
             f"The image ViT has {num_layers} blocks but the model's "
@@ -516,7 +514,6 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     image_cls = int("cls" in p)
     image_grid = math.isqrt(table.shape[0] - image_cls)
     nt, nh, nw = _model_grid(model)
-    model_cls = model.vivit_config["classifier"] == "token"
     if image_grid * image_grid != table.shape[0] - image_cls:
         raise ValueError(f"Image position table of {table.shape[0]} rows is not CLS + square grid.")
     grid_table = table[image_cls:]
@@ -543,6 +540,27 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     if p:
         raise ValueError(f"Unexpected ViT image checkpoint entries: {sorted(p)[:8]}")
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _model_structure(model) -> tuple[str, int, bool]:
+    """(variant, number of (spatial) blocks, has a CLS) of a model built by ViViT()."""
+    from keras_vtn.layers import FactorisedDotProductAttention, FactorisedSelfAttentionBlock
+
+    names = {layer.name: layer for layer in model.layers}
+    if "tubelet_embedding" not in names:
+        raise ValueError("Expected a model built by keras_vtn.ViViT (no `tubelet_embedding`).")
+    if "spatial_block_0" in names:
+        prefix, variant = "spatial_", "factorised_encoder"
+    elif isinstance(names.get("block_0"), FactorisedSelfAttentionBlock):
+        prefix, variant = "", "factorised_self_attention"
+    elif isinstance(
+        getattr(names.get("block_0"), "attention", None), FactorisedDotProductAttention
+    ):
+        prefix, variant = "", "factorised_dot_product"
+    else:
+        prefix, variant = "", "spatio_temporal"
+    count = sum(1 for n in names if re.fullmatch(re.escape(prefix) + r"block_\d+", n))
+    return variant, count, f"{prefix}cls_token" in names
 
 
 def is_image_vit(state: dict[str, np.ndarray]) -> bool:

@@ -1,5 +1,6 @@
 """ViViT: parity with scenic and Hugging Face logits, serialisation, resizing, errors."""
 
+import doctest
 import os
 
 import keras
@@ -221,6 +222,15 @@ def test_position_tables_resize_to_other_clip_sizes():
     assert predict(fe, np.zeros((1, 4, 40, 24, 3), "float32")).shape == (1, 5)
 
 
+def test_class_count_defaults_to_the_checkpoint():
+    model = ViViT(
+        weights=fixture("scenic_factorised_encoder_gap.msgpack"), num_frames=8, image_size=32
+    )
+    assert model.output_shape == (None, 5)
+    diff = np.abs(predict(model, clip()) - reference("factorised_encoder_gap")).max()
+    assert diff <= TOLERANCE
+
+
 def test_head_dropped_when_class_count_differs():
     model = from_fixture("scenic_spatio_temporal.msgpack", num_classes=7)
     assert model.output_shape == (None, 7)
@@ -394,3 +404,8 @@ def test_full_size_parameter_counts():
         assert model.count_params() == count, variant
         del model
         keras.backend.clear_session()
+
+
+def test_docstring_examples():
+    result = doctest.testmod(vivit_module, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0
