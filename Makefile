@@ -4,11 +4,13 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Layer and model tests run again on these backends after the full TensorFlow run.
-MULTI_BACKEND_TESTS := tests/layers tests/models
+# Layer and model tests run again on JAX and PyTorch after the full TensorFlow run.
+MULTI_BACKEND_TESTS := $(wildcard tests/layers tests/models)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# Seconds the slow tests may take inside `make test`; later ones are skipped and reported.
+SLOW_BUDGET ?= 300
 
-.PHONY: test test-tf test-jax test-torch venv lint
+.PHONY: test test-tf test-jax test-torch test-slow venv lint
 
 venv: $(STAMP)
 
@@ -21,13 +23,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP) lint test-tf test-jax test-torch
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check keras_vtn tests benchmarks examples
+	$(VENV)/bin/ruff check $(wildcard keras_vtn tests benchmarks examples)
 
 test-tf: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PYTEST) tests
+	KERAS_BACKEND=tensorflow KERAS_VTN_SLOW_BUDGET_S=$(SLOW_BUDGET) $(PYTEST) tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(PYTEST) $(MULTI_BACKEND_TESTS)
+	KERAS_BACKEND=jax $(PYTEST) -m "not slow" $(MULTI_BACKEND_TESTS)
 
 test-torch: $(STAMP)
-	KERAS_BACKEND=torch $(PYTEST) $(MULTI_BACKEND_TESTS)
+	KERAS_BACKEND=torch $(PYTEST) -m "not slow" $(MULTI_BACKEND_TESTS)
+
+test-slow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PYTEST) -m slow tests || test $$? -eq 5

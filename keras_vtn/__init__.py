@@ -6,9 +6,9 @@ model = keras_vtn.ViViT(variant="factorised_encoder", weights=None, num_frames=8
 ```
 """
 
-from keras_vtn import layers
+from keras_vtn import layers, weights
 from keras_vtn.models.vivit import ViViT
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "ViViT", "__version__"]
+__all__ = ["layers", "weights", "ViViT", "__version__"]

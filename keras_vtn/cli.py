@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "convert": "keras_vtn.weights.cli",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,12 @@
 """Public building blocks shared by every model family."""
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
-from keras_vtn.layers.embedding import ClassToken, PatchEmbedding, PositionEmbedding, TubeletEmbedding
+from keras_vtn.layers.embedding import (
+    ClassToken,
+    PatchEmbedding,
+    PositionEmbedding,
+    TubeletEmbedding,
+)
 from keras_vtn.layers.factorised import (
     FactorisedDotProductAttention,
     FactorisedSelfAttentionBlock,

@@ -21,10 +21,16 @@ def scaled_dot_product_attention(
 
     Returns:
         (..., Nq, H, d) in the dtype of `value`.
+
+    Example:
+    >>> import numpy as np
+    >>> q = np.zeros((1, 4, 2, 8), "float32")
+    >>> tuple(scaled_dot_product_attention(q, q, q).shape)
+    (1, 4, 2, 8)
     """
     head_dim = query.shape[-1]
     scale = head_dim**-0.5 if scale is None else scale
-    logits = ops.einsum("...qhd,...khd->...hqk", query * ops.cast(scale, query.dtype), key)
+    logits = ops.einsum("...qhd,...khd->...hqk", ops.multiply(query, scale), key)
     logits = ops.cast(logits, "float32")
     if mask is not None:
         logits = ops.where(mask, logits, ops.full_like(logits, -1e9))
@@ -47,7 +53,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> MultiHeadSelfAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape
+    >>> tuple(MultiHeadSelfAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
 
@@ -70,8 +76,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        # The layer's dtype policy: a default-policy Dropout casts float16 probabilities
-        # back to float32 (torch backend), which then cannot meet float16 values.
         self.attention_dropout = keras.layers.Dropout(
             attention_dropout_rate, dtype=self.dtype_policy, name="attention_dropout"
         )

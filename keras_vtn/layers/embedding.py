@@ -29,16 +29,16 @@ def _patchify(x, patch: tuple[int, ...], spatial_rank: int):
             "Build the model with fixed `num_frames` and `image_size`."
         )
     channels = shape[-1]
-    grid = tuple(s // p for s, p in zip(spatial, patch))
+    grid = tuple(s // p for s, p in zip(spatial, patch, strict=False))
     if any(g == 0 for g in grid):
         raise ValueError(f"Input sizes {tuple(spatial)} are smaller than the patch size {patch}.")
     # Crop what a VALID conv would drop.
-    if any(g * p != s for g, p, s in zip(grid, patch, spatial)):
+    if any(g * p != s for g, p, s in zip(grid, patch, spatial, strict=False)):
         slices = [slice(None)] * (1 + len(lead))
-        slices += [slice(0, g * p) for g, p in zip(grid, patch)] + [slice(None)]
+        slices += [slice(0, g * p) for g, p in zip(grid, patch, strict=False)] + [slice(None)]
         x = x[tuple(slices)]
     split = []
-    for g, p in zip(grid, patch):
+    for g, p in zip(grid, patch, strict=False):
         split += [g, p]
     x = ops.reshape(x, (-1, *lead, *split, channels))
     n_lead = 1 + len(lead)
@@ -78,7 +78,9 @@ class _PatchProjection(keras.layers.Layer):
             initializer=self.kernel_initializer,
         )
         self.bias = (
-            self.add_weight(name="bias", shape=(self.hidden_dim,), initializer=self.bias_initializer)
+            self.add_weight(
+                name="bias", shape=(self.hidden_dim,), initializer=self.bias_initializer
+            )
             if self.use_bias
             else None
         )
@@ -93,7 +95,7 @@ class _PatchProjection(keras.layers.Layer):
 
     def grid_size(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """Number of patches along each patched axis for an input of `spatial_shape`."""
-        return tuple(int(s) // p for s, p in zip(spatial_shape, self.patch_size))
+        return tuple(int(s) // p for s, p in zip(spatial_shape, self.patch_size, strict=False))
 
     def get_config(self):
         config = super().get_config()
@@ -122,7 +124,7 @@ class TubeletEmbedding(_PatchProjection):
     Example:
     >>> import numpy as np
     >>> layer = TubeletEmbedding(hidden_dim=8, tubelet_size=(2, 4, 4))
-    >>> layer(np.zeros((1, 4, 8, 8, 3), "float32")).shape
+    >>> tuple(layer(np.zeros((1, 4, 8, 8, 3), "float32")).shape)
     (1, 8, 8)
     """
 
@@ -159,7 +161,7 @@ class TubeletEmbedding(_PatchProjection):
         """
         image_kernel = np.asarray(image_kernel)
         if image_kernel.ndim != 4:
-            raise ValueError(f"Expected an image kernel (h, w, C, D), got shape {image_kernel.shape}.")
+            raise ValueError(f"Expected an image kernel (h, w, C, D), got {image_kernel.shape}.")
         t = int(temporal_size)
         if method == "central_frame":
             kernel = np.zeros((t, *image_kernel.shape), image_kernel.dtype)
@@ -185,7 +187,8 @@ class PatchEmbedding(_PatchProjection):
 
     Example:
     >>> import numpy as np
-    >>> PatchEmbedding(hidden_dim=8, patch_size=4)(np.zeros((2, 3, 8, 8, 3), "float32")).shape
+    >>> clip = np.zeros((2, 3, 8, 8, 3), "float32")
+    >>> tuple(PatchEmbedding(hidden_dim=8, patch_size=4)(clip).shape)
     (2, 3, 4, 8)
     """
 
@@ -213,7 +216,7 @@ class ClassToken(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> ClassToken()(np.zeros((2, 5, 8), "float32")).shape
+    >>> tuple(ClassToken()(np.zeros((2, 5, 8), "float32")).shape)
     (2, 6, 8)
     """
 
@@ -222,7 +225,9 @@ class ClassToken(keras.layers.Layer):
         self.initializer = keras.initializers.get(initializer)
 
     def build(self, input_shape):
-        self.token = self.add_weight(name="token", shape=(input_shape[-1],), initializer=self.initializer)
+        self.token = self.add_weight(
+            name="token", shape=(input_shape[-1],), initializer=self.initializer
+        )
 
     def call(self, inputs):
         shape = ops.shape(inputs)
@@ -267,7 +272,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> PositionEmbedding()(np.zeros((2, 5, 8), "float32")).shape
+    >>> tuple(PositionEmbedding()(np.zeros((2, 5, 8), "float32")).shape)
     (2, 5, 8)
     """
 
@@ -333,10 +338,8 @@ class PositionEmbedding(keras.layers.Layer):
         grid = table.reshape(*source_grid, dim)
         start = len(source_grid) - 2
         for axis, size in enumerate(target_grid):
-            if axis < start and temporal_method == "tile":
-                grid = np.repeat(grid, size // grid.shape[axis], axis=axis) if grid.shape[
-                    axis
-                ] == 1 else _linear_resize_axis(grid, axis, size)
+            if axis < start and temporal_method == "tile" and grid.shape[axis] == 1:
+                grid = np.repeat(grid, size, axis=axis)
             else:
                 grid = _linear_resize_axis(grid, axis, size)
         resized = np.concatenate([prefix, grid.reshape(-1, dim)], axis=0)

@@ -27,6 +27,12 @@ class DropPath(keras.layers.Layer):
 
     `scale=True` divides kept branches by the keep probability (timm); `scale=False`
     keeps them as they are (scenic's convention).
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.ones((4, 3), "float32")
+    >>> bool((np.asarray(DropPath(0.5)(x)) == x).all())  # inference: identity
+    True
     """
 
     def __init__(self, rate: float = 0.0, scale: bool = True, seed: int | None = None, **kwargs):
@@ -41,9 +47,7 @@ class DropPath(keras.layers.Layer):
             return inputs
         keep = 1.0 - self.rate
         shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-        mask = ops.cast(
-            keras.random.uniform(shape, seed=self.seed_generator) < keep, inputs.dtype
-        )
+        mask = ops.cast(keras.random.uniform(shape, seed=self.seed_generator) < keep, inputs.dtype)
         return inputs * mask / keep if self.scale else inputs * mask
 
     def compute_output_shape(self, input_shape):
@@ -57,7 +61,13 @@ class DropPath(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
 class MLPBlock(keras.layers.Layer):
-    """Dense(mlp_dim) → activation → dropout → Dense(D) → dropout."""
+    """Dense(mlp_dim) → activation → dropout → Dense(D) → dropout.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(MLPBlock(mlp_dim=16)(np.zeros((2, 5, 8), "float32")).shape)
+    (2, 5, 8)
+    """
 
     def __init__(self, mlp_dim: int, activation: str = "gelu", dropout_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -72,7 +82,6 @@ class MLPBlock(keras.layers.Layer):
         self.fc1.build((None, dim))
         self.fc2 = keras.layers.Dense(dim, dtype=self.dtype_policy, name="fc2")
         self.fc2.build((None, self.mlp_dim))
-        # The block's dtype policy: a default-policy Dropout would cast float16 back to float32.
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, inputs, training=None):
@@ -109,7 +118,7 @@ class TransformerBlock(keras.layers.Layer):
     Example:
     >>> import numpy as np
     >>> block = TransformerBlock(num_heads=2, mlp_dim=16, layer_norm_epsilon=1e-6)
-    >>> block(np.zeros((1, 5, 8), "float32")).shape
+    >>> tuple(block(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
 
@@ -167,10 +176,9 @@ class TransformerBlock(keras.layers.Layer):
             self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
         )
         self.mlp.build(input_shape)
-        # The block's dtype policy: default-policy layers would cast float16 back to float32.
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
         self.drop_path = DropPath(
-            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy
+            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy, name="drop_path"
         )
 
     def _residual(self, branch, training):
@@ -179,7 +187,8 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, inputs, attention_mask=None, training=None):
         x = inputs
         if self.norm_first:
-            attended = self.attention(self.norm1(x), attention_mask=attention_mask, training=training)
+            normed = self.norm1(x)
+            attended = self.attention(normed, attention_mask=attention_mask, training=training)
             x = x + self._residual(attended, training)
             return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
         attended = self.attention(x, attention_mask=attention_mask, training=training)

@@ -97,11 +97,11 @@ def timm_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str 
         out[dst + "norm2/gamma"] = take(src + "norm2.weight")
         out[dst + "norm2/beta"] = take(src + "norm2.bias")
         qkv = take(src + "attn.qkv.weight")
-        for name, w in zip(("query", "key", "value"), np.split(qkv, 3, axis=0)):
+        for name, w in zip(("query", "key", "value"), np.split(qkv, 3, axis=0), strict=False):
             out[dst + f"attention/{name}/kernel"] = w.T
         if src + "attn.qkv.bias" in state:
             qkv_bias = take(src + "attn.qkv.bias")
-            for name, b in zip(("query", "key", "value"), np.split(qkv_bias, 3)):
+            for name, b in zip(("query", "key", "value"), np.split(qkv_bias, 3), strict=False):
                 out[dst + f"attention/{name}/bias"] = b
         out[dst + "attention/output/kernel"] = take(src + "attn.proj.weight").T
         out[dst + "attention/output/bias"] = take(src + "attn.proj.bias")

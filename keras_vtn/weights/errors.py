@@ -1,0 +1,35 @@
+"""Exceptions of `keras_vtn.weights`.
+
+Every error names the problem and the fix; none carries a chained traceback from the
+machinery underneath (urllib, zipfile, pickle) because that would bury the message.
+"""
+
+from __future__ import annotations
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable: truncated, corrupt, unknown or unsupported format."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint asks for something that loading must never do (run code, escape a folder).
+
+    Raised *before* anything from the file is executed: the restricted unpickler refuses the
+    global at lookup time, so the callable is never resolved, let alone called.
+    """
+
+
+class WeightsDownloadError(OSError):
+    """Downloading a registry checkpoint failed (offline, HTTP error, truncated, bad hash)."""
+
+
+class NoReleasedWeightsError(ValueError):
+    """The requested pretrained weights were never published by the original authors."""
+
+
+class UnknownWeightsError(ValueError):
+    """`weights=` names neither a registry entry nor an existing file."""
+
+
+class FamilyNotAvailableError(ImportError):
+    """A model family's builder or converter is not part of this installation (yet)."""

@@ -1,0 +1,199 @@
+"""The pretrained-weights registry (data in `registry.json`) and the family lookup table."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from keras_vtn.weights.errors import (
+    FamilyNotAvailableError,
+    NoReleasedWeightsError,
+    UnknownWeightsError,
+)
+
+REGISTRY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
+_REQUIRED = ("id", "name", "family", "match", "kind", "config", "format", "files", "cache_dir")
+
+# Family name -> "module:function" strings for its builder, converter and checkpoint-config
+# reader; filled in as the family modules land. A value may also be the callable itself.
+FAMILIES: dict[str, dict[str, str | Callable]] = {
+    "vivit": {
+        "builder": "keras_vtn.models.vivit:ViViT",
+        "converter": "keras_vtn.models.vivit_convert:convert_vivit",
+        "config_from_checkpoint": "keras_vtn.models.vivit_convert:config_from_checkpoint",
+    },
+    "linear_vtn": {
+        "builder": "keras_vtn.models.linear_vtn:LinearVTN",
+        "converter": "keras_vtn.models.linear_vtn_convert:convert_linear_vtn",
+        "config_from_checkpoint": "keras_vtn.models.linear_vtn_convert:config_from_checkpoint",
+    },
+    "vtn": {
+        "builder": "keras_vtn.models.vtn:VTN",
+        "converter": "keras_vtn.models.vtn_convert:convert_vtn",
+        "config_from_checkpoint": "keras_vtn.models.vtn_convert:config_from_checkpoint",
+    },
+    "laps": {
+        "builder": "keras_vtn.models.laps:LAPSTransformer",
+        "converter": "keras_vtn.models.laps_convert:convert_laps",
+        "config_from_checkpoint": "keras_vtn.models.laps_convert:config_from_checkpoint",
+    },
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _load_file() -> dict:
+    with open(REGISTRY_PATH, encoding="utf-8") as handle:
+        data = json.load(handle)
+    for entry in data["entries"]:
+        _validate(entry)
+    return data
+
+
+_EXTRA_ENTRIES: list[dict] = []
+
+
+def _validate(entry: dict) -> None:
+    missing = [key for key in _REQUIRED if key not in entry]
+    if missing:
+        raise ValueError(f"registry entry {entry.get('id')!r} lacks {missing}.")
+    if not entry["files"] or not all("url" in f and "fname" in f for f in entry["files"]):
+        raise ValueError(f"registry entry {entry['id']!r} needs files with url and fname.")
+    for item in entry["files"]:
+        if os.path.basename(item["fname"]) != item["fname"] or item["fname"] in ("", ".", ".."):
+            raise ValueError(f"registry entry {entry['id']!r}: bad file name {item['fname']!r}.")
+    parts = entry["cache_dir"].split("/")
+    if entry["cache_dir"].startswith("/") or ".." in parts or "\\" in entry["cache_dir"]:
+        raise ValueError(f"registry entry {entry['id']!r}: cache_dir must be relative.")
+
+
+def _entries() -> list[dict]:
+    return _load_file()["entries"] + _EXTRA_ENTRIES
+
+
+def register(entry: dict) -> None:
+    """Add an entry at runtime (your own released weights, or a test server).
+
+    The entry has the fields of `registry.json` entries; its `id` must be new.
+    """
+    _validate(entry)
+    if any(e["id"] == entry["id"] for e in _entries()):
+        raise ValueError(f"a registry entry with id {entry['id']!r} already exists.")
+    _EXTRA_ENTRIES.append(copy.deepcopy(entry))
+
+
+def unregister(entry_id: str) -> None:
+    """Remove an entry added with `register`."""
+    _EXTRA_ENTRIES[:] = [e for e in _EXTRA_ENTRIES if e["id"] != entry_id]
+
+
+def list_weights(family: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    """All registry entries (deep copies), optionally filtered by family and/or name.
+
+    Example:
+
+    >>> import keras_vtn
+    >>> [e["id"] for e in keras_vtn.weights.list(family="vtn")]
+    ['vtn/k400']
+    """
+    return [
+        copy.deepcopy(e)
+        for e in _entries()
+        if (family is None or e["family"] == family) and (name is None or e["name"] == name)
+    ]
+
+
+def unavailable_message(family: str, name: str) -> str | None:
+    """The explanation for weights that were never released, or None."""
+    for item in _load_file().get("unavailable", []):
+        if item["family"] == family and item["name"] == name:
+            return item["message"]
+    return None
+
+
+def is_registry_name(name: str, family: str | None = None) -> bool:
+    return any(
+        e["name"] == name and (family is None or e["family"] == family) for e in _entries()
+    ) or any(
+        u["name"] == name and (family is None or u["family"] == family)
+        for u in _load_file().get("unavailable", [])
+    )
+
+
+def _describe(entry: dict) -> str:
+    keys = ", ".join(f"{k}={v!r}" for k, v in entry["match"].items())
+    return f"{entry['id']} ({keys})" if keys else entry["id"]
+
+
+def find_entry(name: str, family: str, **match: Any) -> dict[str, Any]:
+    """The registry entry called `name` for `family` whose `match` fields agree with `match`.
+
+    `match` holds builder arguments (e.g. `variant="factorised_encoder", size="large"`); an entry
+    is rejected when one of its own `match` fields disagrees with a given (non-None) value.
+    """
+    message = unavailable_message(family, name)
+    if message:
+        raise NoReleasedWeightsError(message)
+    named = [e for e in _entries() if e["family"] == family and e["name"] == name]
+    if not named:
+        names = sorted({e["name"] for e in _entries() if e["family"] == family})
+        raise UnknownWeightsError(
+            f"weights={name!r} is neither a file nor a registered {family} checkpoint. "
+            f"Registered names for {family}: {names or 'none'}; or pass the path of a "
+            ".weights.h5/.keras file or of an original checkpoint."
+        )
+    given = {k: v for k, v in match.items() if v is not None}
+    fits = [
+        e for e in named if all(given.get(k, v) == v for k, v in e["match"].items())
+    ]
+    if len(fits) == 1:
+        return copy.deepcopy(fits[0])
+    options = "; ".join(_describe(e) for e in named)
+    if not fits:
+        asked = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise UnknownWeightsError(
+            f"no {family} weights named {name!r} for {asked}. Available {name!r} checkpoints: "
+            f"{options}. Choose one of those configurations or train your own."
+        )
+    raise UnknownWeightsError(
+        f"weights={name!r} is ambiguous for {family}: {options}. Pass the distinguishing "
+        "builder arguments (e.g. variant=..., size=...)."
+    )
+
+
+def family_function(family: str, role: str) -> Callable:
+    """Resolve `FAMILIES[family][role]` ("builder", "converter", ...) to a callable."""
+    if family not in FAMILIES:
+        raise FamilyNotAvailableError(
+            f"unknown model family {family!r}; known families: {sorted(FAMILIES)}."
+        )
+    target = FAMILIES[family].get(role)
+    if target is None:
+        raise FamilyNotAvailableError(f"family {family!r} has no {role} registered.")
+    if callable(target):
+        return target
+    module_name, _, function_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        # Only "this family is not installed yet" is turned into a clear message; an import
+        # error *inside* an existing family module must surface unchanged.
+        missing = err.name or ""
+        if not missing or not (module_name + ".").startswith(missing + "."):
+            raise
+        raise FamilyNotAvailableError(
+            f"the {family} {role} ({target}) is not available in this keras_vtn installation "
+            f"(module {module_name} is missing). Update keras_vtn or install a version that "
+            f"includes the {family} family."
+        ) from None
+    try:
+        return getattr(module, function_name)
+    except AttributeError:
+        raise FamilyNotAvailableError(
+            f"{module_name} has no {function_name!r}: the {family} {role} is not available in "
+            "this keras_vtn installation."
+        ) from None

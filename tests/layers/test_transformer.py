@@ -1,0 +1,172 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import (
+    assert_config_round_trip,
+    assert_mixed_precision,
+    randomize_weights,
+    to_numpy,
+    weights_by_path,
+)
+
+from keras_vtn.layers import DropPath, MultiHeadSelfAttention, TransformerBlock
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def layer_norm(x, gamma, beta, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def gelu(x, approximate):
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def attention_reference(x, w, heads, head_dim, mask=None, prefix="attention/"):
+    """Multi-head self-attention over axis -2, every leading axis a batch axis."""
+
+    def dense(name, v):
+        y = v @ w[f"{prefix}{name}/kernel"]
+        return y + w.get(f"{prefix}{name}/bias", 0.0)
+
+    q, k, v = (
+        dense(n, x).reshape(*x.shape[:-1], heads, head_dim) for n in ("query", "key", "value")
+    )
+    logits = np.einsum("...qhd,...khd->...hqk", q, k) / np.sqrt(head_dim)
+    if mask is not None:
+        logits = np.where(mask, logits, -1e9)
+    out = np.einsum("...hqk,...khd->...qhd", softmax(logits), v)
+    return dense("output", out.reshape(*x.shape[:-1], heads * head_dim))
+
+
+@pytest.mark.parametrize("head_dim", [None, 5])
+def test_attention_matches_numpy(head_dim, rng):
+    x = rng.normal(size=(2, 3, 6, 8)).astype("float32")  # (B, T, N, D): attends within frames
+    layer = MultiHeadSelfAttention(num_heads=2, head_dim=head_dim, name="attention")
+    layer.build(x.shape)
+    randomize_weights(layer)
+    d = head_dim or 4
+    assert layer.query.kernel.shape == (8, 2 * d)
+    w = {"attention/" + k: v for k, v in weights_by_path(layer).items()}
+    np.testing.assert_allclose(to_numpy(layer(x)), attention_reference(x, w, 2, d), atol=1e-5)
+
+    mask = rng.random((1, 1, 6, 6)) > 0.3
+    mask[..., 0] = True  # every query keeps at least one key
+    np.testing.assert_allclose(
+        to_numpy(layer(x, attention_mask=mask)), attention_reference(x, w, 2, d, mask), atol=1e-5
+    )
+
+
+def test_attention_without_biases_and_dropout_only_in_training(rng):
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    layer = MultiHeadSelfAttention(2, qkv_bias=False, output_bias=False, attention_dropout_rate=0.5)
+    layer.build(x.shape)
+    assert len(layer.weights) == 4
+    np.testing.assert_array_equal(to_numpy(layer(x)), to_numpy(layer(x)))
+    assert not np.allclose(to_numpy(layer(x, training=True)), to_numpy(layer(x)))
+
+
+def block_reference(x, w, heads, norm_first, eps, approximate):
+    def ln(name, v):
+        return layer_norm(v, w[f"{name}/gamma"], w[f"{name}/beta"], eps)
+
+    def mlp(v):
+        h = gelu(v @ w["mlp/fc1/kernel"] + w["mlp/fc1/bias"], approximate)
+        return h @ w["mlp/fc2/kernel"] + w["mlp/fc2/bias"]
+
+    head_dim = x.shape[-1] // heads
+    if norm_first:
+        x = x + attention_reference(ln("norm1", x), w, heads, head_dim)
+        return x + mlp(ln("norm2", x))
+    x = ln("norm1", x + attention_reference(x, w, heads, head_dim))
+    return ln("norm2", x + mlp(x))
+
+
+@pytest.mark.parametrize(
+    "norm_first, eps, activation",
+    [(True, 1e-6, "gelu"), (False, 1e-12, "gelu"), (True, 1e-6, "gelu_tanh")],
+)
+def test_block_matches_numpy(norm_first, eps, activation, rng):
+    x = rng.normal(size=(2, 7, 8)).astype("float32")
+    block = TransformerBlock(
+        num_heads=2,
+        mlp_dim=16,
+        norm_first=norm_first,
+        layer_norm_epsilon=eps,
+        activation=activation,
+    )
+    block.build(x.shape)
+    randomize_weights(block)
+    expected = block_reference(
+        x, weights_by_path(block), 2, norm_first, eps, approximate=activation == "gelu_tanh"
+    )
+    np.testing.assert_allclose(to_numpy(block(x)), expected, atol=2e-5)
+    assert block.norm1.epsilon == eps
+
+
+def test_block_with_pluggable_attention(rng):
+    x = rng.normal(size=(1, 4, 8)).astype("float32")
+    attention = MultiHeadSelfAttention(4, head_dim=3, qkv_bias=False, name="attention")
+    block = TransformerBlock(mlp_dim=8, attention=attention)
+    block.build(x.shape)
+    assert block.attention is attention
+    assert block.attention.query.kernel.shape == (8, 12)
+    randomize_weights(block)
+    assert_config_round_trip(block, x)
+
+
+def test_drop_path_conventions(rng):
+    x = np.ones((64, 3, 4), "float32")
+    assert np.array_equal(to_numpy(DropPath(0.5)(x)), x)
+    scaled = to_numpy(DropPath(0.5, seed=1)(x, training=True))
+    assert set(np.unique(scaled)) <= {0.0, 2.0} and 0 < scaled.sum() < scaled.size * 2
+    kept = to_numpy(DropPath(0.5, scale=False, seed=1)(x, training=True))
+    assert set(np.unique(kept)) <= {0.0, 1.0}
+    # a whole example is kept or dropped together
+    assert all(len(np.unique(example)) == 1 for example in kept)
+
+
+def test_block_stochastic_depth_inactive_at_inference(rng):
+    x = rng.normal(size=(4, 5, 8)).astype("float32")
+    block = TransformerBlock(num_heads=2, mlp_dim=16, drop_path_rate=0.9, dropout_rate=0.5)
+    block.build(x.shape)
+    np.testing.assert_array_equal(to_numpy(block(x)), to_numpy(block(x, training=False)))
+    assert not np.allclose(to_numpy(block(x, training=True)), to_numpy(block(x)))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_block_serialization_and_mixed_precision(norm_first, rng):
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    block = TransformerBlock(num_heads=2, mlp_dim=16, norm_first=norm_first, drop_path_rate=0.1)
+    block.build(x.shape)
+    randomize_weights(block)
+    assert_config_round_trip(block, x)
+    assert_mixed_precision(
+        lambda **kw: TransformerBlock(num_heads=2, mlp_dim=16, norm_first=norm_first, **kw), x
+    )
+    assert_mixed_precision(lambda **kw: MultiHeadSelfAttention(2, **kw), x)
+
+
+def test_block_in_saved_model(tmp_path, rng):
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    inputs = keras.Input((5, 8))
+    outputs = TransformerBlock(num_heads=2, mlp_dim=16, name="block")(inputs)
+    model = keras.Model(inputs, outputs)
+    randomize_weights(model)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(model(x)), atol=1e-6)
+
+
+def test_block_needs_heads_or_attention():
+    with pytest.raises(ValueError, match="num_heads"):
+        TransformerBlock(mlp_dim=8)
