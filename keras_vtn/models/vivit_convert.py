@@ -16,9 +16,7 @@ torch names '.'-joined), outputs are `{variable.path: array}` for `keras_vtn.ViV
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 
 import numpy as np
@@ -55,74 +53,6 @@ _HF_V5_TO_LEGACY = [
     (r"\.mlp\.fc1\.", ".intermediate.dense."),
     (r"\.mlp\.fc2\.", ".output.dense."),
 ]
-
-
-# --- reading (TEMPORARY until keras_vtn.weights.read_checkpoint is on main) -----------------
-
-
-def _unpack_msgpack(data: bytes):
-    import msgpack
-
-    def ext_hook(code, payload):
-        if code in (1, 3):  # flax ndarray / numpy scalar: (shape, dtype name, raw bytes)
-            shape, dtype, buffer = msgpack.unpackb(payload, raw=False)
-            return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
-        if code == 2:  # native complex
-            real, imag = msgpack.unpackb(payload, raw=False)
-            return complex(real, imag)
-        return msgpack.ExtType(code, payload)
-
-    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and "__msgpack_chunked_array__" in value:
-            chunks = [value["chunks"][k] for k in sorted(value["chunks"], key=int)]
-            shape = tuple(value["shape"][k] for k in sorted(value["shape"], key=int))
-            out[name] = np.concatenate([c.reshape(-1) for c in chunks]).reshape(shape)
-        elif isinstance(value, dict):
-            out.update(_flatten(value, name + "/"))
-        elif isinstance(value, np.ndarray | int | float):
-            out[name] = np.asarray(value)
-    return out
-
-
-def read_checkpoint_minimal(path) -> dict[str, np.ndarray]:
-    """Flat arrays from a Flax msgpack file, an HF folder/safetensors file or an .npz."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        files = [f for f in ("model.safetensors",) if os.path.exists(os.path.join(path, f))]
-        if not files:
-            raise ValueError(f"{path} is a folder without model.safetensors.")
-        path = os.path.join(path, files[0])
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if path.endswith(".npz") or head[:2] == b"PK":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    with open(path, "rb") as f:
-        tree = _unpack_msgpack(f.read())
-    if not isinstance(tree, dict):
-        raise ValueError(f"{path} is not a Flax msgpack checkpoint (no top-level map).")
-    return _flatten(tree)
-
-
-def read_hf_config(path) -> dict | None:
-    """`config.json` of a Hugging Face folder, if there is one."""
-    path = os.fspath(path)
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    config = os.path.join(folder, "config.json")
-    if not os.path.exists(config):
-        return None
-    with open(config) as f:
-        return json.load(f)
 
 
 # --- format detection and prefixes ------------------------------------------------------------
@@ -445,7 +375,10 @@ def convert_vivit(state: dict[str, np.ndarray], model, source_grid=None) -> dict
     """Maps a scenic Flax or HF ViViT checkpoint to `{variable.path: array}` for `model`.
 
     Position tables are resized when the model's clip size differs from the checkpoint's.
+    An image ViT checkpoint gives scenic's partial initialisation (`convert_vit_image`).
     """
+    if is_image_vit(state):
+        return convert_vit_image(state, model)
     out = _convert_hf(state) if _is_hf(state) else _convert_scenic(state)
     out = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
     _resize_positions(out, model, source_grid)
