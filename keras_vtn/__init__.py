@@ -8,7 +8,8 @@ model = keras_vtn.ViViT(variant="factorised_encoder", weights=None, num_frames=8
 
 from keras_vtn import layers, weights
 from keras_vtn.models.laps import LAPSTransformer
+from keras_vtn.models.vivit import ViViT
 
 __version__ = "0.1.0"
 
-__all__ = ["LAPSTransformer", "layers", "weights", "__version__"]
+__all__ = ["LAPSTransformer", "ViViT", "layers", "weights", "__version__"]
