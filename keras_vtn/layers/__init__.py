@@ -7,6 +7,10 @@ from keras_vtn.layers.embedding import (
     PositionEmbedding,
     TubeletEmbedding,
 )
+from keras_vtn.layers.factorised import (
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+)
 from keras_vtn.layers.leap import LeapAttention, leap_pairs
 from keras_vtn.layers.linformer import LinformerAttention
 from keras_vtn.layers.shift import TemporalShift
@@ -16,6 +20,8 @@ from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
 __all__ = [
     "ClassToken",
     "DropPath",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
     "LeapAttention",
     "LinformerAttention",
     "MLPBlock",
