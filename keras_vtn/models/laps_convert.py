@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding
+from keras_vtn.models.convert_utils import count_blocks
 from keras_vtn.models.vit import google_vit_mapping, timm_vit_mapping
 
 PREFIXES = ("module.", "base_model.")
@@ -81,11 +82,6 @@ def checkpoint_backbone(state: dict[str, np.ndarray]) -> str:
     )
 
 
-def _count(state, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
-
-
 # Head counts are not stored in timm/Visformer tensors; these are the standard ones by width.
 VIT_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
@@ -110,7 +106,7 @@ def config_from_checkpoint(state: dict) -> dict:
         config.update(
             patch_size=int(patch),
             hidden_dim=int(hidden),
-            num_layers=_count(state, r"Transformer/encoderblock_(\d+)/"),
+            num_layers=count_blocks(state, "Transformer/encoderblock_"),
             num_heads=int(state[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]),
             mlp_dim=int(state[block + "MlpBlock_3/Dense_0/kernel"].shape[-1]),
             image_size=int(
@@ -126,7 +122,7 @@ def config_from_checkpoint(state: dict) -> dict:
         config.update(
             patch_size=int(patch),
             hidden_dim=int(hidden),
-            num_layers=_count(state, r"blocks\.(\d+)\."),
+            num_layers=count_blocks(state, "blocks."),
             mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
             image_size=int(math.isqrt(tokens)) * int(patch),
         )
@@ -140,7 +136,7 @@ def config_from_checkpoint(state: dict) -> dict:
             backbone="visformer_small",
             stem_width=int(state["stem.0.weight"].shape[0]),
             widths=widths,
-            depths=tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3)),
+            depths=tuple(count_blocks(state, f"stage{i}.") for i in (1, 2, 3)),
             mlp_ratio=state["stage2.0.mlp.conv1.weight"].shape[0] / widths[1],
             image_size=int(state["pos_embed1"].shape[-1]) * 8,
         )
@@ -214,14 +210,14 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
     state = dict(extract_state(state))
     backbone = checkpoint_backbone(state)
     if backbone == "vit_google":
-        out = google_vit_mapping(state, _count(state, r"Transformer/encoderblock_(\d+)/"))
+        out = google_vit_mapping(state, count_blocks(state, "Transformer/encoderblock_"))
         if "head/kernel" in state:  # Flax Dense: already (in, out)
             out["head/kernel"] = np.asarray(state.pop("head/kernel"))
             out["head/bias"] = np.asarray(state.pop("head/bias"))
     elif backbone == "vit":
-        out = timm_vit_mapping(state, _count(state, r"blocks\.(\d+)\."))
+        out = timm_vit_mapping(state, count_blocks(state, "blocks."))
     else:
-        depths = tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3))
+        depths = tuple(count_blocks(state, f"stage{i}.") for i in (1, 2, 3))
         out = _visformer_mapping(state, depths)
     if "head.weight" in state:
         out["head/kernel"] = np.asarray(state.pop("head.weight")).T

@@ -8,10 +8,9 @@ ignored. Everything else must map, or a ValueError names the leftovers.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from keras_vtn.models.convert_utils import count_blocks, strip_prefix
 from keras_vtn.models.vit import timm_vit_mapping
 
 SPATIAL = "spatial_transformer."
@@ -19,18 +18,6 @@ TEMPORAL = "temporal_transformer."
 # Documented ignorables: the unused timm classifier of the per-frame ViT.
 IGNORED = (SPATIAL + "head.weight", SPATIAL + "head.bias")
 ELB3K_HEAD_DIM = 128  # dim_head of every elb3k Linformer config
-
-
-def strip_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drops the `module.` prefix that `nn.DataParallel` adds to every name."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
-
-
-def _count(state, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
 
 
 def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
@@ -42,7 +29,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     the tensors, except the temporal ones when one_kv_head is True (heads = to_q width /
     to_k width); with per-head K the width is split into elb3k's 128-wide heads when it can be.
     """
-    state = strip_prefix(state)
+    state = strip_prefix(state, "module.")
     if SPATIAL + "patch_embed.proj.weight" not in state or TEMPORAL + "pos_embedding" not in state:
         raise ValueError(
             "Not an elb3k Linformer-VTN checkpoint: expected `spatial_transformer.*` and "
@@ -59,10 +46,10 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     config = dict(
         patch_size=int(patch_size),
         hidden_dim=int(hidden),
-        num_spatial_layers=_count(state, re.escape(SPATIAL) + r"blocks\.(\d+)\."),
+        num_spatial_layers=count_blocks(state, SPATIAL + "blocks."),
         spatial_mlp_dim=int(state[SPATIAL + "blocks.0.mlp.fc1.weight"].shape[0]),
         spatial_qkv_bias=SPATIAL + "blocks.0.attn.qkv.bias" in state,
-        num_temporal_layers=_count(state, re.escape(TEMPORAL) + r"layers\.(\d+)\."),
+        num_temporal_layers=count_blocks(state, TEMPORAL + "layers."),
         temporal_mlp_dim=int(state[TEMPORAL + "layers.0.1.fn.fn.net.0.weight"].shape[0]),
         linformer_k=int(proj_k.shape[1]),
         one_kv_head=k_width != q_width,
@@ -90,12 +77,12 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     `head/*` is always returned (the loader drops it when `num_classes` differs or the model
     has no head); `head_norm/*` only when the model has it.
     """
-    state = strip_prefix(state)
+    state = strip_prefix(state, "module.")
     for key in IGNORED:
         state.pop(key, None)
     spatial = {k[len(SPATIAL) :]: v for k, v in state.items() if k.startswith(SPATIAL)}
     rest = {k: v for k, v in state.items() if not k.startswith(SPATIAL)}
-    num_spatial = _count(spatial, r"blocks\.(\d+)\.")
+    num_spatial = count_blocks(spatial, "blocks.")
     out = timm_vit_mapping(spatial, num_spatial)
 
     def take(key):
@@ -103,7 +90,7 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
 
     out["temporal_cls_token/token"] = take(TEMPORAL + "cls_token").reshape(-1)
     out["temporal_position_embedding/embeddings"] = take(TEMPORAL + "pos_embedding")[0]
-    for j in range(_count(rest, re.escape(TEMPORAL) + r"layers\.(\d+)\.")):
+    for j in range(count_blocks(rest, TEMPORAL + "layers.")):
         attn, ffn = f"{TEMPORAL}layers.{j}.0.fn.", f"{TEMPORAL}layers.{j}.1.fn."
         dst = f"temporal_block_{j}/"
         out[dst + "norm1/gamma"] = take(attn + "norm.weight")

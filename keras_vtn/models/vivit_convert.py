@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding, TubeletEmbedding
+from keras_vtn.models.convert_utils import count_blocks
 
 _SCENIC_BLOCK = {
     "LayerNorm_0": "norm1",
@@ -102,15 +103,6 @@ def _hf_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _count_blocks(params, prefix: str) -> int:
-    found = {
-        int(m.group(1)) for k in params if (m := re.match(re.escape(prefix) + r"(\d+)[/.]", k))
-    }
-    if found != set(range(len(found))):
-        raise ValueError(f"Non-contiguous block indices under {prefix!r}: {sorted(found)}.")
-    return len(found)
-
-
 # --- architecture from the tensors ------------------------------------------------------------
 
 
@@ -144,8 +136,8 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
         config["variant"] = "factorised_encoder"
         config["classifier"] = "token" if "cls_SpatialTransformer" in p else "gap"
         enc = "SpatialTransformer/encoderblock_0/"
-        config["num_spatial_layers"] = _count_blocks(p, "SpatialTransformer/encoderblock_")
-        config["num_temporal_layers"] = _count_blocks(p, "TemporalTransformer/encoderblock_")
+        config["num_spatial_layers"] = count_blocks(p, "SpatialTransformer/encoderblock_")
+        config["num_temporal_layers"] = count_blocks(p, "TemporalTransformer/encoderblock_")
         t_enc = "TemporalTransformer/encoderblock_0/"
         for key in ("MultiHeadDotProductAttention_0/query/kernel", "MlpBlock_0/Dense_0/kernel"):
             if t_enc + key in p and p[t_enc + key].shape != p[enc + key].shape:
@@ -156,7 +148,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
                 )
         query, mlp = enc + "MultiHeadDotProductAttention_0/query/kernel", enc + "MlpBlock_0"
     else:
-        config["num_layers"] = _count_blocks(p, "Transformer/encoderblock_")
+        config["num_layers"] = count_blocks(p, "Transformer/encoderblock_")
         enc = "Transformer/encoderblock_0/"
         if enc + "MultiHeadDotProductAttention_space/query/kernel" in p:
             config["variant"] = "factorised_self_attention"
@@ -178,7 +170,7 @@ def _hf_config_from_state(p, hf_config):
         "classifier": "token",
         "tubelet_size": tuple(int(s) for s in weight.shape[2:]),
         "hidden_dim": int(weight.shape[0]),
-        "num_layers": _count_blocks(p, "encoder.layer."),
+        "num_layers": count_blocks(p, "encoder.layer."),
         "mlp_dim": int(p["encoder.layer.0.intermediate.dense.weight"].shape[0]),
     }
     if "classifier.weight" in p:
@@ -410,7 +402,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
         "tubelet_embedding/kernel": TubeletEmbedding.kernel_from_image(kernel, t, "central_frame"),
         "tubelet_embedding/bias": p.pop("embedding/bias"),
     }
-    num_layers = _count_blocks(p, "Transformer/encoderblock_")
+    num_layers = count_blocks(p, "Transformer/encoderblock_")
     prefix = "spatial_" if variant == "factorised_encoder" else ""
     expected = num_blocks
     if num_layers != expected:
@@ -514,7 +506,7 @@ def config_from_image_checkpoint(state: dict[str, np.ndarray]) -> dict:
         "hidden_dim": int(p["embedding/kernel"].shape[-1]),
         "num_heads": int(p[block + "MultiHeadDotProductAttention_0/query/kernel"].shape[1]),
         "mlp_dim": int(p[block + "MlpBlock_0/Dense_0/kernel"].shape[-1]),
-        "num_layers": _count_blocks(p, "Transformer/encoderblock_"),
+        "num_layers": count_blocks(p, "Transformer/encoderblock_"),
     }
 
 

@@ -8,10 +8,9 @@ not a weight and is dropped. Everything else must map, or a ValueError names the
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from keras_vtn.models.convert_utils import count_blocks, strip_prefix
 from keras_vtn.models.vit import timm_vit_mapping
 
 BACKBONE = "backbone."
@@ -27,14 +26,7 @@ def model_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
             k[len("model_state.") :]: v for k, v in state.items() if k.startswith("model_state.")
         }
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
-
-
-def _count(state, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
+    return strip_prefix(state, "module.")
 
 
 def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
@@ -58,10 +50,10 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     config = dict(
         patch_size=int(patch_size),
         hidden_dim=int(hidden),
-        num_spatial_layers=_count(state, re.escape(BACKBONE) + r"blocks\.(\d+)\."),
+        num_spatial_layers=count_blocks(state, BACKBONE + "blocks."),
         spatial_mlp_dim=int(state[BACKBONE + "blocks.0.mlp.fc1.weight"].shape[0]),
         spatial_qkv_bias=BACKBONE + "blocks.0.attn.qkv.bias" in state,
-        num_temporal_layers=_count(state, re.escape(ENCODER) + r"encoder\.layer\.(\d+)\."),
+        num_temporal_layers=count_blocks(state, ENCODER + "encoder.layer."),
         temporal_mlp_dim=int(state[layer0 + "intermediate.dense.weight"].shape[0]),
         max_position_embeddings=int(
             state[ENCODER + "embeddings.position_embeddings.weight"].shape[0]
@@ -86,7 +78,7 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
         state.pop(key, None)
     spatial = {k[len(BACKBONE) :]: v for k, v in state.items() if k.startswith(BACKBONE)}
     rest = {k: v for k, v in state.items() if not k.startswith(BACKBONE)}
-    out = timm_vit_mapping(spatial, _count(spatial, r"blocks\.(\d+)\."))
+    out = timm_vit_mapping(spatial, count_blocks(spatial, "blocks."))
 
     def take(key):
         return np.asarray(rest.pop(key))
@@ -97,7 +89,7 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     out["temporal_embedding/token_type_embeddings"] = take(emb + "token_type_embeddings.weight")
     out["temporal_embedding_norm/gamma"] = take(emb + "LayerNorm.weight")
     out["temporal_embedding_norm/beta"] = take(emb + "LayerNorm.bias")
-    for k in range(_count(rest, re.escape(ENCODER) + r"encoder\.layer\.(\d+)\.")):
+    for k in range(count_blocks(rest, ENCODER + "encoder.layer.")):
         src, dst = f"{ENCODER}encoder.layer.{k}.", f"temporal_block_{k}/"
         for proj in GLOBAL_PROJECTIONS:
             out[dst + f"attention/{proj}/kernel"] = take(src + f"attention.self.{proj}.weight").T
