@@ -13,6 +13,7 @@ from keras_vtn.layers.factorised import (
 )
 from keras_vtn.layers.leap import LeapAttention, leap_pairs
 from keras_vtn.layers.linformer import LinformerAttention
+from keras_vtn.layers.pooling import TokenPooling
 from keras_vtn.layers.shift import TemporalShift
 from keras_vtn.layers.sliding_window import SlidingWindowAttention
 from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
@@ -30,6 +31,7 @@ __all__ = [
     "PositionEmbedding",
     "SlidingWindowAttention",
     "TemporalShift",
+    "TokenPooling",
     "TransformerBlock",
     "TubeletEmbedding",
     "leap_pairs",

@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 import keras_vtn.weights as kvw
+from keras_vtn.layers import TokenPooling
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -23,35 +24,6 @@ NORMALIZATIONS: dict[str, tuple[float, float]] = {
     "miil": (0.0, 1.0),  # timm vit_base_patch16_224_miil_in21k: plain [0, 1]
     "slowfast": (0.45, 0.225),  # PySlowFast default (VTN)
 }
-
-
-@keras.saving.register_keras_serializable(package="keras_vtn")
-class SequencePooling(keras.layers.Layer):
-    """Reduces the token axis (-2): `"token"` takes token 0 (the CLS), `"avg"` the mean of all
-    tokens, CLS included (elb3k's `pool='mean'`), accumulated in float32.
-
-    Example:
-    >>> import numpy as np
-    >>> tuple(SequencePooling("avg")(np.ones((2, 5, 8), "float32")).shape)
-    (2, 8)
-    """
-
-    def __init__(self, mode: str = "token", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("token", "avg"):
-            raise ValueError(f"Unknown pooling {mode!r}; use 'token' or 'avg'.")
-        self.mode = mode
-
-    def call(self, inputs):
-        if self.mode == "token":
-            return inputs[..., 0, :]
-        return ops.cast(ops.mean(ops.cast(inputs, "float32"), axis=-2), inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-2], input_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
@@ -167,7 +139,7 @@ def vit_backbone(
         attention_dropout_rate=attention_dropout_rate,
         drop_path_rate=drop_path_rate,
     )
-    cls = SequencePooling("token", name="frame_cls")(tokens)
+    cls = TokenPooling("token", name="frame_cls")(tokens)
     return keras.Model(frames, cls, name=name)
 
 
@@ -220,7 +192,7 @@ def frame_temporal_model(
     tokens = temporal_encoder(features, extra_inputs or {})
     if pooling not in (None, "token", "avg"):
         raise ValueError(f"Unknown pooling {pooling!r}; use None, 'token' or 'avg'.")
-    pooled = SequencePooling(pooling or "token", name="pooling")(tokens)
+    pooled = TokenPooling(pooling or "token", name="pooling")(tokens)
     outputs = head(pooled) if include_top else pooled
     inputs = {"frames": frames, **extra_inputs} if extra_inputs else frames
     return keras.Model(inputs, outputs, name=name)

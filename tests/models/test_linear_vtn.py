@@ -13,8 +13,8 @@ from vtn_helpers import (
 )
 
 import keras_vtn.weights as kvw
+from keras_vtn.layers import TokenPooling
 from keras_vtn.models import linear_vtn_convert
-from keras_vtn.models.frame_temporal import SequencePooling
 from keras_vtn.models.linear_vtn import LinearVTN
 
 # fixture name -> (one_kv_head, share_kv, spatial_qkv_bias) the original model was built with
@@ -127,9 +127,9 @@ def test_other_num_classes_keeps_a_fresh_head_and_features_without_top(lin_vtn):
 def test_avg_pooling_is_the_mean_of_all_tokens():
     tokens = np.random.default_rng(0).normal(size=(2, 7, 4)).astype("float32")
     np.testing.assert_allclose(
-        to_numpy(SequencePooling("avg")(tokens)), tokens.mean(axis=1), atol=1e-6
+        to_numpy(TokenPooling("avg")(tokens)), tokens.mean(axis=1), atol=1e-6
     )
-    np.testing.assert_array_equal(to_numpy(SequencePooling("token")(tokens)), tokens[:, 0])
+    np.testing.assert_array_equal(to_numpy(TokenPooling("token")(tokens)), tokens[:, 0])
 
 
 def test_keras_archive_round_trip(lin_vtn, tmp_path):
