@@ -28,6 +28,44 @@ def drop_path_rates(rate: float, num_layers: int) -> list[float]:
     return [float(r) for r in np.linspace(0.0, rate, num_layers)] if num_layers else []
 
 
+def transformer_blocks(
+    x,
+    *,
+    num_layers: int,
+    num_heads: int,
+    mlp_dim: int,
+    qkv_bias: bool = True,
+    layer_norm_epsilon: float = 1e-6,
+    activation: str = "gelu",
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    drop_path_scale: bool = True,
+    attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
+    prefix: str = "",
+):
+    """`num_layers` pre-LN blocks named `{prefix}block_{i}` with a linear drop-path ramp.
+
+    `attention_factory(i)` may return block i's attention layer; `None` keeps plain
+    multi-head self-attention.
+    """
+    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
+        x = TransformerBlock(
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation=activation,
+            qkv_bias=qkv_bias,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=rate,
+            drop_path_scale=drop_path_scale,
+            attention=attention_factory(i) if attention_factory else None,
+            name=f"{prefix}block_{i}",
+        )(x)
+    return x
+
+
 def vit_frame_tokens(
     frames,
     *,
@@ -57,20 +95,20 @@ def vit_frame_tokens(
     x = PositionEmbedding(name=f"{prefix}position_embedding")(x)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{prefix}position_dropout")(x)
-    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
-        attention = attention_factory(i) if attention_factory else None
-        x = TransformerBlock(
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            layer_norm_epsilon=layer_norm_epsilon,
-            activation=activation,
-            qkv_bias=qkv_bias,
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=rate,
-            attention=attention,
-            name=f"{prefix}block_{i}",
-        )(x)
+    x = transformer_blocks(
+        x,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        qkv_bias=qkv_bias,
+        layer_norm_epsilon=layer_norm_epsilon,
+        activation=activation,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+        drop_path_rate=drop_path_rate,
+        attention_factory=attention_factory,
+        prefix=prefix,
+    )
     return layer_norm(layer_norm_epsilon, f"{prefix}norm")(x)
 
 

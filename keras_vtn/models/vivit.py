@@ -21,12 +21,11 @@ from keras_vtn.layers import (
     FactorisedSelfAttentionBlock,
     PositionEmbedding,
     TokenPooling,
-    TransformerBlock,
     TubeletEmbedding,
 )
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import to_tuple
-from keras_vtn.models.vit import VIT_SIZES, drop_path_rates
+from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
 VARIANTS = (
     "spatio_temporal",
@@ -41,36 +40,6 @@ SIZES = {
     "huge": dict(VIT_SIZES["huge"], tubelet_size=(2, 14, 14)),
 }
 CLASSIFIERS = ("token", "gap")
-
-
-def _vit_blocks(
-    x,
-    *,
-    prefix,
-    num_layers,
-    num_heads,
-    mlp_dim,
-    eps,
-    dropout_rate,
-    attention_dropout_rate,
-    drop_path_rate,
-    attention_factory=None,
-):
-    """Scenic `Encoder` blocks: pre-LN, tanh GELU, unscaled linear stochastic-depth ramp."""
-    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
-        x = TransformerBlock(
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            layer_norm_epsilon=eps,
-            activation="gelu_tanh",
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=rate,
-            drop_path_scale=False,
-            attention=attention_factory() if attention_factory else None,
-            name=f"{prefix}block_{i}",
-        )(x)
-    return x
 
 
 def _encoder_input(x, *, prefix, use_cls, dropout_rate):
@@ -265,12 +234,15 @@ def ViViT(
         )
     eps = cfg["layer_norm_epsilon"]
     use_cls = cfg["classifier"] == "token"
+    # scenic's Encoder blocks: tanh GELU, unscaled stochastic depth on a linear ramp.
     common = dict(
         num_heads=cfg["num_heads"],
         mlp_dim=cfg["mlp_dim"],
-        eps=eps,
+        layer_norm_epsilon=eps,
+        activation="gelu_tanh",
         dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate,
+        drop_path_scale=False,
     )
 
     inputs = keras.Input((num_frames, height, width, 3), name="video")
@@ -287,7 +259,7 @@ def ViViT(
     if variant == "factorised_encoder":
         # Spatial ViT on every frame (leading axes are batch axes: shared weights and CLS).
         x = _encoder_input(x, prefix="spatial_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = _vit_blocks(
+        x = transformer_blocks(
             x,
             prefix="spatial_",
             num_layers=cfg["num_spatial_layers"],
@@ -297,7 +269,7 @@ def ViViT(
         x = layer_norm(eps, "spatial_norm")(x)
         x = TokenPooling("token" if use_cls else "avg", name="spatial_pooling")(x)
         x = _encoder_input(x, prefix="temporal_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = _vit_blocks(
+        x = transformer_blocks(
             x,
             prefix="temporal_",
             num_layers=cfg["num_temporal_layers"],
@@ -308,7 +280,7 @@ def ViViT(
     else:
         x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
         if variant == "spatio_temporal":
-            x = _vit_blocks(
+            x = transformer_blocks(
                 x, prefix="", num_layers=cfg["num_layers"], drop_path_rate=drop_path_rate, **common
             )
         else:
@@ -327,12 +299,12 @@ def ViViT(
                         name=f"block_{i}",
                     )(x)
             else:
-                x = _vit_blocks(
+                x = transformer_blocks(
                     x,
                     prefix="",
                     num_layers=cfg["num_layers"],
                     drop_path_rate=drop_path_rate,
-                    attention_factory=lambda: FactorisedDotProductAttention(
+                    attention_factory=lambda i: FactorisedDotProductAttention(
                         cfg["num_heads"],
                         attention_dropout_rate=attention_dropout_rate,
                         name="attention",
