@@ -28,6 +28,44 @@ def drop_path_rates(rate: float, num_layers: int) -> list[float]:
     return [float(r) for r in np.linspace(0.0, rate, num_layers)] if num_layers else []
 
 
+def transformer_blocks(
+    x,
+    *,
+    num_layers: int,
+    num_heads: int,
+    mlp_dim: int,
+    qkv_bias: bool = True,
+    layer_norm_epsilon: float = 1e-6,
+    activation: str = "gelu",
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    drop_path_scale: bool = True,
+    attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
+    prefix: str = "",
+):
+    """`num_layers` pre-LN blocks named `{prefix}block_{i}` with a linear drop-path ramp.
+
+    `attention_factory(i)` may return block i's attention layer; `None` keeps plain
+    multi-head self-attention.
+    """
+    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
+        x = TransformerBlock(
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            activation=activation,
+            qkv_bias=qkv_bias,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=rate,
+            drop_path_scale=drop_path_scale,
+            attention=attention_factory(i) if attention_factory else None,
+            name=f"{prefix}block_{i}",
+        )(x)
+    return x
+
+
 def vit_frame_tokens(
     frames,
     *,
@@ -57,20 +95,20 @@ def vit_frame_tokens(
     x = PositionEmbedding(name=f"{prefix}position_embedding")(x)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{prefix}position_dropout")(x)
-    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
-        attention = attention_factory(i) if attention_factory else None
-        x = TransformerBlock(
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            layer_norm_epsilon=layer_norm_epsilon,
-            activation=activation,
-            qkv_bias=qkv_bias,
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=rate,
-            attention=attention,
-            name=f"{prefix}block_{i}",
-        )(x)
+    x = transformer_blocks(
+        x,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        qkv_bias=qkv_bias,
+        layer_norm_epsilon=layer_norm_epsilon,
+        activation=activation,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+        drop_path_rate=drop_path_rate,
+        attention_factory=attention_factory,
+        prefix=prefix,
+    )
     return layer_norm(layer_norm_epsilon, f"{prefix}norm")(x)
 
 
@@ -110,4 +148,44 @@ def timm_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str 
             out[dst + f"mlp/{fc}/bias"] = take(src + f"mlp.{fc}.bias")
     out[f"{prefix}norm/gamma"] = take("norm.weight")
     out[f"{prefix}norm/beta"] = take("norm.bias")
+    return out
+
+
+def google_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str = "") -> dict:
+    """Maps a Google ViT checkpoint (`ViT-B_16.npz` names, '/'-joined) to `vit_frame_tokens`.
+
+    Flax kernels are already (in, out); per-head query/key/value kernels (D, H, d) and the
+    output kernel (H, d, D) are flattened to (D, H·d) and (H·d, D). Keys it does not consume
+    (`head/*`, the in21k `pre_logits/*`) are left in `state` for the caller.
+    """
+    out = {}
+
+    def take(key):
+        return np.asarray(state.pop(key))
+
+    width = state["embedding/kernel"].shape[-1]
+    out[f"{prefix}patch_embedding/kernel"] = take("embedding/kernel")
+    out[f"{prefix}patch_embedding/bias"] = take("embedding/bias")
+    out[f"{prefix}cls_token/token"] = take("cls").reshape(-1)
+    out[f"{prefix}position_embedding/embeddings"] = take(
+        "Transformer/posembed_input/pos_embedding"
+    )[0]
+    for i in range(num_layers):
+        src, dst = f"Transformer/encoderblock_{i}/", f"{prefix}block_{i}/"
+        for norm, name in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[dst + f"{name}/gamma"] = take(src + f"{norm}/scale")
+            out[dst + f"{name}/beta"] = take(src + f"{norm}/bias")
+        attention = src + "MultiHeadDotProductAttention_1/"
+        for name in ("query", "key", "value"):
+            out[dst + f"attention/{name}/kernel"] = take(attention + f"{name}/kernel").reshape(
+                width, -1
+            )
+            out[dst + f"attention/{name}/bias"] = take(attention + f"{name}/bias").reshape(-1)
+        out[dst + "attention/output/kernel"] = take(attention + "out/kernel").reshape(-1, width)
+        out[dst + "attention/output/bias"] = take(attention + "out/bias")
+        for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            out[dst + f"mlp/{fc}/kernel"] = take(src + f"MlpBlock_3/{dense}/kernel")
+            out[dst + f"mlp/{fc}/bias"] = take(src + f"MlpBlock_3/{dense}/bias")
+    out[f"{prefix}norm/gamma"] = take("Transformer/encoder_norm/scale")
+    out[f"{prefix}norm/beta"] = take("Transformer/encoder_norm/bias")
     return out

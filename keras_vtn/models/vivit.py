@@ -13,23 +13,19 @@ tanh-approximate GELU, a final encoder LayerNorm, a linear head, inputs in [-1, 
 
 from __future__ import annotations
 
-import os
-
 import keras
-import numpy as np
-from keras import ops
 
 from keras_vtn.layers import (
     ClassToken,
     FactorisedDotProductAttention,
     FactorisedSelfAttentionBlock,
     PositionEmbedding,
-    TransformerBlock,
+    TokenPooling,
     TubeletEmbedding,
 )
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import to_tuple
-from keras_vtn.models.vit import VIT_SIZES, drop_path_rates
+from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
 VARIANTS = (
     "spatio_temporal",
@@ -44,91 +40,6 @@ SIZES = {
     "huge": dict(VIT_SIZES["huge"], tubelet_size=(2, 14, 14)),
 }
 CLASSIFIERS = ("token", "gap")
-_BASE = "https://storage.googleapis.com/scenic-bucket/vivit"
-# Released scenic checkpoints (Flax msgpack), all 32 frames at 224 px, tubelet 16x16x2.
-PRETRAINED = {
-    "k400": {
-        (
-            "spatio_temporal",
-            "base",
-        ): f"{_BASE}/kinetics_400/vivit_base_16x2_unfactorized/checkpoint",
-        ("factorised_encoder", "base"): f"{_BASE}/kinetics_400/vivit_base_16x2_fe/checkpoint",
-        ("factorised_encoder", "large"): f"{_BASE}/kinetics_400/vivit_large_16x2_fe/checkpoint",
-    },
-    "k600": {
-        ("factorised_encoder", "large"): f"{_BASE}/kinetics_600/vivit_large_16x2_fe/checkpoint",
-    },
-}
-# Google ViT image checkpoints for `weights="imagenet21k"` (spatial init, scenic's rules).
-IMAGENET21K = {
-    "base": "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz",
-    "large": "https://storage.googleapis.com/vit_models/imagenet21k/ViT-L_16.npz",
-    "huge": "https://storage.googleapis.com/vit_models/imagenet21k/ViT-H_14.npz",
-}
-PRETRAINED_NUM_CLASSES = {"k400": 400, "k600": 600}
-
-
-@keras.saving.register_keras_serializable(package="keras_vtn")
-class TokenPooling(keras.layers.Layer):
-    """Reduces the token axis (-2): `"token"` takes token 0 (the CLS), `"avg"` averages
-    the tokens after the first `num_prefix_tokens` (mean accumulated in float32).
-
-    Example:
-    >>> import numpy as np
-    >>> tuple(TokenPooling("avg")(np.ones((2, 3, 5, 8), "float32")).shape)
-    (2, 3, 8)
-    """
-
-    def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("token", "avg"):
-            raise ValueError(f"Unknown pooling mode {mode!r}; use 'token' or 'avg'.")
-        self.mode = mode
-        self.num_prefix_tokens = int(num_prefix_tokens)
-
-    def call(self, inputs):
-        if self.mode == "token":
-            return inputs[..., 0, :]
-        tokens = ops.cast(inputs[..., self.num_prefix_tokens :, :], "float32")
-        return ops.cast(ops.mean(tokens, axis=-2), inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-2], input_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
-        return config
-
-
-def _vit_blocks(
-    x,
-    *,
-    prefix,
-    num_layers,
-    num_heads,
-    mlp_dim,
-    eps,
-    dropout_rate,
-    attention_dropout_rate,
-    drop_path_rate,
-    attention_factory=None,
-):
-    """Scenic `Encoder` blocks: pre-LN, tanh GELU, unscaled linear stochastic-depth ramp."""
-    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
-        x = TransformerBlock(
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            layer_norm_epsilon=eps,
-            activation="gelu_tanh",
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=rate,
-            drop_path_scale=False,
-            attention=attention_factory() if attention_factory else None,
-            name=f"{prefix}block_{i}",
-        )(x)
-    return x
 
 
 def _encoder_input(x, *, prefix, use_cls, dropout_rate):
@@ -203,7 +114,7 @@ def ViViT(
     size: str = "base",
     weights: str | None = None,
     include_top: bool = True,
-    num_classes: int = 400,
+    num_classes: int | None = None,
     classifier_activation: str | None = None,
     pooling: str | None = None,
     num_frames: int = 32,
@@ -233,11 +144,15 @@ def ViViT(
             `"factorised_dot_product"` (Model 4). Read from the checkpoint when `weights` is
             one (Model 1 with GAP and Model 4 share a layout: give it then).
         size: `"base"`, `"large"` or `"huge"` presets (ViT-B/16, ViT-L/16, ViT-H/14).
-        weights: `None`, `"k400"`, `"k600"` (released scenic checkpoints for this variant
-            and size), `"imagenet21k"` (spatial init from Google's ViT as scenic does), a
-            Keras `.weights.h5`, or an original checkpoint: a scenic Flax msgpack file or a
-            Hugging Face `VivitForVideoClassification` folder (Model 1).
-        include_top, num_classes, classifier_activation, pooling: the head; without it,
+        weights: `None`; a registry name of `keras_vtn.weights.list(family="vivit")`:
+            `"k400"` (B Model 1, B FE, L FE, chosen by `variant`/`size`), `"k400_hf"` (the HF
+            port of B Model 1), `"k600"` (L FE), `"imagenet21k"` (Google ViT image weights,
+            spatial initialisation as scenic does it); a Keras `.weights.h5`/`.keras`; or an
+            original checkpoint: a scenic Flax msgpack, a Hugging Face
+            `VivitForVideoClassification` folder (Model 1) or a Google ViT `.npz`.
+        num_classes: head size; default: the checkpoint's when `weights` is a video
+            checkpoint, else 400. A checkpoint head of another size is not loaded.
+        include_top, classifier_activation, pooling: the head; without it,
             `pooling` `None` gives the classifier's vector, `"avg"` the token mean (CLS
             excluded), `"token"` the CLS output.
         num_frames, image_size: the clip size; position tables of a checkpoint made for
@@ -262,31 +177,36 @@ def ViViT(
     >>> model.output_shape
     (None, 5)
     """
+    from keras_vtn import weights as weights_lib
     from keras_vtn.models import vivit_convert
 
-    checkpoint_state = checkpoint_config = image_state = None
-    if weights is not None and weights not in ("k400", "k600", "imagenet21k"):
-        if not os.path.exists(str(weights)):
-            raise ValueError(
-                f"weights={weights!r} is neither None, 'k400', 'k600', 'imagenet21k' nor an "
-                "existing file or folder."
-            )
-    if weights in PRETRAINED:
-        weights = _download(_pretrained_url(weights, variant or "factorised_encoder", size))
-    elif weights == "imagenet21k":
-        weights = _download(IMAGENET21K[size])
-    if weights is not None and not str(weights).endswith(".h5"):
-        checkpoint_state = _read_original(weights)
-        if vivit_convert.is_image_vit(checkpoint_state):
-            # An image ViT (e.g. imagenet21k): scenic's spatial initialisation.
-            image_state, checkpoint_state = checkpoint_state, None
-            checkpoint_config = vivit_convert.config_from_image_checkpoint(image_state)
-            if (variant or "factorised_encoder") == "factorised_encoder":
-                checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
+    source = weights_lib.resolve(
+        weights, "vivit", variant=variant or "factorised_encoder", size=size
+    )
+    state = checkpoint_config = None
+    if source is not None and not source.is_keras:
+        if source.entry is not None:
+            # Registry download: its recorded architecture; load_weights reads it once later
+            # (or uses its converted-weights cache).
+            checkpoint_config = _entry_config(source.entry)
         else:
-            checkpoint_config = vivit_convert.config_from_checkpoint(
-                checkpoint_state, hf_config=vivit_convert.read_hf_config(weights)
-            )
+            state = weights_lib.read_checkpoint(source.path)
+            state_is_image = vivit_convert.is_image_vit(state)
+            if state_is_image:
+                checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
+            else:
+                hf_config = (
+                    weights_lib.readers.read_hf_config(source.path)
+                    if source.format == "hf_folder"
+                    else None
+                )
+                checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
+        image = source.entry["kind"] != "video" if source.entry else state_is_image
+        if image:
+            # An image ViT: its depth is the (spatial) encoder's.
+            variant = variant or "factorised_encoder"
+            if variant == "factorised_encoder":
+                checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
     overrides = dict(
         tubelet_size=tubelet_size,
         hidden_dim=hidden_dim,
@@ -299,6 +219,8 @@ def ViViT(
         attention_order=attention_order,
         layer_norm_epsilon=layer_norm_epsilon,
     )
+    if num_classes is None:  # a video checkpoint's own head, else Kinetics-400's 400
+        num_classes = (checkpoint_config or {}).get("num_classes", 400)
     variant, cfg = _resolve_architecture(variant, size, overrides, checkpoint_config)
     if pooling not in (None, "avg", "token"):
         raise ValueError(f"Unknown pooling {pooling!r}; use None, 'avg' or 'token'.")
@@ -312,12 +234,15 @@ def ViViT(
         )
     eps = cfg["layer_norm_epsilon"]
     use_cls = cfg["classifier"] == "token"
+    # scenic's Encoder blocks: tanh GELU, unscaled stochastic depth on a linear ramp.
     common = dict(
         num_heads=cfg["num_heads"],
         mlp_dim=cfg["mlp_dim"],
-        eps=eps,
+        layer_norm_epsilon=eps,
+        activation="gelu_tanh",
         dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate,
+        drop_path_scale=False,
     )
 
     inputs = keras.Input((num_frames, height, width, 3), name="video")
@@ -334,7 +259,7 @@ def ViViT(
     if variant == "factorised_encoder":
         # Spatial ViT on every frame (leading axes are batch axes: shared weights and CLS).
         x = _encoder_input(x, prefix="spatial_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = _vit_blocks(
+        x = transformer_blocks(
             x,
             prefix="spatial_",
             num_layers=cfg["num_spatial_layers"],
@@ -344,7 +269,7 @@ def ViViT(
         x = layer_norm(eps, "spatial_norm")(x)
         x = TokenPooling("token" if use_cls else "avg", name="spatial_pooling")(x)
         x = _encoder_input(x, prefix="temporal_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = _vit_blocks(
+        x = transformer_blocks(
             x,
             prefix="temporal_",
             num_layers=cfg["num_temporal_layers"],
@@ -355,7 +280,7 @@ def ViViT(
     else:
         x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
         if variant == "spatio_temporal":
-            x = _vit_blocks(
+            x = transformer_blocks(
                 x, prefix="", num_layers=cfg["num_layers"], drop_path_rate=drop_path_rate, **common
             )
         else:
@@ -374,12 +299,12 @@ def ViViT(
                         name=f"block_{i}",
                     )(x)
             else:
-                x = _vit_blocks(
+                x = transformer_blocks(
                     x,
                     prefix="",
                     num_layers=cfg["num_layers"],
                     drop_path_rate=drop_path_rate,
-                    attention_factory=lambda: FactorisedDotProductAttention(
+                    attention_factory=lambda i: FactorisedDotProductAttention(
                         cfg["num_heads"],
                         attention_dropout_rate=attention_dropout_rate,
                         name="attention",
@@ -400,88 +325,48 @@ def ViViT(
             name="head",
         )(x)
     model = keras.Model(inputs, x, name=name or f"vivit_{variant}_{size}")
-    model.vivit_config = dict(cfg, variant=variant, size=size)
 
-    if image_state is not None:
-        _assign(model, vivit_convert.convert_vit_image(image_state, model), partial=True)
-    elif weights is not None and str(weights).endswith(".h5"):
-        model.load_weights(weights)
-    elif checkpoint_state is not None:
-        _load_original(model, checkpoint_state, source_grid=source_grid)
+    if source is not None:
+        _load(model, source, state, source_grid, weights_lib)
     return model
 
 
-def _pretrained_url(weights: str, variant: str, size: str) -> str:
-    table = PRETRAINED[weights]
-    if (variant, size) not in table:
-        available = ", ".join(f"variant={v!r}, size={s!r}" for v, s in table)
-        raise ValueError(
-            f"No {weights!r} checkpoint exists for variant={variant!r}, size={size!r}. "
-            f"Released: {available}. Use weights='imagenet21k' to start from an image model."
-        )
-    return table[(variant, size)]
+def _entry_config(entry: dict) -> dict:
+    """Architecture arguments recorded in a registry entry (clip size excluded)."""
+    config = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in entry["config"].items()
+        if k not in ("size", "num_frames", "image_size", "patch_size")
+    }
+    if entry["kind"] != "video":
+        config.pop("variant", None)
+    return config
 
 
-def _download(url: str) -> str:
-    """Downloads (once) into the Keras cache. The lead may route this via keras_vtn.weights."""
-    parts = url.rstrip("/").split("/")
-    fname = "_".join(parts[-3:]) if parts[-1] == "checkpoint" else parts[-1]
-    return keras.utils.get_file(fname, url, cache_subdir="keras_vtn")
-
-
-# --- Original-checkpoint loading -------------------------------------------------------------
-# TEMPORARY: `_read_original` stands in for `keras_vtn.weights.read_checkpoint` and `_assign`
-# for `keras_vtn.weights.assign_weights` until they land on main; the lead routes these
-# two functions through keras_vtn.weights. Nothing here executes code from the file.
-
-
-def _read_original(path) -> dict[str, np.ndarray]:
-    """A scenic msgpack, an HF folder (model.safetensors [+ config.json]) or a ViT .npz."""
-    from keras_vtn.models.vivit_convert import read_checkpoint_minimal
-
-    return read_checkpoint_minimal(path)
-
-
-def _assign(model: keras.Model, mapping: dict[str, np.ndarray], partial: bool = False):
-    variables = {v.path: v for v in model.weights}
-    unknown = sorted(set(mapping) - set(variables))
-    if unknown:
-        raise ValueError(f"Converted weights name variables the model lacks: {unknown[:8]}")
-    missing = sorted(set(variables) - set(mapping))
-    if missing and not partial:
-        raise ValueError(f"The checkpoint leaves these model variables unset: {missing[:8]}")
-    for path, value in mapping.items():
-        var = variables[path]
-        if tuple(var.shape) != tuple(value.shape):
-            raise ValueError(
-                f"Shape mismatch for {path}: model {tuple(var.shape)}, checkpoint {value.shape}."
-            )
-        var.assign(np.asarray(value, dtype=var.dtype))
-
-
-def _load_original(model: keras.Model, path_or_state, source_grid=None):
-    """Loads an original ViViT checkpoint (scenic Flax or HF) into `model`.
-
-    A head whose class count differs from the model's is dropped (the model keeps its
-    fresh head); position tables are resized to the model's clip size.
-    """
+def _load(model, source, state, source_grid, weights_lib):
+    """Loads `source` into `model` through keras_vtn.weights (shape/coverage checks, head
+    handling, converted-weights cache for registry downloads)."""
     from keras_vtn.models.vivit_convert import convert_vivit
 
-    state = path_or_state
-    if not isinstance(state, dict):
-        state = _read_original(path_or_state)
-    mapping = convert_vivit(state, model, source_grid=source_grid)
-    variables = {v.path: v for v in model.weights}
-    head = {k: v for k, v in mapping.items() if k.startswith("head/")}
-    if head and (
-        "head/kernel" not in variables
-        or variables["head/kernel"].shape != head["head/kernel"].shape
-    ):
-        for k in head:
-            del mapping[k]
-    partial = "head/kernel" in variables and "head/kernel" not in mapping
-    _assign(model, mapping, partial=partial)
-    if partial:
-        missing = {v.path for v in model.weights} - set(mapping)
-        if not all(m.startswith("head/") for m in missing):
-            raise ValueError(f"The checkpoint leaves these variables unset: {sorted(missing)[:8]}")
+    def convert(checkpoint, target):
+        return convert_vivit(checkpoint, target, source_grid=source_grid)
+
+    if state is None:  # a Keras file, or a registry download
+        return weights_lib.load_weights(
+            model,
+            source.path if source.entry is None else source.entry["name"],
+            "vivit",
+            converter=convert,
+            **(source.entry or {}).get("match", {}),
+        )
+    mapping = convert(state, model)
+    return weights_lib.assign_weights(model, mapping, allow_missing=source.partial)
+
+
+def _load_original(model: keras.Model, path, source_grid=None):
+    """Loads an original ViViT checkpoint (scenic msgpack, HF folder, ViT .npz) into `model`."""
+    from keras_vtn import weights as weights_lib
+
+    source = weights_lib.resolve(path, "vivit")
+    state = weights_lib.read_checkpoint(source.path)
+    return _load(model, source, state, source_grid, weights_lib)

@@ -16,14 +16,13 @@ torch names '.'-joined), outputs are `{variable.path: array}` for `keras_vtn.ViV
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding, TubeletEmbedding
+from keras_vtn.models.convert_utils import count_blocks
 
 _SCENIC_BLOCK = {
     "LayerNorm_0": "norm1",
@@ -55,74 +54,6 @@ _HF_V5_TO_LEGACY = [
     (r"\.mlp\.fc1\.", ".intermediate.dense."),
     (r"\.mlp\.fc2\.", ".output.dense."),
 ]
-
-
-# --- reading (TEMPORARY until keras_vtn.weights.read_checkpoint is on main) -----------------
-
-
-def _unpack_msgpack(data: bytes):
-    import msgpack
-
-    def ext_hook(code, payload):
-        if code in (1, 3):  # flax ndarray / numpy scalar: (shape, dtype name, raw bytes)
-            shape, dtype, buffer = msgpack.unpackb(payload, raw=False)
-            return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
-        if code == 2:  # native complex
-            real, imag = msgpack.unpackb(payload, raw=False)
-            return complex(real, imag)
-        return msgpack.ExtType(code, payload)
-
-    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and "__msgpack_chunked_array__" in value:
-            chunks = [value["chunks"][k] for k in sorted(value["chunks"], key=int)]
-            shape = tuple(value["shape"][k] for k in sorted(value["shape"], key=int))
-            out[name] = np.concatenate([c.reshape(-1) for c in chunks]).reshape(shape)
-        elif isinstance(value, dict):
-            out.update(_flatten(value, name + "/"))
-        elif isinstance(value, np.ndarray | int | float):
-            out[name] = np.asarray(value)
-    return out
-
-
-def read_checkpoint_minimal(path) -> dict[str, np.ndarray]:
-    """Flat arrays from a Flax msgpack file, an HF folder/safetensors file or an .npz."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        files = [f for f in ("model.safetensors",) if os.path.exists(os.path.join(path, f))]
-        if not files:
-            raise ValueError(f"{path} is a folder without model.safetensors.")
-        path = os.path.join(path, files[0])
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if path.endswith(".npz") or head[:2] == b"PK":
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    with open(path, "rb") as f:
-        tree = _unpack_msgpack(f.read())
-    if not isinstance(tree, dict):
-        raise ValueError(f"{path} is not a Flax msgpack checkpoint (no top-level map).")
-    return _flatten(tree)
-
-
-def read_hf_config(path) -> dict | None:
-    """`config.json` of a Hugging Face folder, if there is one."""
-    path = os.fspath(path)
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    config = os.path.join(folder, "config.json")
-    if not os.path.exists(config):
-        return None
-    with open(config) as f:
-        return json.load(f)
 
 
 # --- format detection and prefixes ------------------------------------------------------------
@@ -172,15 +103,6 @@ def _hf_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _count_blocks(params, prefix: str) -> int:
-    found = {
-        int(m.group(1)) for k in params if (m := re.match(re.escape(prefix) + r"(\d+)[/.]", k))
-    }
-    if found != set(range(len(found))):
-        raise ValueError(f"Non-contiguous block indices under {prefix!r}: {sorted(found)}.")
-    return len(found)
-
-
 # --- architecture from the tensors ------------------------------------------------------------
 
 
@@ -214,8 +136,8 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
         config["variant"] = "factorised_encoder"
         config["classifier"] = "token" if "cls_SpatialTransformer" in p else "gap"
         enc = "SpatialTransformer/encoderblock_0/"
-        config["num_spatial_layers"] = _count_blocks(p, "SpatialTransformer/encoderblock_")
-        config["num_temporal_layers"] = _count_blocks(p, "TemporalTransformer/encoderblock_")
+        config["num_spatial_layers"] = count_blocks(p, "SpatialTransformer/encoderblock_")
+        config["num_temporal_layers"] = count_blocks(p, "TemporalTransformer/encoderblock_")
         t_enc = "TemporalTransformer/encoderblock_0/"
         for key in ("MultiHeadDotProductAttention_0/query/kernel", "MlpBlock_0/Dense_0/kernel"):
             if t_enc + key in p and p[t_enc + key].shape != p[enc + key].shape:
@@ -226,7 +148,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
                 )
         query, mlp = enc + "MultiHeadDotProductAttention_0/query/kernel", enc + "MlpBlock_0"
     else:
-        config["num_layers"] = _count_blocks(p, "Transformer/encoderblock_")
+        config["num_layers"] = count_blocks(p, "Transformer/encoderblock_")
         enc = "Transformer/encoderblock_0/"
         if enc + "MultiHeadDotProductAttention_space/query/kernel" in p:
             config["variant"] = "factorised_self_attention"
@@ -248,7 +170,7 @@ def _hf_config_from_state(p, hf_config):
         "classifier": "token",
         "tubelet_size": tuple(int(s) for s in weight.shape[2:]),
         "hidden_dim": int(weight.shape[0]),
-        "num_layers": _count_blocks(p, "encoder.layer."),
+        "num_layers": count_blocks(p, "encoder.layer."),
         "mlp_dim": int(p["encoder.layer.0.intermediate.dense.weight"].shape[0]),
     }
     if "classifier.weight" in p:
@@ -445,7 +367,10 @@ def convert_vivit(state: dict[str, np.ndarray], model, source_grid=None) -> dict
     """Maps a scenic Flax or HF ViViT checkpoint to `{variable.path: array}` for `model`.
 
     Position tables are resized when the model's clip size differs from the checkpoint's.
+    An image ViT checkpoint gives scenic's partial initialisation (`convert_vit_image`).
     """
+    if is_image_vit(state):
+        return convert_vit_image(state, model)
     out = _convert_hf(state) if _is_hf(state) else _convert_scenic(state)
     out = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
     _resize_positions(out, model, source_grid)
@@ -463,9 +388,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     init). The image head and `pre_logits` are not used.
     """
     p = _vit_params(state)
-    variant = model.vivit_config["variant"] if hasattr(model, "vivit_config") else None
-    if variant is None:
-        raise ValueError("convert_vit_image needs a model built by keras_vtn.ViViT.")
+    variant, num_blocks, model_cls = _model_structure(model)
     kernel = p.pop("embedding/kernel")
     if kernel.ndim != 4:
         raise ValueError(f"Expected an image patch kernel (h, w, C, D), got {kernel.shape}.")
@@ -479,9 +402,9 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
         "tubelet_embedding/kernel": TubeletEmbedding.kernel_from_image(kernel, t, "central_frame"),
         "tubelet_embedding/bias": p.pop("embedding/bias"),
     }
-    num_layers = _count_blocks(p, "Transformer/encoderblock_")
+    num_layers = count_blocks(p, "Transformer/encoderblock_")
     prefix = "spatial_" if variant == "factorised_encoder" else ""
-    expected = model.vivit_config["num_spatial_layers" if prefix else "num_layers"]
+    expected = num_blocks
     if num_layers != expected:
         raise ValueError(
             f"The image ViT has {num_layers} blocks but the model's "
@@ -516,7 +439,6 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     image_cls = int("cls" in p)
     image_grid = math.isqrt(table.shape[0] - image_cls)
     nt, nh, nw = _model_grid(model)
-    model_cls = model.vivit_config["classifier"] == "token"
     if image_grid * image_grid != table.shape[0] - image_cls:
         raise ValueError(f"Image position table of {table.shape[0]} rows is not CLS + square grid.")
     grid_table = table[image_cls:]
@@ -545,6 +467,27 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+def _model_structure(model) -> tuple[str, int, bool]:
+    """(variant, number of (spatial) blocks, has a CLS) of a model built by ViViT()."""
+    from keras_vtn.layers import FactorisedDotProductAttention, FactorisedSelfAttentionBlock
+
+    names = {layer.name: layer for layer in model.layers}
+    if "tubelet_embedding" not in names:
+        raise ValueError("Expected a model built by keras_vtn.ViViT (no `tubelet_embedding`).")
+    if "spatial_block_0" in names:
+        prefix, variant = "spatial_", "factorised_encoder"
+    elif isinstance(names.get("block_0"), FactorisedSelfAttentionBlock):
+        prefix, variant = "", "factorised_self_attention"
+    elif isinstance(
+        getattr(names.get("block_0"), "attention", None), FactorisedDotProductAttention
+    ):
+        prefix, variant = "", "factorised_dot_product"
+    else:
+        prefix, variant = "", "spatio_temporal"
+    count = sum(1 for n in names if re.fullmatch(re.escape(prefix) + r"block_\d+", n))
+    return variant, count, f"{prefix}cls_token" in names
+
+
 def is_image_vit(state: dict[str, np.ndarray]) -> bool:
     """True for a Google/scenic ViT image checkpoint (2D patch kernel)."""
     if _is_hf(state):
@@ -563,7 +506,7 @@ def config_from_image_checkpoint(state: dict[str, np.ndarray]) -> dict:
         "hidden_dim": int(p["embedding/kernel"].shape[-1]),
         "num_heads": int(p[block + "MultiHeadDotProductAttention_0/query/kernel"].shape[1]),
         "mlp_dim": int(p[block + "MlpBlock_0/Dense_0/kernel"].shape[-1]),
-        "num_layers": _count_blocks(p, "Transformer/encoderblock_"),
+        "num_layers": count_blocks(p, "Transformer/encoderblock_"),
     }
 
 

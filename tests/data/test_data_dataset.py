@@ -23,8 +23,16 @@ def _indices(clip):
 
 def test_kinetics400_training_batches(kinetics_root, caplog):
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
-        ds = kinetics400(kinetics_root, "train", num_frames=4, frame_stride=3, batch_size=2,
-                         seed=3, flip=False, **FULL)
+        ds = kinetics400(
+            kinetics_root,
+            "train",
+            num_frames=4,
+            frame_stride=3,
+            batch_size=2,
+            seed=3,
+            flip=False,
+            **FULL,
+        )
     assert "4 of 5 listed videos found (20.0% missing)" in caplog.text
     assert ds.label_names == list(KINETICS400_LABELS) and ds.label_map["zumba"] == 399
     batches = list(ds)
@@ -47,8 +55,14 @@ def test_kinetics400_unlabelled_test_split(kinetics_root):
 
 def test_same_seed_same_clips_other_seed_other_clips(kinetics_root):
     root = os.path.join(kinetics_root, "train")
-    kwargs = dict(training=True, num_frames=3, sampling="uniform", image_size=32,
-                  color_jitter=(0.4, 0.4, 0.4, 0.1), batch_size=4)
+    kwargs = dict(
+        training=True,
+        num_frames=3,
+        sampling="uniform",
+        image_size=32,
+        color_jitter=(0.4, 0.4, 0.4, 0.1),
+        batch_size=4,
+    )
     a = [x.numpy() for x, _ in video_dataset(root, seed=5, **kwargs)]
     b = [x.numpy() for x, _ in video_dataset(root, seed=5, **kwargs)]
     c = [x.numpy() for x, _ in video_dataset(root, seed=6, **kwargs)]
@@ -58,9 +72,19 @@ def test_same_seed_same_clips_other_seed_other_clips(kinetics_root):
 
 def test_eval_views_shape_and_content(videos):
     pairs = [(videos["mp4"], 0), (videos["webm"], 1)]
-    ds = video_dataset(pairs, num_frames=4, frame_stride=2, num_clips=2, num_crops=3,
-                       image_size=48, short_side=48, batch_size=2, dtype="float32",
-                       label_mode="one_hot", return_frame_indices=True)
+    ds = video_dataset(
+        pairs,
+        num_frames=4,
+        frame_stride=2,
+        num_clips=2,
+        num_crops=3,
+        image_size=48,
+        short_side=48,
+        batch_size=2,
+        dtype="float32",
+        label_mode="one_hot",
+        return_frame_indices=True,
+    )
     inputs, labels = next(iter(ds))
     clips, idx = inputs["frames"].numpy(), inputs["frame_indices"].numpy()
     assert clips.shape == (2, 6, 4, 48, 48, 3) and clips.dtype == np.float32
@@ -69,20 +93,33 @@ def test_eval_views_shape_and_content(videos):
     assert idx[0].tolist() == [[0, 2, 4, 6]] * 3 + [[68, 70, 72, 74]] * 3
     source, _ = read_frames(videos["mp4"], idx[0, 3])
     for k, left in enumerate([0, 8, 16]):  # left / centre / right along the long side
-        np.testing.assert_array_equal(clips[0, 3 + k], source[:, :, left:left + 48])
+        np.testing.assert_array_equal(clips[0, 3 + k], source[:, :, left : left + 48])
 
 
 def test_float_output_and_one_hot_labels(kinetics_root):
-    ds = video_dataset(os.path.join(kinetics_root, "train"), num_frames=2, image_size=32,
-                       dtype="float32", label_mode="one_hot")
+    ds = video_dataset(
+        os.path.join(kinetics_root, "train"),
+        num_frames=2,
+        image_size=32,
+        dtype="float32",
+        label_mode="one_hot",
+    )
     clip, label = next(iter(ds))
     assert clip.dtype.name == "float32" and float(clip.numpy().max()) > 1.0
     assert label.shape == (3,) and float(label.numpy().sum()) == 1.0
 
 
 def test_mixup_cutmix_in_the_pipeline(kinetics_root):
-    ds = video_dataset(os.path.join(kinetics_root, "train"), training=True, num_frames=2,
-                       image_size=32, batch_size=4, mixup_alpha=0.8, cutmix_alpha=1.0, seed=0)
+    ds = video_dataset(
+        os.path.join(kinetics_root, "train"),
+        training=True,
+        num_frames=2,
+        image_size=32,
+        batch_size=4,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        seed=0,
+    )
     clips, labels = next(iter(ds))
     assert clips.shape == (4, 2, 32, 32, 3) and labels.shape == (4, 3)
     np.testing.assert_allclose(labels.numpy().sum(-1), 1.0, atol=1e-6)
@@ -99,8 +136,9 @@ def mixed_folder(tmp_path, videos):
 
 
 def test_broken_files_are_skipped_and_counted_in_training(mixed_folder, caplog):
-    ds = video_dataset(mixed_folder, training=True, num_frames=4, frame_stride=1,
-                       image_size=32, seed=1)
+    ds = video_dataset(
+        mixed_folder, training=True, num_frames=4, frame_stride=1, image_size=32, seed=1
+    )
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
         clips = [x.numpy() for x, _ in ds]
         again = len(list(ds))  # a second epoch skips them without opening them again
@@ -133,9 +171,8 @@ def videos_path(paths, name):
 
 @pytest.mark.parametrize("name", sorted(AWKWARD))
 def test_awkward_files_decode_correctly(videos, name):
-    ds = video_dataset([(videos[name], 0)], num_frames=4, frame_stride=1, crop="none",
-                       short_side=0)
-    (clip, _), = list(ds)
+    ds = video_dataset([(videos[name], 0)], num_frames=4, frame_stride=1, crop="none", short_side=0)
+    ((clip, _),) = list(ds)
     clip = clip.numpy()
     if name == "cut_faststart":  # frames past the cut repeat the last one that decodes
         got = _indices(clip)

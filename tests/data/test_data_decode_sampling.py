@@ -40,8 +40,10 @@ def test_dense_sampler_eval_and_train():
     assert dense_indices(75, 8, 2).tolist() == [[30, 32, 34, 36, 38, 40, 42, 44]]
     views = dense_indices(75, 4, 3, num_clips=3)
     assert views[:, 0].tolist() == [0, 32, 65] and views[-1, -1] == 74  # both ends included
-    starts = {int(dense_indices(75, 8, 2, training=True, rng=np.random.default_rng(s))[0, 0])
-              for s in range(50)}
+    starts = {
+        int(dense_indices(75, 8, 2, training=True, rng=np.random.default_rng(s))[0, 0])
+        for s in range(50)
+    }
     assert min(starts) >= 0 and max(starts) <= 75 - 15 and len(starts) > 10
     # a short video loops
     assert dense_indices(5, 8, 1).tolist() == [[0, 1, 2, 3, 4, 0, 1, 2]]

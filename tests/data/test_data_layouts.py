@@ -13,8 +13,13 @@ from keras_vtn.data.layouts import read_kinetics_csv, resolve
 def test_kinetics400_labels_are_the_400_sorted_names():
     assert len(KINETICS400_LABELS) == 400
     assert list(KINETICS400_LABELS) == sorted(set(KINETICS400_LABELS))
-    for name in ["abseiling", "air drumming", "passing American football (in game)",
-                 "snatch weight lifting", "zumba"]:
+    for name in [
+        "abseiling",
+        "air drumming",
+        "passing American football (in game)",
+        "snatch weight lifting",
+        "zumba",
+    ]:
         assert name in KINETICS400_LABELS
     assert KINETICS400_LABELS.index("air drumming") == 1
 
@@ -32,8 +37,10 @@ def test_kinetics_csv_tree_layout(kinetics_root):
     assert records.labels == [0, 1, 1, KINETICS400_LABELS.index("zumba")]
     assert os.path.basename(records.paths[1]) == "bbbbbbbbb_2_000000_000010.webm"
     # without a label list the CSV's own sorted labels index the classes
-    own = kinetics_csv(os.path.join(kinetics_root, "annotations", "train.csv"),
-                       os.path.join(kinetics_root, "train"))
+    own = kinetics_csv(
+        os.path.join(kinetics_root, "annotations", "train.csv"),
+        os.path.join(kinetics_root, "train"),
+    )
     assert own.label_names == ["abseiling", "air drumming", "zumba"] and own.labels == [0, 1, 1, 2]
 
 

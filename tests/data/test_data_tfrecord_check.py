@@ -44,8 +44,14 @@ def test_prepare_writes_manifest_and_lists_failures(shards):
 
 def test_round_trip_matches_the_video_path(folder, shards):
     out, _ = shards
-    kwargs = dict(num_frames=5, sampling="uniform", num_clips=2, image_size=(48, 64),
-                  short_side=48, return_frame_indices=True)
+    kwargs = dict(
+        num_frames=5,
+        sampling="uniform",
+        num_clips=2,
+        image_size=(48, 64),
+        short_side=48,
+        return_frame_indices=True,
+    )
     from_video = {}
     for inputs, label in video_dataset(folder, **kwargs):
         from_video[tuple(inputs["frame_indices"].numpy().ravel())] = (inputs["frames"], label)
@@ -66,8 +72,16 @@ def test_round_trip_matches_the_video_path(folder, shards):
 def test_stored_fps_and_training_reader(tmp_path, videos):
     out = str(tmp_path / "half")
     prepare([(videos["mp4"], 0)], out, short_side=0, fps=12.5, progress=False)
-    ds = tfrecord_dataset(out, training=True, num_frames=4, frame_stride=1, image_size=32,
-                          seed=0, return_frame_indices=True, batch_size=1)
+    ds = tfrecord_dataset(
+        out,
+        training=True,
+        num_frames=4,
+        frame_stride=1,
+        image_size=32,
+        seed=0,
+        return_frame_indices=True,
+        batch_size=1,
+    )
     inputs, _ = next(iter(ds))
     idx = inputs["frame_indices"].numpy()[0]
     assert np.diff(idx).tolist() == [2, 2, 2] and (idx % 2 == 0).all()
@@ -91,16 +105,18 @@ def test_input_context_shards_per_worker(shards):
     names = []
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker)
-        ds = tfrecord_dataset(out, input_context=context, num_frames=2, image_size=32,
-                              return_frame_indices=True)
+        ds = tfrecord_dataset(
+            out, input_context=context, num_frames=2, image_size=32, return_frame_indices=True
+        )
         names.append(sorted(tuple(x["frame_indices"].numpy().ravel()) for x, _ in ds))
     assert len(names[0]) + len(names[1]) == 4 and names[0] and names[1]
 
 
 def test_check_videos_command(kinetics_root, videos, capsys, tmp_path):
     root = os.path.join(kinetics_root, "train")
-    code = cli.main(["check-videos", root, "--csv",
-                     os.path.join(kinetics_root, "annotations", "train.csv")])
+    code = cli.main(
+        ["check-videos", root, "--csv", os.path.join(kinetics_root, "annotations", "train.csv")]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "4 video files, 4 ok" in text
     assert "1 of 5 listed videos missing; 80.0% present" in text
@@ -108,11 +124,18 @@ def test_check_videos_command(kinetics_root, videos, capsys, tmp_path):
     code = cli.main(["check-videos", videos["root"], "--min-frames", "2", "--output", report])
     result = json.load(open(report))
     assert code == 1
-    assert result["problems"] == {"empty": 1, "unreadable": 2, "no_video_stream": 1,
-                                  "too_short": 1, "truncated": 1}
+    assert result["problems"] == {
+        "empty": 1,
+        "unreadable": 2,
+        "no_video_stream": 1,
+        "too_short": 1,
+        "truncated": 1,
+    }
     assert {os.path.basename(p) for p in result["files"]} == {
-        *(os.path.basename(rel) for rel, _ in BROKEN.values()), "one_frame.mp4",
-        "cut_faststart.mp4"}
+        *(os.path.basename(rel) for rel, _ in BROKEN.values()),
+        "one_frame.mp4",
+        "cut_faststart.mp4",
+    }
 
 
 def test_prepare_command(folder, tmp_path, capsys):

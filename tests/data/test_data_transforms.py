@@ -28,8 +28,10 @@ AUGMENTS = {
 def test_every_frame_gets_the_same_augmentation(name):
     clip = _still_clip()
     outputs = [
-        T.augment_clip(clip, tf.constant([s, 11], tf.int64), crop_size=(32, 32), **AUGMENTS[name])
-        .numpy() for s in range(6)
+        T.augment_clip(
+            clip, tf.constant([s, 11], tf.int64), crop_size=(32, 32), **AUGMENTS[name]
+        ).numpy()
+        for s in range(6)
     ]
     for out in outputs:
         assert out.shape == (4, 32, 32, 3)
@@ -55,8 +57,13 @@ def test_rand_augment_is_per_clip():
 def test_crop_and_flip_are_consistent_on_a_real_video(videos):
     frames, _ = read_frames(videos["mp4"], [10, 20, 30, 40])  # four different frames
     for s in range(4):
-        out = T.augment_clip(tf.constant(frames), tf.constant([s, 3], tf.int64),
-                             crop_size=(24, 40), crop_mode="random", flip=True).numpy()
+        out = T.augment_clip(
+            tf.constant(frames),
+            tf.constant([s, 3], tf.int64),
+            crop_size=(24, 40),
+            crop_mode="random",
+            flip=True,
+        ).numpy()
         # one crop box (and flip) must explain every frame (block patterns allow several)
         common = None
         for t in range(4):
@@ -66,7 +73,7 @@ def test_crop_and_flip_are_consistent_on_a_real_video(videos):
                 for dy in range(48 - 24 + 1)
                 for dx in range(64 - 40 + 1)
                 if np.array_equal(
-                    (frames[t][:, ::-1] if flipped else frames[t])[dy:dy + 24, dx:dx + 40],
+                    (frames[t][:, ::-1] if flipped else frames[t])[dy : dy + 24, dx : dx + 40],
                     out[t],
                 )
             }
@@ -92,8 +99,9 @@ def test_small_frames_are_covered_before_cropping():
 
 
 def test_mixup_mixes_clips_and_labels_alike():
-    clips = tf.constant(np.stack([np.full((2, 8, 8, 3), 0.0), np.full((2, 8, 8, 3), 100.0)]),
-                        tf.float32)
+    clips = tf.constant(
+        np.stack([np.full((2, 8, 8, 3), 0.0), np.full((2, 8, 8, 3), 100.0)]), tf.float32
+    )
     labels = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     mixed, mixed_labels = T.mix_batch(clips, labels, tf.constant([1, 2]), mixup_alpha=0.8)
     lam = float(mixed_labels[0, 0])
@@ -102,8 +110,9 @@ def test_mixup_mixes_clips_and_labels_alike():
 
 
 def test_cutmix_label_weight_is_the_pasted_area():
-    clips = tf.constant(np.stack([np.full((3, 16, 16, 3), 0), np.full((3, 16, 16, 3), 200)]),
-                        tf.uint8)
+    clips = tf.constant(
+        np.stack([np.full((3, 16, 16, 3), 0), np.full((3, 16, 16, 3), 200)]), tf.uint8
+    )
     labels = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     for s in range(5):
         mixed, mixed_labels = T.mix_batch(clips, labels, tf.constant([s, 9]), cutmix_alpha=1.0)

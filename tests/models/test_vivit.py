@@ -1,11 +1,13 @@
 """ViViT: parity with scenic and Hugging Face logits, serialisation, resizing, errors."""
 
+import doctest
 import os
 
 import keras
 import numpy as np
 import pytest
 
+import keras_vtn
 from keras_vtn.layers import PositionEmbedding
 from keras_vtn.models import vivit as vivit_module
 from keras_vtn.models import vivit_convert
@@ -20,8 +22,7 @@ def fixture(name):
 
 
 def read_state(name):
-    # TEMPORARY: the lead switches this to keras_vtn.weights.read_checkpoint.
-    return vivit_convert.read_checkpoint_minimal(fixture(name))
+    return keras_vtn.weights.read_checkpoint(fixture(name))
 
 
 def clip(height=32):
@@ -107,7 +108,7 @@ def test_architecture_read_from_checkpoint():
         read_state("scenic_factorised_dot_product.msgpack")
     )
     hf = vivit_convert.config_from_checkpoint(
-        read_state("hf_v5"), vivit_convert.read_hf_config(fixture("hf_v5"))
+        read_state("hf_v5"), keras_vtn.weights.readers.read_hf_config(fixture("hf_v5"))
     )
     assert (hf["variant"], hf["num_heads"], hf["num_layers"]) == ("spatio_temporal", 4, 2)
 
@@ -138,14 +139,16 @@ def test_mixed_precision_gives_float32_logits(policy):
     )
 
 
+# The fixtures' sizes: under JAX every new weight shape costs an XLA compile of its
+# initializer, so the tests reuse one set of shapes.
 TINY = dict(
-    hidden_dim=16,
-    num_heads=2,
-    mlp_dim=32,
-    num_frames=4,
-    image_size=16,
+    hidden_dim=32,
+    num_heads=4,
+    mlp_dim=64,
+    num_frames=8,
+    image_size=32,
     tubelet_size=(2, 8, 8),
-    num_classes=3,
+    num_classes=5,
 )
 VARIANT_KWARGS = {
     "spatio_temporal": dict(num_layers=1),
@@ -164,7 +167,7 @@ def tiny(variant, **kwargs):
 
 
 def tiny_clip():
-    return np.random.default_rng(1).uniform(0, 255, (2, 4, 16, 16, 3)).astype("float32")
+    return np.random.default_rng(1).uniform(0, 255, (2, 8, 32, 32, 3)).astype("float32")
 
 
 @pytest.mark.parametrize("variant", vivit_module.VARIANTS)
@@ -203,7 +206,6 @@ def test_position_tables_resize_to_other_clip_sizes():
     got = keras.ops.convert_to_numpy(model.get_layer("position_embedding").embeddings)
     expected = PositionEmbedding.resize(table, (4, 4, 4), (6, 6, 6), num_prefix_tokens=1)
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert predict(model, np.zeros((1, 12, 48, 48, 3), "float32")).shape == (1, 5)
     # One axis changes (the model keeps 4 time steps): the grid is inferred.
     wider = from_fixture("scenic_spatio_temporal.msgpack", image_size=(40, 24))
     got = keras.ops.convert_to_numpy(wider.get_layer("position_embedding").embeddings)
@@ -220,8 +222,18 @@ def test_position_tables_resize_to_other_clip_sizes():
     assert predict(fe, np.zeros((1, 4, 40, 24, 3), "float32")).shape == (1, 5)
 
 
+def test_class_count_defaults_to_the_checkpoint():
+    model = ViViT(
+        weights=fixture("scenic_factorised_encoder_gap.msgpack"), num_frames=8, image_size=32
+    )
+    assert model.output_shape == (None, 5)
+    diff = np.abs(predict(model, clip()) - reference("factorised_encoder_gap")).max()
+    assert diff <= TOLERANCE
+
+
 def test_head_dropped_when_class_count_differs():
-    model = from_fixture("scenic_spatio_temporal.msgpack", num_classes=7)
+    with pytest.warns(UserWarning, match="num_classes differs"):
+        model = from_fixture("scenic_spatio_temporal.msgpack", num_classes=7)
     assert model.output_shape == (None, 7)
     source = from_fixture("scenic_spatio_temporal.msgpack")
     np.testing.assert_array_equal(
@@ -248,7 +260,7 @@ def test_stochastic_depth_follows_scenic():
     assert not model.get_layer("block_2").drop_path.scale  # scenic does not rescale
 
 
-def _vit_npz(path, layers=1, dim=16, heads=2, grid=2, patch=8, pre_linen=True, seed=0):
+def _vit_npz(path, layers=1, dim=32, heads=4, grid=4, patch=8, mlp=64, pre_linen=True, seed=0):
     """A tiny Google ViT image checkpoint in the vision_transformer .npz layout."""
     rng = np.random.default_rng(seed)
     r = lambda *s: rng.standard_normal(s).astype("float32")  # noqa: E731
@@ -278,8 +290,8 @@ def _vit_npz(path, layers=1, dim=16, heads=2, grid=2, patch=8, pre_linen=True, s
             d[f"{b}{names[1]}/{proj}/bias"] = r(heads, dim // heads)
         d[f"{b}{names[1]}/out/kernel"] = r(heads, dim // heads, dim)
         d[f"{b}{names[1]}/out/bias"] = r(dim)
-        d[f"{b}{names[3]}/Dense_0/kernel"], d[f"{b}{names[3]}/Dense_0/bias"] = r(dim, 32), r(32)
-        d[f"{b}{names[3]}/Dense_1/kernel"], d[f"{b}{names[3]}/Dense_1/bias"] = r(32, dim), r(dim)
+        d[f"{b}{names[3]}/Dense_0/kernel"], d[f"{b}{names[3]}/Dense_0/bias"] = r(dim, mlp), r(mlp)
+        d[f"{b}{names[3]}/Dense_1/kernel"], d[f"{b}{names[3]}/Dense_1/bias"] = r(mlp, dim), r(dim)
     np.savez(path, **d)
     return d
 
@@ -303,22 +315,22 @@ def test_image_initialisation_follows_scenic(variant, tmp_path):
     table = _value(model, f"{prefix}position_embedding/embeddings")
     blk = f"{prefix}block_0/"
     if variant == "factorised_encoder":
-        np.testing.assert_array_equal(table, image_table)  # 2x2 grid + CLS, copied whole
+        np.testing.assert_array_equal(table, image_table)  # 4x4 grid + CLS, copied whole
         np.testing.assert_array_equal(_value(model, "spatial_cls_token/token"), 0.0)
         np.testing.assert_array_equal(_value(model, "temporal_cls_token/token"), 0.0)
     elif variant == "spatio_temporal":
         np.testing.assert_array_equal(table[0], image_table[0])
-        np.testing.assert_array_equal(table[1:], np.tile(image_table[1:], (2, 1)))
+        np.testing.assert_array_equal(table[1:], np.tile(image_table[1:], (4, 1)))
         np.testing.assert_array_equal(_value(model, "cls_token/token"), d["cls"].reshape(-1))
     else:
-        np.testing.assert_array_equal(table, np.tile(image_table[1:], (2, 1)))
+        np.testing.assert_array_equal(table, np.tile(image_table[1:], (4, 1)))
     src = "Transformer/encoderblock_0/"
     attn = (
         "MultiHeadDotProductAttention_0"
         if variant == "factorised_dot_product"
         else ("MultiHeadDotProductAttention_1")
     )
-    q = d[f"{src}{attn}/query/kernel"].reshape(16, -1)
+    q = d[f"{src}{attn}/query/kernel"].reshape(32, -1)
     if variant == "factorised_self_attention":
         np.testing.assert_array_equal(_value(model, blk + "spatial_attention/query/kernel"), q)
         np.testing.assert_array_equal(_value(model, blk + "temporal_attention/query/kernel"), q)
@@ -355,9 +367,9 @@ def test_clear_errors(tmp_path):
         from_fixture("scenic_factorised_encoder.msgpack", variant="spatio_temporal")
     with pytest.raises(ValueError, match="Model 1 with GAP and Model 4"):
         from_fixture("scenic_factorised_dot_product.msgpack")
-    with pytest.raises(ValueError, match="neither None"):
+    with pytest.raises(ValueError, match="no such file"):
         ViViT("spatio_temporal", weights=str(tmp_path / "missing.msgpack"))
-    with pytest.raises(ValueError, match="No 'k400' checkpoint exists for variant="):
+    with pytest.raises(ValueError, match="no vivit weights named 'k400' for variant='factoris"):
         ViViT("factorised_self_attention", weights="k400")
     with pytest.raises(ValueError, match="pooling='token' needs a CLS"):
         ViViT("factorised_dot_product", include_top=False, pooling="token", **TINY, num_layers=1)
@@ -372,12 +384,16 @@ def test_clear_errors(tmp_path):
         vivit_convert.convert_vivit(hf, model)
 
 
-def test_registry_resolution():
-    url = vivit_module._pretrained_url("k600", "factorised_encoder", "large")
-    assert url.endswith("kinetics_600/vivit_large_16x2_fe/checkpoint")
-    assert "unfactorized" in vivit_module._pretrained_url("k400", "spatio_temporal", "base")
-    with pytest.raises(ValueError, match="Released: variant='factorised_encoder', size='large'"):
-        vivit_module._pretrained_url("k600", "factorised_encoder", "base")
+def test_registry_entries_match_builder_arguments():
+    find = keras_vtn.weights.find_entry
+    entry = find("k600", "vivit", variant="factorised_encoder", size="large")
+    assert entry["files"][0]["url"].endswith("kinetics_600/vivit_large_16x2_fe/checkpoint")
+    config = vivit_module._entry_config(entry)
+    assert (config["num_temporal_layers"], config["tubelet_size"]) == (24, (2, 16, 16))
+    entry = find("k400", "vivit", variant="spatio_temporal", size="base")
+    assert "unfactorized" in entry["files"][0]["url"]
+    with pytest.raises(ValueError, match="no vivit weights named 'k600'"):
+        find("k600", "vivit", variant="factorised_encoder", size="base")
 
 
 @pytest.mark.slow
@@ -393,3 +409,8 @@ def test_full_size_parameter_counts():
         assert model.count_params() == count, variant
         del model
         keras.backend.clear_session()
+
+
+def test_docstring_examples():
+    result = doctest.testmod(vivit_module, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0
