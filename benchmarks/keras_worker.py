@@ -104,7 +104,7 @@ def make_forward(model, x, jit: bool):
         return lambda: fn(trainable, non_trainable, x).block_until_ready()
     import torch
 
-    x = torch.from_numpy(x)
+    x = keras.ops.convert_to_tensor(x)  # on the backend's device (a GPU when there is one)
 
     def run():
         with torch.inference_mode():
