@@ -36,6 +36,8 @@ DEFAULT_OUT = Path("benchmarks/results/models.json")
 def record_key(record: dict) -> str:
     spec = record.get("spec", {})
     name = spec.get("config") or spec.get("label") or spec.get("reference")
+    if spec.get("overrides"):
+        name += "@" + ",".join(f"{k}={v}" for k, v in sorted(spec["overrides"].items()))
     return f"{name}|b{spec.get('batch', 1)}|{record.get('backend')}|{spec.get('mode', 'forward')}"
 
 
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait until the 1-min load average is below this before each run")
     parser.add_argument("--max-wait", type=float, default=0, help="seconds to wait for it")
     parser.add_argument("--timeout", type=float, default=1800, help="per worker, seconds")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="override num_frames (e.g. a quick run on shorter clips)")
+    parser.add_argument("--image-size", type=int, default=None, help="override image_size")
     parser.add_argument("--count-reference-flops", action="store_true",
                         help="also run torch's FlopCounterMode on the reference (one extra pass)")
     args = parser.parse_args(argv)
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(configs.MODELS)}")
 
+    overrides = {k: v for k, v in (("num_frames", args.frames),
+                                     ("image_size", args.image_size)) if v}
     results = load_results(args.out)
     run = {**system_info(), "argv": sys.argv[1:] if argv is None else argv}
     run["numpy_matmul_peak"] = numpy_matmul_peak()
@@ -129,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch:
             jobs = []
             if entry.get("reference") and not args.no_reference:
-                spec = dict(reference=entry["reference"], config=name, kwargs=entry["kwargs"],
+                spec = dict(reference=entry["reference"], config=name,
+                            kwargs={**entry["kwargs"], **overrides}, overrides=overrides,
                             batch=batch, mode=args.mode, repeats=args.repeats,
                             warmup=args.warmup, dirs=args.reference_dir,
                             count_flops=args.count_reference_flops)
@@ -139,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             if not args.reference_only:
                 for backend in args.backends:
                     spec = dict(config=name, batch=batch, mode=args.mode, repeats=args.repeats,
-                                warmup=args.warmup, jit=not args.no_jit)
+                                warmup=args.warmup, jit=not args.no_jit, overrides=overrides)
                     jobs.append(("benchmarks.keras_worker", spec, sys.executable,
                                  {"KERAS_BACKEND": backend}))
             for module, spec, python, env in jobs:
                 load = wait_for_quiet(args.max_load, args.max_wait)
                 record = run_worker(module, spec, python=python, env=env, timeout=args.timeout)
                 record.setdefault("backend", env.get("KERAS_BACKEND", "torch-reference"))
+                if record["backend"] == "tensorflow" and args.no_jit:
+                    record["backend"] = "tensorflow-nojit"
                 record.setdefault("spec", spec)
                 record["load_average_before"] = load
                 derive(record)
