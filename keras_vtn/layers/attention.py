@@ -54,8 +54,8 @@ def _fused_available(query, key) -> bool:
     """Whether `keras.ops.dot_product_attention` may replace the explicit path.
 
     Only where the backend has a fused kernel that keeps the float32 softmax: PyTorch
-    (`scaled_dot_product_attention`, flash kernel on CPU and GPU; ~2x faster and without the
-    (N, N) probability tensor on CPU) and JAX (`jax.nn.dot_product_attention`: cuDNN on GPU,
+    (`scaled_dot_product_attention`, flash kernels on CPU and GPU that never store the
+    (N, N) probabilities) and JAX (`jax.nn.dot_product_attention`: cuDNN on GPU,
     the same einsum-softmax-einsum on CPU). On TensorFlow Keras' version is the same einsums
     as below, so the explicit path stays.
     """
