@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's start-up chatter (oneDNN, CUDA probing) is noise in a command line tool.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
+    "check-videos": "keras_vtn.data.check",
     "convert": "keras_vtn.weights.cli",
+    "prepare": "keras_vtn.data.tfrecord",
 }
 
 

@@ -7,16 +7,31 @@ from keras_vtn.layers.embedding import (
     PositionEmbedding,
     TubeletEmbedding,
 )
+from keras_vtn.layers.factorised import (
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+)
+from keras_vtn.layers.leap import LeapAttention, leap_pairs
+from keras_vtn.layers.linformer import LinformerAttention
+from keras_vtn.layers.shift import TemporalShift
+from keras_vtn.layers.sliding_window import SlidingWindowAttention
 from keras_vtn.layers.transformer import DropPath, MLPBlock, TransformerBlock
 
 __all__ = [
     "ClassToken",
     "DropPath",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
+    "LeapAttention",
+    "LinformerAttention",
     "MLPBlock",
     "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionEmbedding",
+    "SlidingWindowAttention",
+    "TemporalShift",
     "TransformerBlock",
     "TubeletEmbedding",
+    "leap_pairs",
     "scaled_dot_product_attention",
 ]

@@ -69,18 +69,31 @@ class MLPBlock(keras.layers.Layer):
     (2, 5, 8)
     """
 
-    def __init__(self, mlp_dim: int, activation: str = "gelu", dropout_rate: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        mlp_dim: int,
+        activation: str = "gelu",
+        dropout_rate: float = 0.0,
+        use_bias: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.mlp_dim = int(mlp_dim)
         self.activation = activation
         self.activation_fn = get_activation(activation)
         self.dropout_rate = dropout_rate
+        # Visformer's 1x1-conv MLPs have no biases.
+        self.use_bias = use_bias
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.fc1 = keras.layers.Dense(self.mlp_dim, dtype=self.dtype_policy, name="fc1")
+        self.fc1 = keras.layers.Dense(
+            self.mlp_dim, use_bias=self.use_bias, dtype=self.dtype_policy, name="fc1"
+        )
         self.fc1.build((None, dim))
-        self.fc2 = keras.layers.Dense(dim, dtype=self.dtype_policy, name="fc2")
+        self.fc2 = keras.layers.Dense(
+            dim, use_bias=self.use_bias, dtype=self.dtype_policy, name="fc2"
+        )
         self.fc2.build((None, self.mlp_dim))
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
@@ -94,7 +107,10 @@ class MLPBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            mlp_dim=self.mlp_dim, activation=self.activation, dropout_rate=self.dropout_rate
+            mlp_dim=self.mlp_dim,
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            use_bias=self.use_bias,
         )
         return config
 

@@ -111,3 +111,43 @@ def timm_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str 
     out[f"{prefix}norm/gamma"] = take("norm.weight")
     out[f"{prefix}norm/beta"] = take("norm.bias")
     return out
+
+
+def google_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str = "") -> dict:
+    """Maps a Google ViT checkpoint (`ViT-B_16.npz` names, '/'-joined) to `vit_frame_tokens`.
+
+    Flax kernels are already (in, out); per-head query/key/value kernels (D, H, d) and the
+    output kernel (H, d, D) are flattened to (D, H·d) and (H·d, D). Keys it does not consume
+    (`head/*`, the in21k `pre_logits/*`) are left in `state` for the caller.
+    """
+    out = {}
+
+    def take(key):
+        return np.asarray(state.pop(key))
+
+    width = state["embedding/kernel"].shape[-1]
+    out[f"{prefix}patch_embedding/kernel"] = take("embedding/kernel")
+    out[f"{prefix}patch_embedding/bias"] = take("embedding/bias")
+    out[f"{prefix}cls_token/token"] = take("cls").reshape(-1)
+    out[f"{prefix}position_embedding/embeddings"] = take(
+        "Transformer/posembed_input/pos_embedding"
+    )[0]
+    for i in range(num_layers):
+        src, dst = f"Transformer/encoderblock_{i}/", f"{prefix}block_{i}/"
+        for norm, name in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[dst + f"{name}/gamma"] = take(src + f"{norm}/scale")
+            out[dst + f"{name}/beta"] = take(src + f"{norm}/bias")
+        attention = src + "MultiHeadDotProductAttention_1/"
+        for name in ("query", "key", "value"):
+            out[dst + f"attention/{name}/kernel"] = take(attention + f"{name}/kernel").reshape(
+                width, -1
+            )
+            out[dst + f"attention/{name}/bias"] = take(attention + f"{name}/bias").reshape(-1)
+        out[dst + "attention/output/kernel"] = take(attention + "out/kernel").reshape(-1, width)
+        out[dst + "attention/output/bias"] = take(attention + "out/bias")
+        for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            out[dst + f"mlp/{fc}/kernel"] = take(src + f"MlpBlock_3/{dense}/kernel")
+            out[dst + f"mlp/{fc}/bias"] = take(src + f"MlpBlock_3/{dense}/bias")
+    out[f"{prefix}norm/gamma"] = take("Transformer/encoder_norm/scale")
+    out[f"{prefix}norm/beta"] = take("Transformer/encoder_norm/bias")
+    return out

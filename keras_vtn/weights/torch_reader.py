@@ -253,6 +253,9 @@ def _torch_size(values=()):
 def _allowed_globals() -> dict[tuple[str, str], object]:
     allowed: dict[tuple[str, str], object] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
+        # MultiStepLR.state_dict() keeps its milestones in a Counter (a dict); training
+        # checkpoints that save the scheduler (LAPS' ckpt_e*.pth) contain one.
+        ("collections", "Counter"): collections.Counter,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,

@@ -1,6 +1,11 @@
 import numpy as np
 import pytest
-from conftest import assert_config_round_trip, assert_mixed_precision, randomize_weights, to_numpy
+from layer_checks import (
+    assert_config_round_trip,
+    assert_mixed_precision,
+    randomize_weights,
+    to_numpy,
+)
 
 from keras_vtn.layers import ClassToken, PatchEmbedding, PositionEmbedding, TubeletEmbedding
 

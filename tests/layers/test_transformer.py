@@ -3,7 +3,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import (
+from layer_checks import (
     assert_config_round_trip,
     assert_mixed_precision,
     randomize_weights,

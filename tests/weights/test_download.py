@@ -57,8 +57,9 @@ def _leftovers(keras_home) -> list[str]:
 
 
 @pytest.mark.parametrize("known_hash", [True, False])
-def test_download_success_then_cache_without_network(keras_home, server, entry_factory,
-                                                      monkeypatch, known_hash):
+def test_download_success_then_cache_without_network(
+    keras_home, server, entry_factory, monkeypatch, known_hash
+):
     from keras_vtn.weights import download
 
     entry = entry_factory(f"{server.base}/good/toy.pth", SHA if known_hash else None)
@@ -99,8 +100,9 @@ def test_hash_mismatch(keras_home, server, entry_factory):
 
 
 @pytest.mark.parametrize("route", ["truncated", "missing"])
-def test_failed_download_is_one_clear_error_and_leaves_nothing(keras_home, server,
-                                                               entry_factory, route):
+def test_failed_download_is_one_clear_error_and_leaves_nothing(
+    keras_home, server, entry_factory, route
+):
     url = f"{server.base}/{route}/toy.pth"
     entry_factory(url, None)
     with pytest.raises(WeightsDownloadError) as info:
@@ -136,8 +138,9 @@ def test_offline_real_registry_entry(keras_home, monkeypatch):
         resolve("k400", "linear_vtn", size="base")
     message = str(info.value)
     assert entry["files"][0]["url"] in message
-    expected = os.path.join(str(keras_home), "keras_vtn", "originals", "elb3k", "vtn",
-                            "lin-vtn.pth")
+    expected = os.path.join(
+        str(keras_home), "keras_vtn", "originals", "elb3k", "vtn", "lin-vtn.pth"
+    )
     assert expected in message and "curl" in message
     assert info.value.__cause__ is None
 

@@ -108,8 +108,7 @@ def test_admitted_names_cannot_be_abused(tmp_path, canary):
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "b.pth")
     wraps_set = (
-        b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n"
-        b"(cbuiltins\nset\nctorch\nTensor\n)}tR."
+        b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n(cbuiltins\nset\nctorch\nTensor\n)}tR."
     )
     with zipfile.ZipFile(tmp_path / "c.pth", "w") as archive:
         archive.writestr("archive/data.pkl", wraps_set)
@@ -203,18 +202,62 @@ def _raw_zip(members) -> bytes:
     for name, payload, method, crc, size in members:
         offset, fname = out.tell(), name.encode()
         out.write(
-            struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(payload),
-                        size, len(fname), 0) + fname + payload
+            struct.pack(
+                "<4s5H3L2H",
+                b"PK\x03\x04",
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(payload),
+                size,
+                len(fname),
+                0,
+            )
+            + fname
+            + payload
         )
         central.append(
-            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc,
-                        len(payload), size, len(fname), 0, 0, 0, 0, 0, offset) + fname
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                len(payload),
+                size,
+                len(fname),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + fname
         )
     start = out.tell()
     for record in central:
         out.write(record)
-    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central),
-                          out.tell() - start, start, 0))
+    out.write(
+        struct.pack(
+            "<4s4H2LH",
+            b"PK\x05\x06",
+            0,
+            0,
+            len(central),
+            len(central),
+            out.tell() - start,
+            start,
+            0,
+        )
+    )
     return out.getvalue()
 
 

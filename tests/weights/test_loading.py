@@ -87,19 +87,24 @@ def toy_state(num_classes=5, seed=0) -> dict:
 
     return collections.OrderedDict(
         [
-            ("module.proj.weight", r(DIM, DIM)), ("module.proj.bias", r(DIM)),
-            ("module.blocks.0.norm1.weight", r(DIM)), ("module.blocks.0.norm1.bias", r(DIM)),
+            ("module.proj.weight", r(DIM, DIM)),
+            ("module.proj.bias", r(DIM)),
+            ("module.blocks.0.norm1.weight", r(DIM)),
+            ("module.blocks.0.norm1.bias", r(DIM)),
             ("module.blocks.0.attn.qkv.weight", r(3 * DIM, DIM)),
             ("module.blocks.0.attn.qkv.bias", r(3 * DIM)),
             ("module.blocks.0.attn.proj.weight", r(DIM, DIM)),
             ("module.blocks.0.attn.proj.bias", r(DIM)),
-            ("module.blocks.0.norm2.weight", r(DIM)), ("module.blocks.0.norm2.bias", r(DIM)),
+            ("module.blocks.0.norm2.weight", r(DIM)),
+            ("module.blocks.0.norm2.bias", r(DIM)),
             ("module.blocks.0.mlp.fc1.weight", r(MLP, DIM)),
             ("module.blocks.0.mlp.fc1.bias", r(MLP)),
             ("module.blocks.0.mlp.fc2.weight", r(DIM, MLP)),
             ("module.blocks.0.mlp.fc2.bias", r(DIM)),
-            ("module.norm.weight", r(DIM)), ("module.norm.bias", r(DIM)),
-            ("module.head.weight", r(num_classes, DIM)), ("module.head.bias", r(num_classes)),
+            ("module.norm.weight", r(DIM)),
+            ("module.norm.bias", r(DIM)),
+            ("module.head.weight", r(num_classes, DIM)),
+            ("module.head.bias", r(num_classes)),
         ]
     )
 
@@ -200,8 +205,13 @@ def test_registry_download_convert_and_cache(keras_home, server, toy_pth):
     path, state = toy_pth
     server.files["toy.pth"] = path.read_bytes()
     entry = {
-        "id": "toy/k400", "name": "k400", "family": "toy", "match": {}, "kind": "video",
-        "config": {"num_classes": 5}, "format": "pytorch",
+        "id": "toy/k400",
+        "name": "k400",
+        "family": "toy",
+        "match": {},
+        "kind": "video",
+        "config": {"num_classes": 5},
+        "format": "pytorch",
         "files": [{"url": f"{server.base}/files/toy.pth", "fname": "toy.pth", "sha256": None}],
         "cache_dir": "test/toy",
     }
@@ -224,8 +234,13 @@ def test_corrupt_download_is_removed(keras_home, server, toy_pth):
     path, _ = toy_pth
     server.files["toy.pth"] = path.read_bytes()[:-200]  # served complete, but truncated upstream
     entry = {
-        "id": "toy/bad", "name": "bad", "family": "toy", "match": {}, "kind": "video",
-        "config": {}, "format": "pytorch",
+        "id": "toy/bad",
+        "name": "bad",
+        "family": "toy",
+        "match": {},
+        "kind": "video",
+        "config": {},
+        "format": "pytorch",
         "files": [{"url": f"{server.base}/files/toy.pth", "fname": "toy.pth", "sha256": None}],
         "cache_dir": "test/bad",
     }

@@ -174,24 +174,32 @@ def _scenic_params(rng):
             "bias": np.zeros(8, np.float32),
         },
         "MultiHeadDotProductAttention_0": {
-            "query": {"kernel": rng.standard_normal((8, 2, 4)).astype(np.float32),
-                      "bias": rng.standard_normal((2, 4)).astype(np.float32)},
-            "out": {"kernel": rng.standard_normal((2, 4, 8)).astype(np.float32),
-                    "bias": rng.standard_normal(8).astype(np.float32)},
+            "query": {
+                "kernel": rng.standard_normal((8, 2, 4)).astype(np.float32),
+                "bias": rng.standard_normal((2, 4)).astype(np.float32),
+            },
+            "out": {
+                "kernel": rng.standard_normal((2, 4, 8)).astype(np.float32),
+                "bias": rng.standard_normal(8).astype(np.float32),
+            },
         },
         "MlpBlock_0": {"Dense_0": {"kernel": rng.standard_normal((8, 16)).astype(np.float32)}},
     }
     return {
         "cls": rng.standard_normal((1, 1, 8)).astype(np.float32),
-        "embedding": {"kernel": rng.standard_normal((2, 4, 4, 3, 8)).astype(np.float32),
-                      "bias": np.zeros(8, np.float32)},
+        "embedding": {
+            "kernel": rng.standard_normal((2, 4, 4, 3, 8)).astype(np.float32),
+            "bias": np.zeros(8, np.float32),
+        },
         "Transformer": {
             "posembed_input": {"pos_embedding": rng.standard_normal((1, 17, 8)).astype(np.float32)},
             "encoderblock_0": block,
             "encoder_norm": {"scale": np.ones(8, np.float32), "bias": np.zeros(8, np.float32)},
         },
-        "output_projection": {"kernel": rng.standard_normal((8, 5)).astype(np.float32),
-                              "bias": np.zeros(5, np.float32)},
+        "output_projection": {
+            "kernel": rng.standard_normal((8, 5)).astype(np.float32),
+            "bias": np.zeros(5, np.float32),
+        },
     }
 
 

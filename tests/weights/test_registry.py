@@ -44,10 +44,16 @@ def test_entries_are_complete():
 def test_issue_entries_present():
     ids = {e["id"] for e in keras_vtn.weights.list()}
     assert {
-        "linear_vtn/k400", "linear_vtn/k400_miil21k", "vtn/k400",
-        "vivit/k400/spatio_temporal-base", "vivit/k400/spatio_temporal-base-hf",
-        "vivit/k400/factorised_encoder-base", "vivit/k400/factorised_encoder-large",
-        "vivit/k600/factorised_encoder-large", "vivit/imagenet21k/base", "vivit/imagenet21k/large",
+        "linear_vtn/k400",
+        "linear_vtn/k400_miil21k",
+        "vtn/k400",
+        "vivit/k400/spatio_temporal-base",
+        "vivit/k400/spatio_temporal-base-hf",
+        "vivit/k400/factorised_encoder-base",
+        "vivit/k400/factorised_encoder-large",
+        "vivit/k600/factorised_encoder-large",
+        "vivit/imagenet21k/base",
+        "vivit/imagenet21k/large",
     } <= ids
     assert not [e for e in keras_vtn.weights.list(family="laps") if e["name"] == "k400"]
     vtn = find_entry("k400", "vtn")

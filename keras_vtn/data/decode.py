@@ -1,0 +1,327 @@
+"""Decode only the frames a sampler asks for, with PyAV (FFmpeg).
+
+The decoder seeks to the key frame before the first wanted frame and decodes forward,
+seeking again only when the next wanted frame is far ahead; only kept frames are converted
+to RGB, and the short-side resize happens in swscale during that conversion. Broken files
+raise `DecodeError` with a short machine-readable `reason` instead of crashing.
+
+>>> import os, tempfile
+>>> from keras_vtn.data.testing import write_video, read_index
+>>> path = os.path.join(tempfile.mkdtemp(), "v.webm")
+>>> write_video(path, num_frames=30)
+>>> frames, info = read_frames(path, [0, 29, 5], short_side=24)
+>>> frames.shape, [read_index(f) for f in frames], info.num_frames
+((3, 24, 32, 3), [0, 29, 5], 30)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import av
+import numpy as np
+
+# Failure reasons, in the order they are checked; `DecodeReport` counts them by name.
+REASONS = (
+    "missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short",
+    "truncated",
+)
+
+# Seek again when the next wanted frame is further ahead than this (in frames). Decoding
+# forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's worth of decoding.
+SEEK_GAP = 50
+
+
+class DecodeError(Exception):
+    """A video could not give the requested frames; `reason` is one of `REASONS`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    """What the container says about its first video stream (display orientation)."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int = 0
+    duration: float = 0.0
+    # set by `read_frames`: the stream ended well before the frame count in its header
+    truncated: bool = False
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise DecodeError("missing", path)
+    if os.path.getsize(path) == 0:
+        raise DecodeError("empty", path)
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as error:  # FFmpeg raises many error types for bad input
+        raise DecodeError("unreadable", f"{path}: {error}") from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("no_video_stream", path)
+    return container
+
+
+def _stream_info(container) -> VideoInfo:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 25.0
+    duration = 0.0
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    num_frames = int(stream.frames or 0)
+    if num_frames <= 0:
+        num_frames = int(round(duration * fps))
+    else:
+        duration = duration or num_frames / fps
+    width, height = stream.codec_context.width, stream.codec_context.height
+    return VideoInfo(num_frames, fps, width, height, 0, duration)
+
+
+def probe(path: str) -> VideoInfo:
+    """Frame count, fps and display size of a video; decodes only its first frame.
+
+    Raises `DecodeError` when the file is missing, empty, unreadable, has no video stream or
+    no decodable frame.
+    """
+    container = _open(path)
+    try:
+        info = _stream_info(container)
+        if info.num_frames <= 0:
+            info.num_frames = _count_frames(container)
+            container.seek(0)
+        try:
+            frame = next(container.decode(video=0), None)
+        except Exception as error:
+            raise DecodeError("decode_error", f"{path}: {error}") from None
+        if frame is None:
+            raise DecodeError("no_frames", path)
+        # The display matrix travels with the frames; report the upright size.
+        info.rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        if info.rotation % 180:
+            info.width, info.height = info.height, info.width
+        return info
+    finally:
+        container.close()
+
+
+def _count_frames(container) -> int:
+    container.seek(0)
+    count = 0
+    for _ in container.decode(video=0):
+        count += 1
+    return count
+
+
+def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+class _Reader:
+    """One open container; converts decoded frames to display-oriented RGB."""
+
+    def __init__(self, path: str, short_side: int | None, threads: int, interpolation: str):
+        self.path = path
+        self.container = _open(path)
+        self.stream = self.container.streams.video[0]
+        if threads != 1:
+            self.stream.thread_type = "AUTO"
+            self.stream.thread_count = threads
+        self.info = _stream_info(self.container)
+        self.short_side = short_side
+        self.interpolation = interpolation
+        self.time_base = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
+        self.start = self.stream.start_time or 0
+        self.error: Exception | None = None
+
+    def close(self):
+        self.container.close()
+
+    def index_of(self, frame) -> int | None:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            return None
+        return int(math.floor((pts - self.start) * self.time_base * self.info.fps + 0.5))
+
+    def pts_of(self, index: int) -> int:
+        return int(self.start + index / self.info.fps / self.time_base)
+
+    def to_rgb(self, frame) -> np.ndarray:
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        width, height = frame.width, frame.height
+        if rotation % 180:
+            out_h, out_w = _target_size(height, width, self.short_side)
+        else:
+            out_w, out_h = _target_size(width, height, self.short_side)
+        image = frame.to_ndarray(
+            format="rgb24", width=out_w, height=out_h, interpolation=self.interpolation
+        )
+        if rotation:
+            # frame.rotation is the counter-clockwise angle to show the frame upright.
+            image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+        return image
+
+    def _frames(self):
+        """Decoded frames; a corrupt packet ends the stream (remembered in `self.error`)."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+                frames = packet.decode()
+            except StopIteration:
+                return
+            except Exception as error:  # cut or corrupt data: the stream ends here
+                self.error = error
+                return
+            yield from frames
+
+    def decode_from(self, index: int | None):
+        """(index, frame) pairs from the key frame before `index` (or from the start).
+
+        Frames without timestamps are counted from the start; after a seek such a frame
+        yields index -2, telling the caller to decode from the start instead.
+        """
+        seeked = False
+        if index is not None and index > 0:
+            try:
+                self.container.seek(self.pts_of(index), stream=self.stream, backward=True)
+                seeked = True
+            except Exception:  # unseekable file: decode forward from where we are
+                pass
+        count = -1
+        for frame in self._frames():
+            found = self.index_of(frame)
+            if found is None:
+                if seeked:
+                    yield -2, frame
+                    return
+                found = count + 1
+            count = found
+            yield found, frame
+
+
+def read_frames(
+    path: str,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    short_side: int | Callable[[], int] | None = None,
+    threads: int = 1,
+    interpolation: str = "BILINEAR",
+    info_callback: Callable[[VideoInfo], np.ndarray] | None = None,
+) -> tuple[np.ndarray, VideoInfo]:
+    """Decode frames `indices` (any order, repeats allowed) as uint8 RGB `(N, H, W, 3)`.
+
+    `info_callback(info)`, if given, replaces `indices` once the container is open (so a
+    sampler can look at the frame count without opening the file twice); its array may have
+    any shape and the output is `indices.shape + (H, W, 3)`. `short_side` resizes the shorter
+    display side in swscale (a callable is asked after `info_callback`). Indices past the last
+    frame that could be decoded repeat the last decoded frame (headers often over-count). When
+    the stream ends well before its header's count (a cut file), `info.truncated` is set and,
+    with `info_callback`, the indices are drawn again within the frames that exist.
+    """
+    reader = _Reader(path, short_side, threads, interpolation)
+    try:
+        info = reader.info
+        if info.num_frames <= 0:
+            info.num_frames = _count_frames(reader.container)
+            reader.close()
+            reader = _Reader(path, short_side, threads, interpolation)
+            reader.info.num_frames = info.num_frames
+        if info_callback is not None:
+            indices = info_callback(info)
+        if callable(short_side):  # chosen by the callback (random scale jitter)
+            reader.short_side = short_side()
+        indices = np.asarray(indices, np.int64)
+        wanted = np.unique(indices)
+        if wanted.size == 0:
+            raise ValueError("read_frames needs at least one frame index")
+        images, real_count = _decode_wanted(reader, wanted)
+        if real_count > 0:
+            info.truncated = True
+            if info_callback is not None:
+                # A cut file: sample again within the frames that really exist.
+                info.num_frames = real_count
+                indices = np.asarray(info_callback(info), np.int64)
+                reader.close()
+                reader = _Reader(path, reader.short_side, threads, interpolation)
+                images, _ = _decode_wanted(reader, np.unique(indices))
+    finally:
+        reader.close()
+    stacked = np.stack([images[i] for i in indices.reshape(-1)])
+    return stacked.reshape(indices.shape + stacked.shape[1:]), info
+
+
+def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+    """Images for `wanted` (sorted unique), and the real frame count if the stream ended well
+    before its header's count while frames were still wanted (else -1)."""
+    images: dict[int, np.ndarray] = {}
+    pos = 0
+    last_frame = None  # the last decoded frame, converted only if the stream ends early
+    last_index = -1
+    restarted = False
+    try:
+        seek_to: int | None = int(wanted[0])
+        while pos < len(wanted):
+            jumped = False
+            first = True
+            for index, frame in reader.decode_from(seek_to):
+                overshot = first and seek_to and index > seek_to
+                if (overshot or index == -2) and not restarted:
+                    # A bad index or missing timestamps: decode from the start instead.
+                    restarted = True
+                    reader.container.seek(0, stream=reader.stream, backward=True)
+                    seek_to = None
+                    jumped = True
+                    break
+                first = False
+                last_frame, last_index = frame, index
+                if index < wanted[pos]:
+                    continue
+                image = reader.to_rgb(frame)
+                while pos < len(wanted) and wanted[pos] <= index:
+                    images[int(wanted[pos])] = image
+                    pos += 1
+                if pos < len(wanted) and wanted[pos] - index > SEEK_GAP:
+                    seek_to = int(wanted[pos])
+                    jumped = True
+                    break
+            if first and seek_to and not restarted:
+                # Nothing after the seek (a cut file shorter than its header): from the start.
+                restarted = True
+                reader.container.seek(0, stream=reader.stream, backward=True)
+                seek_to = None
+                continue
+            if not jumped:
+                break  # end of stream
+    except Exception as error:  # corrupt packets: keep what was decoded so far
+        if last_frame is None:
+            raise DecodeError("decode_error", f"{reader.path}: {error}") from None
+    if last_frame is None:
+        if reader.error is not None:
+            raise DecodeError("decode_error", f"{reader.path}: {reader.error}")
+        raise DecodeError("no_frames", reader.path)
+    real_count = -1
+    if pos < len(wanted):  # past the real end: repeat the last frame
+        # Headers often over-count by a frame or two; more than that means a cut file.
+        if last_index < reader.info.num_frames - 3:
+            real_count = last_index + 1
+        image = reader.to_rgb(last_frame)
+        for i in wanted[pos:]:
+            images[int(i)] = image
+    return images, real_count

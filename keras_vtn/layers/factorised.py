@@ -1,0 +1,203 @@
+"""ViViT's factorised attention: separate space and time attention (Models 3 and 4)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from keras_vtn.layers.transformer import ACTIVATIONS, DropPath, MLPBlock, layer_norm
+
+ATTENTION_ORDERS = ("time_space", "space_time")
+
+
+def _swap_time_space(x):
+    """(B, T, N, ...) <-> (B, N, T, ...): puts the axis to attend over in the token slot."""
+    axes = list(range(len(x.shape)))
+    axes[1], axes[2] = axes[2], axes[1]
+    return ops.transpose(x, axes)
+
+
+def _check_video_tokens(input_shape, layer: str):
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{layer} expects tokens of shape (batch, frames, tokens_per_frame, dim), "
+            f"got {tuple(input_shape)}. Reshape flat (batch, frames * tokens, dim) tokens first."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class FactorisedDotProductAttention(MultiHeadSelfAttention):
+    """Self-attention whose heads are split between time and space (ViViT Model 4).
+
+    Input (batch, T, N, D). The first half of the heads attend along time (for each
+    spatial position, over its T tokens); the second half attend within each frame (over
+    its N tokens). Each half has its own softmax; the outputs are concatenated in head
+    order and projected by the usual `output` Dense, so the weights are those of a plain
+    `MultiHeadSelfAttention` (scenic's head order: time first).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(FactorisedDotProductAttention(num_heads=4)(np.zeros((1, 3, 5, 8), "float32")).shape)
+    (1, 3, 5, 8)
+    """
+
+    def build(self, input_shape):
+        _check_video_tokens(input_shape, "FactorisedDotProductAttention")
+        if self.num_heads % 2:
+            raise ValueError(
+                f"FactorisedDotProductAttention splits the heads between time and space, so "
+                f"num_heads must be even; got {self.num_heads}."
+            )
+        super().build(input_shape)
+
+    def attend(self, query, key, value, attention_mask=None, training=None):
+        if attention_mask is not None:
+            raise ValueError("FactorisedDotProductAttention does not support an attention mask.")
+        half = self.num_heads // 2
+        # Time heads: put T in the token slot, attend, and put it back.
+        time = scaled_dot_product_attention(
+            *(_swap_time_space(t[..., :half, :]) for t in (query, key, value)),
+            dropout=self.attention_dropout,
+            training=training,
+        )
+        space = scaled_dot_product_attention(
+            query[..., half:, :],
+            key[..., half:, :],
+            value[..., half:, :],
+            dropout=self.attention_dropout,
+            training=training,
+        )
+        return ops.concatenate([_swap_time_space(time), space], axis=-2)
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class FactorisedSelfAttentionBlock(keras.layers.Layer):
+    """Factorised self-attention block (ViViT Model 3) on (batch, T, N, D) tokens.
+
+    Two pre-LN attention sub-blocks, each with its own LayerNorm, then a pre-LN MLP:
+
+        spatial:  x += attn_s(LN_s(x))   attention within each frame (over N)
+        temporal: x += attn_t(LN_t(x))   attention along time (over T), per spatial position
+        mlp:      x += mlp(LN_mlp(x))
+
+    `attention_order="time_space"` (scenic's default) runs the temporal sub-block first,
+    `"space_time"` (the paper's equations) the spatial one. Sublayers: `spatial_norm`,
+    `spatial_attention`, `temporal_norm`, `temporal_attention`, `mlp_norm`, `mlp`.
+    Scenic applies no stochastic depth in this block; `drop_path_rate` defaults to 0.
+
+    Example:
+    >>> import numpy as np
+    >>> block = FactorisedSelfAttentionBlock(num_heads=2, mlp_dim=16)
+    >>> tuple(block(np.zeros((1, 3, 5, 8), "float32")).shape)
+    (1, 3, 5, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        attention_order: str = "time_space",
+        layer_norm_epsilon: float = 1e-6,
+        activation: str = "gelu_tanh",
+        qkv_bias: bool = True,
+        dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        drop_path_scale: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention_order not in ATTENTION_ORDERS:
+            raise ValueError(
+                f"Unknown attention_order {attention_order!r}; use one of {ATTENTION_ORDERS}."
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation!r}; use one of {ACTIVATIONS}.")
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.attention_order = attention_order
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
+        self.qkv_bias = qkv_bias
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.drop_path_scale = drop_path_scale
+
+    def _attention(self, name: str):
+        return MultiHeadSelfAttention(
+            self.num_heads,
+            qkv_bias=self.qkv_bias,
+            attention_dropout_rate=self.attention_dropout_rate,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        _check_video_tokens(input_shape, "FactorisedSelfAttentionBlock")
+        self.spatial_norm = layer_norm(self.layer_norm_epsilon, "spatial_norm", self.dtype_policy)
+        self.spatial_attention = self._attention("spatial_attention")
+        self.temporal_norm = layer_norm(self.layer_norm_epsilon, "temporal_norm", self.dtype_policy)
+        self.temporal_attention = self._attention("temporal_attention")
+        self.mlp_norm = layer_norm(self.layer_norm_epsilon, "mlp_norm", self.dtype_policy)
+        self.mlp = MLPBlock(
+            self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
+        )
+        swapped = (input_shape[0], input_shape[2], input_shape[1], input_shape[3])
+        for layer, shape in (
+            (self.spatial_norm, input_shape),
+            (self.spatial_attention, input_shape),
+            (self.temporal_norm, swapped),
+            (self.temporal_attention, swapped),
+            (self.mlp_norm, input_shape),
+            (self.mlp, input_shape),
+        ):
+            layer.build(shape)
+        # Same dtype policy as the block, or they would cast float16 branches back to float32.
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.drop_path = DropPath(
+            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy
+        )
+
+    def _residual(self, x, branch, training):
+        branch = self.dropout(branch, training=training)
+        return x + self.drop_path(branch, training=training)
+
+    def _spatial(self, x, training):
+        attended = self.spatial_attention(self.spatial_norm(x), training=training)
+        return self._residual(x, attended, training)
+
+    def _temporal(self, x, training):
+        x = _swap_time_space(x)  # attention runs over the token axis, so bring T there
+        attended = self.temporal_attention(self.temporal_norm(x), training=training)
+        x = self._residual(x, attended, training)
+        return _swap_time_space(x)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self.attention_order == "time_space":
+            x = self._spatial(self._temporal(x, training), training)
+        else:
+            x = self._temporal(self._spatial(x, training), training)
+        mlp = self.mlp(self.mlp_norm(x), training=training)
+        return x + self.drop_path(mlp, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            attention_order=self.attention_order,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            activation=self.activation,
+            qkv_bias=self.qkv_bias,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            drop_path_scale=self.drop_path_scale,
+        )
+        return config

@@ -1,0 +1,151 @@
+"""Leap attention (LAPS): joint attention over pairs of frames a fixed leap apart."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from keras_vtn.layers.shift import TemporalShift
+from keras_vtn.layers.utils import merge_last, split_last
+
+LEAP_SHIFTS = ("periodic", "tsm")
+
+
+def leap_pairs(num_frames: int, level: int) -> list[tuple[int, int]]:
+    """The frame pairs (t, t + s) of leap attention at `level`, with s = T // 2**level.
+
+    Frame t is the first member of a pair when (t // s) is even. Pairs are listed in the
+    order of their first member (LAPS' internal order; it does not change the output).
+    Raises ValueError when the level does not fit the clip: level < 1, 2**level > T, or T not
+    divisible by 2·s.
+
+    >>> leap_pairs(8, 2)
+    [(0, 2), (1, 3), (4, 6), (5, 7)]
+    """
+    num_frames, level = int(num_frames), int(level)
+    step = num_frames // 2**level if level >= 1 else 0
+    if level < 1 or step < 1 or num_frames % (2 * step):
+        valid = [lv for lv in range(1, num_frames.bit_length()) if _fits(num_frames, lv)]
+        raise ValueError(
+            f"Leap level {level} does not fit a clip of {num_frames} frames: the leap "
+            f"s = T // 2**level must be >= 1 and T divisible by 2·s. Valid levels for "
+            f"T={num_frames}: {valid or 'none (T must be even)'}; use None for plain "
+            "per-frame attention."
+        )
+    return [(t, t + step) for t in range(num_frames) if (t // step) % 2 == 0]
+
+
+def _fits(num_frames: int, level: int) -> bool:
+    step = num_frames // 2**level
+    return step >= 1 and num_frames % (2 * step) == 0
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class LeapAttention(MultiHeadSelfAttention):
+    """LAPS leap attention with optional periodic shift, on (batch, T, N, D) frame tokens.
+
+    The T frames form T/2 disjoint pairs (t, t + s), s = T // 2**level (see `leap_pairs`).
+    The 2N tokens of a pair (first frame's tokens, then the partner's) attend jointly with
+    ordinary softmax attention; the outputs go back to time order. `level=None` gives plain
+    per-frame attention. No parameters beyond `MultiHeadSelfAttention`'s.
+
+    `shift` acts on the attention output before the output projection, with zero padding:
+        - `"periodic"` (LAPS P-Shift): per head, head_dim // fold_div channels from frame t+1
+          and as many from t−1.
+        - `"tsm"` (the PlainShift ablation): on the merged heads, C // fold_div channels each way.
+        - `None` or `fold_div=0`: no shift (the LA-only ablation).
+
+    Example:
+    >>> import numpy as np
+    >>> layer = LeapAttention(num_heads=2, level=1)
+    >>> tuple(layer(np.zeros((1, 4, 5, 8), "float32")).shape)
+    (1, 4, 5, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        level: int | None = 1,
+        shift: str | None = "periodic",
+        fold_div: int = 4,
+        **kwargs,
+    ):
+        super().__init__(num_heads, **kwargs)
+        if shift is not None and shift not in LEAP_SHIFTS:
+            raise ValueError(f"Unknown shift {shift!r}; use one of {LEAP_SHIFTS} or None.")
+        if int(fold_div) < 0:
+            raise ValueError(f"`fold_div` must be >= 0 (0 = no shift), got {fold_div}.")
+        self.level = None if level is None else int(level)
+        self.shift = shift
+        self.fold_div = int(fold_div)
+        self.shifter = None
+        if shift is not None and self.fold_div:
+            self.shifter = TemporalShift(
+                "periodic" if shift == "periodic" else "tsm",
+                fold_div=self.fold_div,
+                dtype=self.dtype_policy,
+                name="shift",
+            )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"LeapAttention expects (batch, frames, tokens, width) inputs, got shape "
+                f"{tuple(input_shape)}."
+            )
+        self.num_frames = input_shape[1]
+        if self.num_frames is None and (self.level is not None or self.shifter is not None):
+            raise ValueError("LeapAttention needs a static number of frames (input axis 1).")
+        if self.level is not None:
+            pairs = leap_pairs(self.num_frames, self.level)
+            order = [a for a, _ in pairs] + [b for _, b in pairs]
+            self._order = order
+            self._restore = [int(i) for i in np.argsort(order)]
+        super().build(input_shape)
+
+    def _to_pairs(self, x):
+        """(B, T, N, H, d) → (B, T/2, 2N, H, d): pair p holds frames order[p], order[T/2 + p]."""
+        half = self.num_frames // 2
+        _, _, n, h, d = ops.shape(x)
+        x = ops.take(x, self._order, axis=1)
+        x = ops.reshape(x, (-1, 2, half, n, h, d))
+        x = ops.transpose(x, (0, 2, 1, 3, 4, 5))
+        return ops.reshape(x, (-1, half, 2 * n, h, d))
+
+    def _from_pairs(self, x, n):
+        half = self.num_frames // 2
+        _, _, _, h, d = ops.shape(x)
+        x = ops.reshape(x, (-1, half, 2, n, h, d))
+        x = ops.transpose(x, (0, 2, 1, 3, 4, 5))
+        x = ops.reshape(x, (-1, self.num_frames, n, h, d))
+        return ops.take(x, self._restore, axis=1)
+
+    def attend(self, query, key, value, attention_mask=None, training=None):
+        if self.level is None:
+            return super().attend(query, key, value, attention_mask, training)
+        if attention_mask is not None:
+            raise ValueError("LeapAttention with a leap level does not take an attention mask.")
+        n = ops.shape(query)[2]
+        heads = scaled_dot_product_attention(
+            self._to_pairs(query),
+            self._to_pairs(key),
+            self._to_pairs(value),
+            dropout=self.attention_dropout,
+            training=training,
+        )
+        return self._from_pairs(heads, n)
+
+    def transform_heads(self, heads):
+        if self.shifter is None:
+            return heads
+        if self.shift == "periodic":  # per head: the last axis is head_dim
+            return self.shifter(heads)
+        merged = self.shifter(merge_last(heads, 2))
+        return split_last(merged, (self.num_heads, self.head_dim))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(level=self.level, shift=self.shift, fold_div=self.fold_div)
+        return config

@@ -1,0 +1,252 @@
+"""LAPS checkpoints (ViT / Visformer, torch names) → `LAPSTransformer` variable paths.
+
+Formats:
+- LAPS training checkpoints (`ckpt_e*.pth`): `{"epoch", "state_dict", "best_acc1", "optimizer",
+  "scheduler"}` with keys `module.base_model.<backbone key>` (DDP-wrapped VideoNet).
+- Visformer image weights (`visformer_s_in10k.pth`): `{"model": state_dict}`, no prefix.
+- timm ViT image weights (e.g. `jx_vit_base_patch16_224_in21k-e5005f0a.pth`): a plain state dict.
+- Google ViT image weights (`ViT-B_16.npz`, the `weights="imagenet21k"` registry entry).
+
+Leap attention and periodic shift have no weights: the level schedule, `fold_div` and the
+number of frames come from the builder arguments (the training run name records them as
+`..._{T}x{rate}_..._D{fold_div}_SLevel_s2_1_2_3_1_s3_2_3_1_2`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from keras_vtn.layers import PositionEmbedding
+from keras_vtn.models.vit import google_vit_mapping, timm_vit_mapping
+
+PREFIXES = ("module.", "base_model.")
+# Entries of a training checkpoint that are not weights.
+_TRAINING_ENTRIES = ("epoch", "best_acc1", "optimizer", "scheduler", "arch")
+# BatchNorm's batch counter has no Keras counterpart; the in21k representation layer is
+# dropped by timm when fine-tuning (LAPS never uses it).
+_IGNORED = re.compile(r"(^|\.)num_batches_tracked$|^pre_logits[./]")
+_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+       "running_var": "moving_variance"}
+
+
+def extract_state(state: dict) -> dict[str, np.ndarray]:
+    """The backbone state dict of any LAPS-related checkpoint, without prefixes.
+
+    Accepts a flat dict from `keras_vtn.weights.read_checkpoint` ('.'-joined names, so a
+    training checkpoint's weights arrive as `state_dict.module.base_model.*`) or a nested
+    dict as `torch.load` returns it.
+    """
+    state = _flatten(state)
+    for container in ("state_dict.", "model."):
+        if any(k.startswith(container) for k in state):
+            state = {k[len(container):]: v for k, v in state.items() if k.startswith(container)}
+            break
+    else:
+        state = {k: v for k, v in state.items() if k.split(".")[0] not in _TRAINING_ENTRIES}
+    out = {}
+    for key, value in state.items():
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = np.asarray(value)
+    return out
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def checkpoint_backbone(state: dict[str, np.ndarray]) -> str:
+    """'vit', 'vit_google' (Flax names) or 'visformer' from the names of an extracted state."""
+    if "stem.0.weight" in state or "stage1.0.norm2.bn.weight" in state:
+        return "visformer"
+    if "patch_embed.proj.weight" in state and "blocks.0.attn.qkv.weight" in state:
+        return "vit"
+    if "embedding/kernel" in state and "Transformer/encoderblock_0/LayerNorm_0/scale" in state:
+        return "vit_google"
+    raise ValueError(
+        "Not a LAPS ViT or Visformer checkpoint: found neither 'stem.0.weight' (Visformer) "
+        "nor 'patch_embed.proj.weight' (timm ViT) nor 'embedding/kernel' (Google ViT). "
+        f"First keys: {sorted(state)[:5]}"
+    )
+
+
+def _count(state, pattern: str) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+# Head counts are not stored in timm/Visformer tensors; these are the standard ones by width.
+VIT_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+def config_from_checkpoint(state: dict) -> dict:
+    """`LAPSTransformer` arguments readable from the tensors of a checkpoint.
+
+    `backbone` ("vit_base", "vit_large" or "visformer_small"), `num_classes`, `image_size` and
+    the architecture arguments. `num_heads` is stored only in Google (Flax) ViT files; for
+    timm ViTs it comes from the standard width → heads table when the width is standard, and
+    Visformer checkpoints leave it to the builder (6 for Visformer-S). The leap levels,
+    `fold_div` and the number of frames have no tensors: they are builder arguments.
+    """
+    state = extract_state(state) if not _is_extracted(state) else state
+    backbone = checkpoint_backbone(state)
+    config: dict = {}
+    if backbone == "vit_google":
+        patch, _, _, hidden = state["embedding/kernel"].shape
+        block = "Transformer/encoderblock_0/"
+        if "head/kernel" in state:
+            config["num_classes"] = int(state["head/kernel"].shape[-1])
+        config.update(
+            patch_size=int(patch),
+            hidden_dim=int(hidden),
+            num_layers=_count(state, r"Transformer/encoderblock_(\d+)/"),
+            num_heads=int(state[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]),
+            mlp_dim=int(state[block + "MlpBlock_3/Dense_0/kernel"].shape[-1]),
+            image_size=int(
+                math.isqrt(state["Transformer/posembed_input/pos_embedding"].shape[1] - 1)
+            )
+            * int(patch),
+        )
+    elif backbone == "vit":
+        hidden, _, patch, _ = state["patch_embed.proj.weight"].shape
+        tokens = state["pos_embed"].shape[1] - 1
+        if "head.weight" in state:
+            config["num_classes"] = int(state["head.weight"].shape[0])
+        config.update(
+            patch_size=int(patch),
+            hidden_dim=int(hidden),
+            num_layers=_count(state, r"blocks\.(\d+)\."),
+            mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
+            image_size=int(math.isqrt(tokens)) * int(patch),
+        )
+        if int(hidden) in VIT_HEADS_BY_WIDTH:
+            config["num_heads"] = VIT_HEADS_BY_WIDTH[int(hidden)]
+    else:
+        if "head.weight" in state:
+            config["num_classes"] = int(state["head.weight"].shape[0])
+        widths = tuple(int(state[f"patch_embed{i}.proj.weight"].shape[0]) for i in (1, 2, 3))
+        config.update(
+            backbone="visformer_small",
+            stem_width=int(state["stem.0.weight"].shape[0]),
+            widths=widths,
+            depths=tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3)),
+            mlp_ratio=state["stage2.0.mlp.conv1.weight"].shape[0] / widths[1],
+            image_size=int(state["pos_embed1"].shape[-1]) * 8,
+        )
+        return config
+    config["backbone"] = "vit_large" if config["hidden_dim"] == 1024 else "vit_base"
+    return config
+
+
+def _is_extracted(state: dict) -> bool:
+    return any(k in state for k in ("stem.0.weight", "patch_embed.proj.weight", "embedding/kernel"))
+
+
+def _conv(w):
+    """torch Conv2d weight (O, I/g, kh, kw) → Keras (kh, kw, I/g, O)."""
+    return np.asarray(w).transpose(2, 3, 1, 0)
+
+
+def _dense_from_conv1x1(w):
+    """torch 1×1 Conv2d weight (O, I, 1, 1) → Keras Dense kernel (I, O)."""
+    return np.asarray(w)[:, :, 0, 0].T
+
+
+def _visformer_mapping(state: dict, depths) -> dict:
+    out = {}
+
+    def take(key):
+        return np.asarray(state.pop(key))
+
+    def bn(src, dst):
+        for torch_name, keras_name in _BN.items():
+            out[f"{dst}/{keras_name}"] = take(f"{src}.bn.{torch_name}")
+
+    out["stem_conv/kernel"] = _conv(take("stem.0.weight"))
+    bn("stem.1", "stem_bn")
+    for i in (1, 2, 3):
+        out[f"patch_embed{i}/kernel"] = _conv(take(f"patch_embed{i}.proj.weight"))
+        out[f"patch_embed{i}/bias"] = take(f"patch_embed{i}.proj.bias")
+        bn(f"patch_embed{i}.norm", f"patch_embed{i}_norm")
+        table = take(f"pos_embed{i}")  # (1, C, h, w) → (h·w, C), row-major like the tokens
+        out[f"pos_embed{i}/embeddings"] = table[0].reshape(table.shape[1], -1).T
+    for j in range(depths[0]):
+        src, dst = f"stage1.{j}.", f"stage1_{j}_"
+        bn(src + "norm2", dst + "norm2")
+        out[dst + "conv1/kernel"] = _dense_from_conv1x1(take(src + "mlp.conv1.weight"))
+        out[dst + "conv2/kernel"] = _conv(take(src + "mlp.conv2.weight"))
+        out[dst + "conv3/kernel"] = _dense_from_conv1x1(take(src + "mlp.conv3.weight"))
+    for stage in (2, 3):
+        for j in range(depths[stage - 1]):
+            src, dst = f"stage{stage}.{j}.", f"stage{stage}_{j}_"
+            bn(src + "norm1", dst + "norm1")
+            bn(src + "norm2", dst + "norm2")
+            # qkv output channels are ordered [q|k|v][head][head_dim], like timm's Linear.
+            qkv = take(src + "attn.qkv.weight")[:, :, 0, 0]
+            for name, w in zip(("query", "key", "value"), np.split(qkv, 3), strict=True):
+                out[dst + f"attn/{name}/kernel"] = w.T
+            out[dst + "attn/output/kernel"] = _dense_from_conv1x1(take(src + "attn.proj.weight"))
+            out[dst + "mlp/fc1/kernel"] = _dense_from_conv1x1(take(src + "mlp.conv1.weight"))
+            out[dst + "mlp/fc2/kernel"] = _dense_from_conv1x1(take(src + "mlp.conv3.weight"))
+    bn("norm", "norm")
+    return out
+
+
+def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
+    """Maps a LAPS (or backbone image) checkpoint onto `model`'s variable paths.
+
+    Returns `{variable.path: array}`; `head/*` is included when the checkpoint has a head (the
+    loader drops it when the class count differs). Position tables are resized when the
+    model's image size differs from the checkpoint's. Raises ValueError naming any key that is
+    neither mapped nor a documented ignorable (`num_batches_tracked`, timm's `pre_logits`).
+    """
+    state = dict(extract_state(state))
+    backbone = checkpoint_backbone(state)
+    if backbone == "vit_google":
+        out = google_vit_mapping(state, _count(state, r"Transformer/encoderblock_(\d+)/"))
+        if "head/kernel" in state:  # Flax Dense: already (in, out)
+            out["head/kernel"] = np.asarray(state.pop("head/kernel"))
+            out["head/bias"] = np.asarray(state.pop("head/bias"))
+    elif backbone == "vit":
+        out = timm_vit_mapping(state, _count(state, r"blocks\.(\d+)\."))
+    else:
+        depths = tuple(_count(state, rf"stage{i}\.(\d+)\.") for i in (1, 2, 3))
+        out = _visformer_mapping(state, depths)
+    if "head.weight" in state:
+        out["head/kernel"] = np.asarray(state.pop("head.weight")).T
+        out["head/bias"] = np.asarray(state.pop("head.bias"))
+    leftover = sorted(k for k in state if not _IGNORED.search(k))
+    if leftover:
+        raise ValueError(
+            f"Unexpected keys in the LAPS {backbone} checkpoint (not mapped, not ignorable): "
+            f"{leftover[:20]}{' ...' if len(leftover) > 20 else ''}"
+        )
+    return _fit_position_tables(out, model, backbone)
+
+
+def _fit_position_tables(mapping: dict, model, backbone: str) -> dict:
+    shapes = {v.path: tuple(v.shape) for v in model.weights}
+    for path, table in list(mapping.items()):
+        target = shapes.get(path)
+        if not path.endswith("embeddings") or target is None or target == table.shape:
+            continue
+        prefix = 0 if backbone == "visformer" else 1  # ViT's table starts with the CLS position
+        source_side = math.isqrt(table.shape[0] - prefix)
+        target_side = math.isqrt(target[0] - prefix)
+        if source_side**2 + prefix != table.shape[0] or target_side**2 + prefix != target[0]:
+            continue  # not square: leave it to the shape check of the loader
+        mapping[path] = PositionEmbedding.resize(
+            table, (source_side, source_side), (target_side, target_side), prefix
+        )
+    return mapping

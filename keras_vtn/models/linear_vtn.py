@@ -1,0 +1,240 @@
+"""LinearVTN (elb3k/vtn "Linformer-VTN"): timm ViT per frame → Linformer over time → head."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding, TransformerBlock
+from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.models import linear_vtn_convert
+from keras_vtn.models.frame_temporal import (
+    entry_normalization,
+    frame_temporal_model,
+    image_size_pair,
+    load_weights,
+    resolve_arguments,
+    resolve_weights,
+    vit_backbone,
+)
+
+SIZES: dict[str, dict] = {
+    "base": dict(
+        patch_size=16,
+        hidden_dim=768,
+        num_spatial_layers=12,
+        num_spatial_heads=12,
+        spatial_mlp_dim=3072,
+        spatial_qkv_bias=True,
+        num_temporal_layers=3,
+        num_temporal_heads=12,
+        temporal_head_dim=128,
+        temporal_mlp_dim=3072,
+        linformer_k=8,
+        one_kv_head=True,
+        share_kv=True,
+        num_frames=16,
+        image_size=224,
+    ),
+}
+
+
+def _linformer_encoder(args, dropout_rate, attention_dropout_rate, embedding_dropout_rate):
+    """lucidrains/elb3k `Linformer`: CLS + learned positions (no input norm), pre-LN blocks."""
+
+    def encoder(features, _extra):
+        x = ClassToken(initializer="random_uniform", name="temporal_cls_token")(features)
+        x = PositionEmbedding(name="temporal_position_embedding")(x)
+        if embedding_dropout_rate:
+            x = keras.layers.Dropout(embedding_dropout_rate, name="temporal_dropout")(x)
+        for j in range(args["num_temporal_layers"]):
+            attention = LinformerAttention(
+                args["num_temporal_heads"],
+                projected_length=args["linformer_k"],
+                head_dim=args["temporal_head_dim"],
+                one_kv_head=args["one_kv_head"],
+                share_kv=args["share_kv"],
+                attention_dropout_rate=attention_dropout_rate,
+                name="attention",
+            )
+            x = TransformerBlock(
+                mlp_dim=args["temporal_mlp_dim"],
+                norm_first=True,
+                layer_norm_epsilon=1e-5,
+                activation="gelu",
+                dropout_rate=dropout_rate,
+                attention=attention,
+                name=f"temporal_block_{j}",
+            )(x)
+        return x
+
+    return encoder
+
+
+def LinearVTN(
+    size: str = "base",
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    num_classes: int = 400,
+    classifier_activation: str | None = None,
+    pooling: str | None = None,
+    num_frames: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    include_preprocessing: bool = True,
+    normalization: str | tuple[float, float] | None = None,
+    patch_size: int | None = None,
+    hidden_dim: int | None = None,
+    num_spatial_layers: int | None = None,
+    num_spatial_heads: int | None = None,
+    spatial_mlp_dim: int | None = None,
+    spatial_qkv_bias: bool | None = None,
+    num_temporal_layers: int | None = None,
+    num_temporal_heads: int | None = None,
+    temporal_head_dim: int | None = None,
+    temporal_mlp_dim: int | None = None,
+    linformer_k: int | None = None,
+    one_kv_head: bool | None = None,
+    share_kv: bool | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    embedding_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    frame_chunk_size: int | None = None,
+    name: str = "linear_vtn",
+) -> keras.Model:
+    """Builds a Linformer Video Transformer Network (elb3k/vtn, Khoshimjonov 2021).
+
+    A timm ViT runs on every frame (its final-LayerNorm CLS token is the frame vector), a
+    learned CLS token and position embedding are added, pre-LN Linformer blocks (LayerNorm
+    eps 1e-5, heads × head_dim independent of the width, a per-layer sequence projection E
+    of shape (num_frames + 1, k) shared by K and V) mix the frames, and LayerNorm → Dense
+    classifies the CLS output.
+
+    Args:
+        size: `"base"`: ViT-B/16 at 224 px, 3 Linformer layers of 12 × 128 heads, k = 8,
+            one shared K/V head, 16 frames (`lin-vtn.yaml`).
+        weights: `None`, a registry name, a Keras `.weights.h5`, or an original elb3k
+            checkpoint (`lin-vtn.pth`, `lin-vtn-miil_21k.pth`; the `module.` prefix and the
+            unused ViT head are handled). Architecture arguments are read from the file;
+            an explicit argument that contradicts it is an error. The head loads only
+            when `num_classes` matches.
+        num_frames: clip length. E fixes it: Linformer weights work only at the length they
+            were trained with (16 for the released ones).
+        normalization: input normalisation when `include_preprocessing`: `"vit"`
+            (mean = std = 0.5: `lin-vtn.pth`), `"miil"` ([0, 1]: the MIIL-21k weights) or a
+            (mean, std) pair. Default: `"miil"` when the ViT has no qkv bias (the MIIL
+            backbone), else `"vit"`.
+        pooling: `None`/`"token"` (the CLS output) or `"avg"` (mean of all tokens, CLS
+            included, elb3k's `pool='mean'`). Without the top, the pooled vector is returned
+            before the head LayerNorm.
+        dropout_rate, attention_dropout_rate, embedding_dropout_rate: temporal encoder
+            dropout (elb3k trains with 0.1, 0.1, 0.5); `drop_path_rate`: the ViT's
+            stochastic depth.
+        frame_chunk_size: run the ViT over this many frames at a time at inference
+            (bounded memory); `None` runs all frames at once.
+
+    Example:
+    >>> model = LinearVTN(patch_size=8, hidden_dim=32, num_spatial_layers=1,
+    ...                   num_spatial_heads=2, spatial_mlp_dim=64, num_temporal_layers=1,
+    ...                   num_temporal_heads=2, temporal_head_dim=24, temporal_mlp_dim=48,
+    ...                   linformer_k=3, num_frames=4, image_size=32, num_classes=5)
+    >>> tuple(model.output.shape)
+    (None, 5)
+    """
+    if size not in SIZES:
+        raise ValueError(f"Unknown LinearVTN size {size!r}; available: {sorted(SIZES)}.")
+    explicit = dict(
+        patch_size=patch_size,
+        hidden_dim=hidden_dim,
+        num_spatial_layers=num_spatial_layers,
+        num_spatial_heads=num_spatial_heads,
+        spatial_mlp_dim=spatial_mlp_dim,
+        spatial_qkv_bias=spatial_qkv_bias,
+        num_temporal_layers=num_temporal_layers,
+        num_temporal_heads=num_temporal_heads,
+        temporal_head_dim=temporal_head_dim,
+        temporal_mlp_dim=temporal_mlp_dim,
+        linformer_k=linformer_k,
+        one_kv_head=one_kv_head,
+        share_kv=share_kv,
+        num_frames=num_frames,
+        image_size=None if image_size is None else image_size_pair(image_size),
+    )
+    source, state, checkpoint = resolve_weights(
+        weights, "linear_vtn", size, linear_vtn_convert.config_from_checkpoint
+    )
+    if checkpoint and num_frames is not None and checkpoint.get("num_frames") != num_frames:
+        raise ValueError(
+            f"LinearVTN weights fix the clip length: their Linformer projection E covers "
+            f"{checkpoint['num_frames']} frames + CLS, but num_frames={num_frames}. Use "
+            f"num_frames={checkpoint['num_frames']} (Linformer cannot change its length)."
+        )
+    if checkpoint and not checkpoint["one_kv_head"] and "num_temporal_heads" in checkpoint:
+        # Per-head K records only heads × head_dim: any explicit split of that width is valid.
+        width = checkpoint.pop("num_temporal_heads") * checkpoint.pop("temporal_head_dim")
+        heads, head_dim = explicit["num_temporal_heads"], explicit["temporal_head_dim"]
+        if heads is None and head_dim is None:
+            heads, head_dim = width // 128, 128
+        elif heads is None or head_dim is None:
+            heads, head_dim = (
+                (width // head_dim, head_dim) if heads is None else (heads, width // heads)
+            )
+        if heads * head_dim != width:
+            raise ValueError(
+                f"LinearVTN: the checkpoint's Linformer is {width} wide (heads × head_dim), but "
+                f"num_temporal_heads={heads} × temporal_head_dim={head_dim} = {heads * head_dim}."
+            )
+        explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
+    preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
+    args = resolve_arguments("LinearVTN", preset, explicit, checkpoint)
+    _default_heads(args, explicit, preset)
+    if args["num_frames"] is None:
+        raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
+    if normalization is None:
+        normalization = entry_normalization(source) or (
+            "vit" if args["spatial_qkv_bias"] else "miil"
+        )
+
+    backbone = vit_backbone(
+        args["image_size"],
+        patch_size=args["patch_size"],
+        hidden_dim=args["hidden_dim"],
+        num_layers=args["num_spatial_layers"],
+        num_heads=args["num_spatial_heads"],
+        mlp_dim=args["spatial_mlp_dim"],
+        qkv_bias=args["spatial_qkv_bias"],
+        drop_path_rate=drop_path_rate,
+    )
+
+    def head(x):
+        x = layer_norm(1e-5, "head_norm", "float32")(x)
+        return keras.layers.Dense(
+            num_classes, activation=classifier_activation, dtype="float32", name="head"
+        )(x)
+
+    model = frame_temporal_model(
+        backbone=backbone,
+        temporal_encoder=_linformer_encoder(
+            args, dropout_rate, attention_dropout_rate, embedding_dropout_rate
+        ),
+        head=head,
+        num_frames=args["num_frames"],
+        image_size=args["image_size"],
+        include_preprocessing=include_preprocessing,
+        normalization=normalization,
+        include_top=include_top,
+        pooling=pooling,
+        frame_chunk_size=frame_chunk_size,
+        name=name,
+    )
+    load_weights(
+        model, weights, source, state, "linear_vtn", linear_vtn_convert.convert_linear_vtn, size
+    )
+    return model
+
+
+def _default_heads(args: dict, explicit: dict, preset: dict) -> None:
+    """The ViT head count is not in the tensors: timm's 64-wide heads for a non-preset width."""
+    if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
+        args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)

@@ -1,0 +1,433 @@
+"""ViViT (Arnab et al., ICCV 2021): the four scenic variants as compositions of shared layers.
+
+- Model 1 `"spatio_temporal"`: tubelets → CLS → joint attention over all tokens.
+- Model 2 `"factorised_encoder"`: a spatial ViT shared by every frame (own CLS per frame),
+  then a temporal encoder over the frame vectors (own CLS).
+- Model 3 `"factorised_self_attention"`: blocks with spatial then temporal (or the reverse)
+  attention, separate LayerNorms, global average pooling.
+- Model 4 `"factorised_dot_product"`: plain blocks whose heads split between time and space.
+
+Everything follows scenic's `projects/vivit/model.py`: pre-LN blocks, LayerNorm eps 1e-6,
+tanh-approximate GELU, a final encoder LayerNorm, a linear head, inputs in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_vtn.layers import (
+    ClassToken,
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+    PositionEmbedding,
+    TransformerBlock,
+    TubeletEmbedding,
+)
+from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.layers.utils import to_tuple
+from keras_vtn.models.vit import VIT_SIZES, drop_path_rates
+
+VARIANTS = (
+    "spatio_temporal",
+    "factorised_encoder",
+    "factorised_self_attention",
+    "factorised_dot_product",
+)
+SIZES = {
+    "base": dict(VIT_SIZES["base"], tubelet_size=(2, 16, 16)),
+    "large": dict(VIT_SIZES["large"], tubelet_size=(2, 16, 16)),
+    # ViViT-H/14x2 (paper); ViT-H uses 14x14 patches.
+    "huge": dict(VIT_SIZES["huge"], tubelet_size=(2, 14, 14)),
+}
+CLASSIFIERS = ("token", "gap")
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class TokenPooling(keras.layers.Layer):
+    """Reduces the token axis (-2): `"token"` takes token 0 (the CLS), `"avg"` averages
+    the tokens after the first `num_prefix_tokens` (mean accumulated in float32).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(TokenPooling("avg")(np.ones((2, 3, 5, 8), "float32")).shape)
+    (2, 3, 8)
+    """
+
+    def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("token", "avg"):
+            raise ValueError(f"Unknown pooling mode {mode!r}; use 'token' or 'avg'.")
+        self.mode = mode
+        self.num_prefix_tokens = int(num_prefix_tokens)
+
+    def call(self, inputs):
+        if self.mode == "token":
+            return inputs[..., 0, :]
+        tokens = ops.cast(inputs[..., self.num_prefix_tokens :, :], "float32")
+        return ops.cast(ops.mean(tokens, axis=-2), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-2], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
+        return config
+
+
+def _vit_blocks(
+    x,
+    *,
+    prefix,
+    num_layers,
+    num_heads,
+    mlp_dim,
+    eps,
+    dropout_rate,
+    attention_dropout_rate,
+    drop_path_rate,
+    attention_factory=None,
+):
+    """Scenic `Encoder` blocks: pre-LN, tanh GELU, unscaled linear stochastic-depth ramp."""
+    for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
+        x = TransformerBlock(
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            layer_norm_epsilon=eps,
+            activation="gelu_tanh",
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=rate,
+            drop_path_scale=False,
+            attention=attention_factory() if attention_factory else None,
+            name=f"{prefix}block_{i}",
+        )(x)
+    return x
+
+
+def _encoder_input(x, *, prefix, use_cls, dropout_rate):
+    """Optional CLS token, learned position embedding (covering the CLS), dropout."""
+    if use_cls:
+        x = ClassToken(name=f"{prefix}cls_token")(x)
+    x = PositionEmbedding(
+        initializer=keras.initializers.RandomNormal(stddev=0.02),
+        name=f"{prefix}position_embedding",
+    )(x)
+    if dropout_rate:
+        x = keras.layers.Dropout(dropout_rate, name=f"{prefix}position_dropout")(x)
+    return x
+
+
+def _resolve_architecture(variant, size, overrides, checkpoint_config):
+    """Preset < checkpoint < explicit arguments; an explicit value that contradicts the
+    checkpoint is an error (building a model the weights cannot fill)."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; use one of {tuple(SIZES)}.")
+    config = dict(SIZES[size])
+    config.update(
+        num_spatial_layers=config["num_layers"],
+        num_temporal_layers=4,
+        attention_order="time_space",
+        layer_norm_epsilon=1e-6,
+    )
+    checkpoint_config = dict(checkpoint_config or {})
+    if variant is None:
+        variant = checkpoint_config.get(
+            "variant", "factorised_encoder" if not checkpoint_config else None
+        )
+        if variant is None:
+            raise ValueError(
+                "This checkpoint has no CLS token and plain blocks: it fits both Model 1 with "
+                "GAP and Model 4 (same weights). Pass variant='spatio_temporal' or "
+                "variant='factorised_dot_product'."
+            )
+    elif "variant" in checkpoint_config and checkpoint_config["variant"] != variant:
+        raise ValueError(
+            f"variant={variant!r} but the checkpoint holds a {checkpoint_config['variant']!r} "
+            f"model. Drop the argument or pass variant={checkpoint_config['variant']!r}."
+        )
+    checkpoint_config.pop("variant", None)
+    checkpoint_config.pop("num_classes", None)
+    config["classifier"] = "token" if variant in VARIANTS[:2] else "gap"
+    config.update(checkpoint_config)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "tubelet_size":
+            value = to_tuple(value, 3, "tubelet_size")
+        if key in checkpoint_config and checkpoint_config[key] != value:
+            raise ValueError(
+                f"{key}={value!r} contradicts the checkpoint, which has {key}="
+                f"{checkpoint_config[key]!r}. Drop the argument to use the checkpoint's value."
+            )
+        config[key] = value
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; use one of {VARIANTS}.")
+    if config["classifier"] not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier {config['classifier']!r}; use one of {CLASSIFIERS}.")
+    if variant in VARIANTS[2:] and config["classifier"] == "token":
+        raise ValueError(
+            f"{variant!r} has no CLS token (scenic asserts this); use classifier='gap'."
+        )
+    return variant, config
+
+
+def ViViT(
+    variant: str | None = None,
+    size: str = "base",
+    weights: str | None = None,
+    include_top: bool = True,
+    num_classes: int | None = None,
+    classifier_activation: str | None = None,
+    pooling: str | None = None,
+    num_frames: int = 32,
+    image_size: int | tuple[int, int] = 224,
+    include_preprocessing: bool = True,
+    tubelet_size: tuple[int, int, int] | None = None,
+    hidden_dim: int | None = None,
+    num_heads: int | None = None,
+    mlp_dim: int | None = None,
+    num_layers: int | None = None,
+    num_spatial_layers: int | None = None,
+    num_temporal_layers: int | None = None,
+    classifier: str | None = None,
+    attention_order: str | None = None,
+    layer_norm_epsilon: float | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    source_grid: tuple[int, int, int] | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a ViViT video classifier (scenic's four variants).
+
+    Args:
+        variant: `"spatio_temporal"` (Model 1), `"factorised_encoder"` (Model 2, the default
+            without a checkpoint), `"factorised_self_attention"` (Model 3) or
+            `"factorised_dot_product"` (Model 4). Read from the checkpoint when `weights` is
+            one (Model 1 with GAP and Model 4 share a layout: give it then).
+        size: `"base"`, `"large"` or `"huge"` presets (ViT-B/16, ViT-L/16, ViT-H/14).
+        weights: `None`; a registry name of `keras_vtn.weights.list(family="vivit")`:
+            `"k400"` (B Model 1, B FE, L FE, chosen by `variant`/`size`), `"k400_hf"` (the HF
+            port of B Model 1), `"k600"` (L FE), `"imagenet21k"` (Google ViT image weights,
+            spatial initialisation as scenic does it); a Keras `.weights.h5`/`.keras`; or an
+            original checkpoint: a scenic Flax msgpack, a Hugging Face
+            `VivitForVideoClassification` folder (Model 1) or a Google ViT `.npz`.
+        num_classes: head size; default: the checkpoint's when `weights` is a video
+            checkpoint, else 400. A checkpoint head of another size is not loaded.
+        include_top, classifier_activation, pooling: the head; without it,
+            `pooling` `None` gives the classifier's vector, `"avg"` the token mean (CLS
+            excluded), `"token"` the CLS output.
+        num_frames, image_size: the clip size; position tables of a checkpoint made for
+            another size are resized (linear in time, bilinear in space).
+        include_preprocessing: inputs are RGB in [0, 255], mapped to [-1, 1] as in scenic.
+        tubelet_size: (t, h, w) (scenic writes (h, w, t)).
+        hidden_dim, num_heads, mlp_dim, num_layers: encoder sizes (Models 1, 3, 4).
+        num_spatial_layers, num_temporal_layers: Model 2 depths (temporal default 4, as in
+            the paper; the released L FE checkpoints have 24, read from the file).
+        classifier: `"token"` (Models 1, 2) or `"gap"` (all; required for Models 3, 4).
+        attention_order: Model 3 only, `"time_space"` (scenic's default) or `"space_time"`.
+            Checkpoints do not record it.
+        dropout_rate, attention_dropout_rate, drop_path_rate: regularisation; stochastic
+            depth follows scenic (linear ramp from 0, no rescaling; none in Model 3 blocks).
+        source_grid: (t, h, w) token grid of a Model 1/3/4 checkpoint's position table when
+            it cannot be inferred (only needed to resize to another clip size).
+
+    Example:
+    >>> model = ViViT("spatio_temporal", hidden_dim=32, num_heads=2, mlp_dim=64,
+    ...               num_layers=1, num_frames=4, image_size=32, tubelet_size=(2, 16, 16),
+    ...               num_classes=5)
+    >>> model.output_shape
+    (None, 5)
+    """
+    from keras_vtn import weights as weights_lib
+    from keras_vtn.models import vivit_convert
+
+    source = weights_lib.resolve(
+        weights, "vivit", variant=variant or "factorised_encoder", size=size
+    )
+    state = checkpoint_config = None
+    if source is not None and not source.is_keras:
+        if source.entry is not None:
+            # Registry download: its recorded architecture; load_weights reads it once later
+            # (or uses its converted-weights cache).
+            checkpoint_config = _entry_config(source.entry)
+        else:
+            state = weights_lib.read_checkpoint(source.path)
+            state_is_image = vivit_convert.is_image_vit(state)
+            if state_is_image:
+                checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
+            else:
+                hf_config = (
+                    weights_lib.readers.read_hf_config(source.path)
+                    if source.format == "hf_folder"
+                    else None
+                )
+                checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
+        image = source.entry["kind"] != "video" if source.entry else state_is_image
+        if image:
+            # An image ViT: its depth is the (spatial) encoder's.
+            variant = variant or "factorised_encoder"
+            if variant == "factorised_encoder":
+                checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
+    overrides = dict(
+        tubelet_size=tubelet_size,
+        hidden_dim=hidden_dim,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        num_layers=num_layers,
+        num_spatial_layers=num_spatial_layers,
+        num_temporal_layers=num_temporal_layers,
+        classifier=classifier,
+        attention_order=attention_order,
+        layer_norm_epsilon=layer_norm_epsilon,
+    )
+    if num_classes is None:  # a video checkpoint's own head, else Kinetics-400's 400
+        num_classes = (checkpoint_config or {}).get("num_classes", 400)
+    variant, cfg = _resolve_architecture(variant, size, overrides, checkpoint_config)
+    if pooling not in (None, "avg", "token"):
+        raise ValueError(f"Unknown pooling {pooling!r}; use None, 'avg' or 'token'.")
+    if pooling == "token" and cfg["classifier"] != "token":
+        raise ValueError(f"pooling='token' needs a CLS token; {variant!r} here has none.")
+    height, width = to_tuple(image_size, 2, "image_size")
+    t, h, w = cfg["tubelet_size"]
+    if num_frames < t or height < h or width < w:
+        raise ValueError(
+            f"A {num_frames}x{height}x{width} clip is smaller than the tubelet {(t, h, w)}."
+        )
+    eps = cfg["layer_norm_epsilon"]
+    use_cls = cfg["classifier"] == "token"
+    common = dict(
+        num_heads=cfg["num_heads"],
+        mlp_dim=cfg["mlp_dim"],
+        eps=eps,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+    )
+
+    inputs = keras.Input((num_frames, height, width, 3), name="video")
+    x = inputs
+    if include_preprocessing:
+        # scenic / DMVR zero-centring: x * 2 / 255 - 1.
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
+    flat = variant != "factorised_encoder"
+    x = TubeletEmbedding(
+        cfg["hidden_dim"], cfg["tubelet_size"], flatten=flat, name="tubelet_embedding"
+    )(x)
+    nt, nhw = num_frames // t, (height // h) * (width // w)
+
+    if variant == "factorised_encoder":
+        # Spatial ViT on every frame (leading axes are batch axes: shared weights and CLS).
+        x = _encoder_input(x, prefix="spatial_", use_cls=use_cls, dropout_rate=dropout_rate)
+        x = _vit_blocks(
+            x,
+            prefix="spatial_",
+            num_layers=cfg["num_spatial_layers"],
+            drop_path_rate=drop_path_rate,
+            **common,
+        )
+        x = layer_norm(eps, "spatial_norm")(x)
+        x = TokenPooling("token" if use_cls else "avg", name="spatial_pooling")(x)
+        x = _encoder_input(x, prefix="temporal_", use_cls=use_cls, dropout_rate=dropout_rate)
+        x = _vit_blocks(
+            x,
+            prefix="temporal_",
+            num_layers=cfg["num_temporal_layers"],
+            drop_path_rate=drop_path_rate,
+            **common,
+        )
+        x = layer_norm(eps, "temporal_norm")(x)
+    else:
+        x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
+        if variant == "spatio_temporal":
+            x = _vit_blocks(
+                x, prefix="", num_layers=cfg["num_layers"], drop_path_rate=drop_path_rate, **common
+            )
+        else:
+            # Factorised variants work on (batch, T, N, D); the position table is over all tokens.
+            x = keras.layers.Reshape((nt, nhw, cfg["hidden_dim"]), name="to_time_space")(x)
+            if variant == "factorised_self_attention":
+                for i in range(cfg["num_layers"]):
+                    x = FactorisedSelfAttentionBlock(
+                        cfg["num_heads"],
+                        cfg["mlp_dim"],
+                        attention_order=cfg["attention_order"],
+                        layer_norm_epsilon=eps,
+                        activation="gelu_tanh",
+                        dropout_rate=dropout_rate,
+                        attention_dropout_rate=attention_dropout_rate,
+                        name=f"block_{i}",
+                    )(x)
+            else:
+                x = _vit_blocks(
+                    x,
+                    prefix="",
+                    num_layers=cfg["num_layers"],
+                    drop_path_rate=drop_path_rate,
+                    attention_factory=lambda: FactorisedDotProductAttention(
+                        cfg["num_heads"],
+                        attention_dropout_rate=attention_dropout_rate,
+                        name="attention",
+                    ),
+                    **common,
+                )
+            x = keras.layers.Reshape((nt * nhw, cfg["hidden_dim"]), name="to_tokens")(x)
+        x = layer_norm(eps, "norm")(x)
+
+    mode = {None: "token" if use_cls else "avg", "avg": "avg", "token": "token"}[pooling]
+    x = TokenPooling(mode, num_prefix_tokens=int(use_cls), name="pooling")(x)
+    if include_top:
+        x = keras.layers.Dense(
+            num_classes,
+            activation=classifier_activation,
+            kernel_initializer="zeros",  # scenic's head init
+            dtype="float32",  # float32 logits under mixed precision
+            name="head",
+        )(x)
+    model = keras.Model(inputs, x, name=name or f"vivit_{variant}_{size}")
+
+    if source is not None:
+        _load(model, source, state, source_grid, weights_lib)
+    return model
+
+
+def _entry_config(entry: dict) -> dict:
+    """Architecture arguments recorded in a registry entry (clip size excluded)."""
+    config = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in entry["config"].items()
+        if k not in ("size", "num_frames", "image_size", "patch_size")
+    }
+    if entry["kind"] != "video":
+        config.pop("variant", None)
+    return config
+
+
+def _load(model, source, state, source_grid, weights_lib):
+    """Loads `source` into `model` through keras_vtn.weights (shape/coverage checks, head
+    handling, converted-weights cache for registry downloads)."""
+    from keras_vtn.models.vivit_convert import convert_vivit
+
+    def convert(checkpoint, target):
+        return convert_vivit(checkpoint, target, source_grid=source_grid)
+
+    if state is None:  # a Keras file, or a registry download
+        return weights_lib.load_weights(
+            model,
+            source.path if source.entry is None else source.entry["name"],
+            "vivit",
+            converter=convert,
+            **(source.entry or {}).get("match", {}),
+        )
+    mapping = convert(state, model)
+    return weights_lib.assign_weights(model, mapping, allow_missing=source.partial)
+
+
+def _load_original(model: keras.Model, path, source_grid=None):
+    """Loads an original ViViT checkpoint (scenic msgpack, HF folder, ViT .npz) into `model`."""
+    from keras_vtn import weights as weights_lib
+
+    source = weights_lib.resolve(path, "vivit")
+    state = weights_lib.read_checkpoint(source.path)
+    return _load(model, source, state, source_grid, weights_lib)

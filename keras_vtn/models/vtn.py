@@ -1,0 +1,345 @@
+"""VTN (Neimark et al. 2021; bomri/SlowFast): a 2D backbone per frame → Longformer → MLP head."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import ops
+
+from keras_vtn.layers import ClassToken, SlidingWindowAttention, TransformerBlock
+from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.models import vtn_convert
+from keras_vtn.models.frame_temporal import (
+    entry_normalization,
+    frame_temporal_model,
+    image_size_pair,
+    load_weights,
+    resolve_arguments,
+    resolve_weights,
+    vit_backbone,
+)
+
+TEMPORAL = (
+    "num_temporal_layers",
+    "num_temporal_heads",
+    "temporal_mlp_dim",
+    "attention_window",
+    "max_position_embeddings",
+    "head_hidden_dim",
+)
+SIZES: dict[str, dict] = {
+    "base": dict(
+        patch_size=16,
+        hidden_dim=768,
+        num_spatial_layers=12,
+        num_spatial_heads=12,
+        spatial_mlp_dim=3072,
+        spatial_qkv_bias=True,
+        num_temporal_layers=3,
+        num_temporal_heads=12,
+        temporal_mlp_dim=3072,
+        attention_window=18,
+        max_position_embeddings=288,
+        head_hidden_dim=768,
+        image_size=224,
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_vtn")
+class FrameIndexEmbedding(keras.layers.Layer):
+    """Adds VTN's (Hugging Face Longformer) position and token-type embeddings.
+
+    Input tokens (batch, 1 + T, D) with the CLS first, and optionally the frame indices
+    (batch, T): the position of each sampled frame in the source video (0..T−1 if not
+    given). A frame's position row is `index mod (max_position_embeddings − 2)`; the CLS
+    uses row `max_position_embeddings − 2` (the last row is Longformer's padding row, unused
+    here). Token-type row 1 is added to the CLS, row 0 to every frame.
+
+    Weights: `position_embeddings` (max_position_embeddings, D), `token_type_embeddings`
+    (2, D).
+
+    Example:
+    >>> import numpy as np
+    >>> layer = FrameIndexEmbedding(max_position_embeddings=10)
+    >>> tokens = np.zeros((2, 4, 8), "float32")
+    >>> tuple(layer(tokens, np.array([[0, 8, 16], [3, 4, 5]])).shape)
+    (2, 4, 8)
+    """
+
+    def __init__(self, max_position_embeddings: int, **kwargs):
+        super().__init__(**kwargs)
+        if max_position_embeddings < 3:
+            raise ValueError(
+                "max_position_embeddings must leave room for frames, CLS and padding rows "
+                f"(>= 3), got {max_position_embeddings}."
+            )
+        self.max_position_embeddings = int(max_position_embeddings)
+
+    def build(self, inputs_shape, frame_indices_shape=None):
+        dim = inputs_shape[-1]
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings", shape=(self.max_position_embeddings, dim), initializer=init
+        )
+        self.token_type_embeddings = self.add_weight(
+            name="token_type_embeddings", shape=(2, dim), initializer=init
+        )
+
+    def call(self, inputs, frame_indices=None):
+        num_frames = inputs.shape[-2] - 1 if inputs.shape[-2] is not None else None
+        if frame_indices is None:
+            length = num_frames if num_frames is not None else ops.shape(inputs)[-2] - 1
+            frame_indices = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+        cls_row = self.max_position_embeddings - 2
+        ids = ops.mod(ops.cast(frame_indices, "int32"), cls_row)
+        ids = ops.concatenate([ops.full_like(ids[:, :1], cls_row), ids], axis=1)
+        positions = ops.take(self.position_embeddings, ids, axis=0)
+        types = ops.concatenate(
+            [
+                self.token_type_embeddings[1:2],
+                ops.zeros_like(positions[0, 1:]) + self.token_type_embeddings[0:1],
+            ],
+            axis=0,
+        )
+        dtype = inputs.dtype
+        return inputs + ops.cast(positions, dtype) + ops.cast(types, dtype)
+
+    def compute_output_shape(self, inputs_shape, frame_indices_shape=None):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_position_embeddings": self.max_position_embeddings}
+
+
+def _longformer_encoder(args, dropout_rate, attention_dropout_rate):
+    """bomri `VTNLongformerModel` (HF LongformerModel on `inputs_embeds`): CLS, embeddings
+    LayerNorm over features + position + token type, post-LN layers (eps 1e-12)."""
+    window = args["attention_window"]
+
+    def encoder(features, extra):
+        x = ClassToken(initializer="random_normal", name="temporal_cls_token")(features)
+        x = FrameIndexEmbedding(args["max_position_embeddings"], name="temporal_embedding")(
+            x, extra.get("frame_indices")
+        )
+        x = layer_norm(1e-12, "temporal_embedding_norm")(x)
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate, name="temporal_dropout")(x)
+        for k in range(args["num_temporal_layers"]):
+            attention = SlidingWindowAttention(
+                args["num_temporal_heads"],
+                window_size=window // 2,
+                num_global_tokens=1,
+                attention_dropout_rate=attention_dropout_rate,
+                name="attention",
+            )
+            x = TransformerBlock(
+                mlp_dim=args["temporal_mlp_dim"],
+                norm_first=False,
+                layer_norm_epsilon=1e-12,
+                activation="gelu",
+                dropout_rate=dropout_rate,
+                attention=attention,
+                name=f"temporal_block_{k}",
+            )(x)
+        return x
+
+    return encoder
+
+
+def VTN(
+    size: str = "base",
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    num_classes: int = 400,
+    classifier_activation: str | None = None,
+    pooling: str | None = None,
+    num_frames: int | None = 16,
+    image_size: int | tuple[int, int] | None = None,
+    include_preprocessing: bool = True,
+    normalization: str | tuple[float, float] | None = None,
+    patch_size: int | None = None,
+    hidden_dim: int | None = None,
+    num_spatial_layers: int | None = None,
+    num_spatial_heads: int | None = None,
+    spatial_mlp_dim: int | None = None,
+    spatial_qkv_bias: bool | None = None,
+    num_temporal_layers: int | None = None,
+    num_temporal_heads: int | None = None,
+    temporal_mlp_dim: int | None = None,
+    attention_window: int | None = None,
+    max_position_embeddings: int | None = None,
+    head_hidden_dim: int | None = None,
+    frame_indices: bool = False,
+    spatial_backbone: keras.Model | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+    head_dropout_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    frame_chunk_size: int | None = None,
+    name: str = "vtn",
+) -> keras.Model:
+    """Builds a Video Transformer Network (Neimark et al., ICCVW 2021; PySlowFast release).
+
+    A 2D backbone maps every frame to a vector (timm ViT-B/16 final-LayerNorm CLS by
+    default, or any Keras image model), a learned CLS token is prepended, Longformer
+    embeddings (frame-index positions + token types, LayerNorm eps 1e-12) are added, post-LN
+    Longformer layers attend within ±attention_window/2 frames plus the global CLS (which
+    attends to all frames with its own projections), and LayerNorm → Dense → GELU → Dropout
+    → Dense classifies the CLS output.
+
+    Args:
+        size: `"base"`: ViT-B/16 at 224 px + 3 Longformer layers (12 heads, window 18,
+            288 positions), MLP head 768 (`VIT_B_VTN.yaml`).
+        weights: `None`, a registry name, a Keras `.weights.h5`, or the original PySlowFast
+            checkpoint (`VTN_VIT_B_KINETICS.pyth`). Architecture arguments are read from
+            the file; an explicit argument that contradicts it is an error. The head loads
+            only when `num_classes` matches.
+        num_frames: clip length, any value (the released model trains on 16 frames and is
+            evaluated on 250); `None` accepts any length (without `frame_chunk_size`).
+        normalization: input normalisation when `include_preprocessing`: `"slowfast"`
+            (mean 0.45, std 0.225, what the released model was fine-tuned with; the
+            default), `"vit"`, `"miil"` or a (mean, std) pair for RGB in [0, 1].
+        attention_window: the Longformer's total window (one side is half of it); must be
+            even, as in Hugging Face.
+        frame_indices: `True`: the model takes `{"frames", "frame_indices"}` where
+            `frame_indices` (batch, num_frames) int are the sampled frames' positions in the
+            source video (the release trained with strided clip-relative indices and was
+            evaluated with dense absolute ones); `False`: positions are 0..T−1.
+        spatial_backbone: any Keras image model mapping (batch, H, W, 3) to (batch, D), used
+            instead of the ViT (e.g. `keras.applications.ResNet50(include_top=False,
+            pooling="avg", weights=None)`); D must divide into `num_temporal_heads`. Set
+            `include_preprocessing=False` if the model normalises its own inputs.
+        pooling: `None`/`"token"` (CLS output) or `"avg"` (mean of all tokens).
+        dropout_rate, attention_dropout_rate: Longformer dropouts (0.1 in training);
+            `head_dropout_rate`: before the last Dense (0.5 in training); `drop_path_rate`:
+            the ViT's stochastic depth.
+        frame_chunk_size: run the backbone over this many frames at a time at inference, so
+            memory stays bounded on long videos (e.g. 250 frames); `None`: all at once.
+
+    Example:
+    >>> model = VTN(patch_size=8, hidden_dim=32, num_spatial_layers=1, num_spatial_heads=2,
+    ...             spatial_mlp_dim=64, num_temporal_layers=1, num_temporal_heads=2,
+    ...             temporal_mlp_dim=48, attention_window=4, max_position_embeddings=20,
+    ...             head_hidden_dim=24, num_frames=10, image_size=32, num_classes=5)
+    >>> tuple(model.output.shape)
+    (None, 5)
+    """
+    if size not in SIZES:
+        raise ValueError(f"Unknown VTN size {size!r}; available: {sorted(SIZES)}.")
+    explicit = dict(
+        patch_size=patch_size,
+        hidden_dim=hidden_dim,
+        num_spatial_layers=num_spatial_layers,
+        num_spatial_heads=num_spatial_heads,
+        spatial_mlp_dim=spatial_mlp_dim,
+        spatial_qkv_bias=spatial_qkv_bias,
+        num_temporal_layers=num_temporal_layers,
+        num_temporal_heads=num_temporal_heads,
+        temporal_mlp_dim=temporal_mlp_dim,
+        attention_window=attention_window,
+        max_position_embeddings=max_position_embeddings,
+        head_hidden_dim=head_hidden_dim,
+        image_size=None if image_size is None else image_size_pair(image_size),
+    )
+    source, state, checkpoint = resolve_weights(
+        weights, "vtn", size, vtn_convert.config_from_checkpoint
+    )
+    if spatial_backbone is not None and source is not None and not source.is_keras:
+        raise ValueError(
+            "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "
+            "custom spatial_backbone. Drop spatial_backbone= or weights=."
+        )
+    if normalization is None:
+        normalization = entry_normalization(source) or "slowfast"
+    preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
+    args = resolve_arguments("VTN", preset, explicit, checkpoint)
+    if args["attention_window"] < 0 or args["attention_window"] % 2:
+        raise ValueError(
+            f"attention_window must be a non-negative even number (the total window; each "
+            f"side is half of it), got {args['attention_window']}."
+        )
+    if frame_chunk_size is not None and num_frames is None:
+        raise ValueError("frame_chunk_size needs a fixed num_frames.")
+
+    if spatial_backbone is None:
+        if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
+            args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)  # timm: 64-wide heads
+        backbone = vit_backbone(
+            args["image_size"],
+            patch_size=args["patch_size"],
+            hidden_dim=args["hidden_dim"],
+            num_layers=args["num_spatial_layers"],
+            num_heads=args["num_spatial_heads"],
+            mlp_dim=args["spatial_mlp_dim"],
+            qkv_bias=args["spatial_qkv_bias"],
+            drop_path_rate=drop_path_rate,
+        )
+    else:
+        vit_args = [
+            k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL
+        ]
+        given = [k for k in vit_args if explicit[k] is not None]
+        if given or drop_path_rate:
+            raise ValueError(
+                f"The spatial ViT arguments {given or ['drop_path_rate']} have no effect with "
+                "spatial_backbone=; configure that model instead."
+            )
+        backbone = _check_backbone(spatial_backbone, args["image_size"])
+    width = backbone.output_shape[-1]
+    if explicit["num_temporal_heads"] is None and width != preset["hidden_dim"]:
+        args["num_temporal_heads"] = max(1, width // 64)  # HF Longformer: 64-wide heads
+    if width % args["num_temporal_heads"]:
+        raise ValueError(
+            f"The frame vectors are {width}-wide, which num_temporal_heads="
+            f"{args['num_temporal_heads']} does not divide; pass a num_temporal_heads that does."
+        )
+
+    def head(x):
+        x = layer_norm(1e-5, "head_norm", "float32")(x)
+        x = keras.layers.Dense(args["head_hidden_dim"], dtype="float32", name="head_hidden")(x)
+        x = keras.layers.Activation("gelu", dtype="float32", name="head_gelu")(x)
+        if head_dropout_rate:
+            x = keras.layers.Dropout(head_dropout_rate, name="head_dropout")(x)
+        return keras.layers.Dense(
+            num_classes, activation=classifier_activation, dtype="float32", name="head"
+        )(x)
+
+    extra = None
+    if frame_indices:
+        extra = {"frame_indices": keras.Input((num_frames,), dtype="int32", name="frame_indices")}
+    model = frame_temporal_model(
+        backbone=backbone,
+        temporal_encoder=_longformer_encoder(args, dropout_rate, attention_dropout_rate),
+        head=head,
+        num_frames=num_frames,
+        image_size=args["image_size"],
+        include_preprocessing=include_preprocessing,
+        normalization=normalization,
+        include_top=include_top,
+        pooling=pooling,
+        frame_chunk_size=frame_chunk_size,
+        extra_inputs=extra,
+        name=name,
+    )
+    load_weights(model, weights, source, state, "vtn", vtn_convert.convert_vtn, size)
+    return model
+
+
+def _check_backbone(backbone: keras.Model, image_size: tuple[int, int]) -> keras.Model:
+    shape = backbone.output_shape
+    if not isinstance(shape, tuple) or len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"spatial_backbone must map a frame to a vector (batch, D); its output shape is "
+            f"{shape}. For keras.applications models use include_top=False, pooling='avg'."
+        )
+    expected = backbone.input_shape
+    if isinstance(expected, tuple) and len(expected) == 4:
+        given = tuple(expected[1:3])
+        if all(s is not None for s in given) and given != tuple(image_size):
+            raise ValueError(
+                f"spatial_backbone takes {given} images but image_size is {tuple(image_size)}; "
+                "make them agree."
+            )
+    return backbone

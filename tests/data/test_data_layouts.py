@@ -1,0 +1,104 @@
+"""Every dataset layout resolves to the right files and class indices."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from keras_vtn.data import KINETICS400_LABELS, class_folders, kinetics_csv, list_file
+from keras_vtn.data.layouts import read_kinetics_csv, resolve
+
+
+def test_kinetics400_labels_are_the_400_sorted_names():
+    assert len(KINETICS400_LABELS) == 400
+    assert list(KINETICS400_LABELS) == sorted(set(KINETICS400_LABELS))
+    for name in [
+        "abseiling",
+        "air drumming",
+        "passing American football (in game)",
+        "snatch weight lifting",
+        "zumba",
+    ]:
+        assert name in KINETICS400_LABELS
+    assert KINETICS400_LABELS.index("air drumming") == 1
+
+
+def test_kinetics_csv_tree_layout(kinetics_root):
+    rows = read_kinetics_csv(os.path.join(kinetics_root, "annotations", "train.csv"))
+    assert rows[1]["label"] == "air drumming"  # quoted multi-word label
+    records = kinetics_csv(
+        os.path.join(kinetics_root, "annotations", "train.csv"),
+        os.path.join(kinetics_root, "train"),
+        KINETICS400_LABELS,
+    )
+    assert len(records) == 4 and records.missing == ["eeeeeeeeeee_000001_000011"]
+    assert records.present_fraction == pytest.approx(0.8)
+    assert records.labels == [0, 1, 1, KINETICS400_LABELS.index("zumba")]
+    assert os.path.basename(records.paths[1]) == "bbbbbbbbb_2_000000_000010.webm"
+    # without a label list the CSV's own sorted labels index the classes
+    own = kinetics_csv(
+        os.path.join(kinetics_root, "annotations", "train.csv"),
+        os.path.join(kinetics_root, "train"),
+    )
+    assert own.label_names == ["abseiling", "air drumming", "zumba"] and own.labels == [0, 1, 1, 2]
+
+
+def test_kinetics_csv_flat_layout_without_labels(kinetics_root):
+    records = kinetics_csv(
+        os.path.join(kinetics_root, "annotations", "test.csv"), os.path.join(kinetics_root, "test")
+    )
+    assert records.labels == [-1, -1] and not records.missing
+    assert [os.path.basename(p) for p in records.paths] == ["aaaaaaaaa-1.mp4", "bbbbbbbbb_2.webm"]
+
+
+def test_kinetics_csv_rejects_unknown_labels(kinetics_root, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        'label,youtube_id,time_start,time_end,split\n"not a class",aaaaaaaaa-1,10,20,x\n'
+    )
+    with pytest.raises(ValueError, match="not one of the 400 label names"):
+        kinetics_csv(str(bad), os.path.join(kinetics_root, "train"), KINETICS400_LABELS)
+
+
+def test_class_folders(kinetics_root):
+    records = class_folders(os.path.join(kinetics_root, "train"))
+    assert records.label_names == ["abseiling", "air drumming", "zumba"]
+    assert records.labels == [0, 1, 1, 2]
+    assert {os.path.splitext(p)[1] for p in records.paths} == {".mp4", ".webm", ".mkv", ".avi"}
+    # renamed folders (underscores) still map onto the official names
+    renamed = class_folders(os.path.join(kinetics_root, "train"), KINETICS400_LABELS)
+    assert renamed.labels[0] == 0 and renamed.labels[-1] == 399
+
+
+def test_list_files(kinetics_root, tmp_path):
+    train = os.path.join(kinetics_root, "train")
+    numeric = tmp_path / "list.txt"
+    numeric.write_text(
+        "# path label\n"
+        "abseiling/aaaaaaaaa-1_000010_000020.mp4 0\n"
+        "zumba/ddddddddddd_000030_000040.avi 2\n"
+        "zumba/gone.mp4 2\n"
+    )
+    records = list_file(str(numeric), root=train)
+    assert records.labels == [0, 2] and len(records.missing) == 1
+    assert records.label_names == ["0", "1", "2"]
+    named = tmp_path / "named.txt"
+    named.write_text(
+        f"{train}/air drumming/bbbbbbbbb_2_000000_000010.webm air_drumming\n"
+        f"{train}/abseiling/aaaaaaaaa-1_000010_000020.mp4 abseiling\n"
+    )
+    records = resolve(str(named), label_names=KINETICS400_LABELS)
+    assert records.labels == [1, 0]
+    unlabelled = tmp_path / "test.txt"
+    unlabelled.write_text("abseiling/aaaaaaaaa-1_000010_000020.mp4\n")
+    assert list_file(str(unlabelled), root=train).labels == [-1]
+
+
+def test_resolve_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a video folder"):
+        resolve(str(tmp_path / "nothing.csv"))
+    csv_path = tmp_path / "k.csv"
+    csv_path.write_text("label,youtube_id,time_start,time_end,split\n")
+    with pytest.raises(ValueError, match="root="):
+        resolve(str(csv_path))
