@@ -43,6 +43,10 @@ class Count:
     def flops(self) -> int:
         return 2 * self.macs
 
+    def reset(self) -> None:
+        self.by_path.clear()
+        self.by_op.clear()
+
     def add(self, op: str, macs: int) -> None:
         from keras.src.backend.common.name_scope import current_path
 
@@ -181,8 +185,14 @@ def count_model(model: keras.Model, input_shape, dtype: str = "float32") -> Coun
     from keras.src.backend import compute_output_spec
 
     spec = keras.KerasTensor(tuple(input_shape), dtype=dtype)
+    def forward(x):
+        # A backend may trace more than once (PyTorch retries off the meta device when an op
+        # has no meta kernel): keep the count of the last, complete pass only.
+        count.reset()
+        return model(x, training=False)
+
     with counting() as count:
-        compute_output_spec(lambda x: model(x, training=False), spec)
+        compute_output_spec(forward, spec)
     return count
 
 
