@@ -154,6 +154,8 @@ def main(spec: dict) -> dict:
         count = count_model(model, shape)
         result["flops"] = count.summary()
         result["flops"]["by_layer_gmacs"] = {k: v / 1e9 for k, v in count.by_prefix(2).items()}
+    if spec.get("flops_only"):
+        return result
     x = np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
     jit = bool(spec.get("jit", True))
     mode = spec.get("mode", "forward")

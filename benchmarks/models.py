@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=None,
                         help="override num_frames (e.g. a quick run on shorter clips)")
     parser.add_argument("--image-size", type=int, default=None, help="override image_size")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="build and count FLOPs/params only (no timing, no reference)")
     parser.add_argument("--count-reference-flops", action="store_true",
                         help="also run torch's FlopCounterMode on the reference (one extra pass)")
     args = parser.parse_args(argv)
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(configs.MODELS)}")
 
+    if args.flops_only:
+        args.no_reference, args.repeats, args.warmup = True, 0, 0
     overrides = {k: v for k, v in (("num_frames", args.frames),
                                      ("image_size", args.image_size)) if v}
     results = load_results(args.out)
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 for backend in args.backends:
                     spec = dict(config=name, batch=batch, mode=args.mode, repeats=args.repeats,
                                 warmup=args.warmup, jit=not args.no_jit, overrides=overrides)
+                    if args.flops_only:
+                        spec.update(matmul_peak=False, flops_only=True)
                     jobs.append(("benchmarks.keras_worker", spec, sys.executable,
                                  {"KERAS_BACKEND": backend}))
             for module, spec, python, env in jobs:
@@ -175,6 +181,9 @@ def one_line(key: str, r: dict) -> str:
         return f"{key}: SKIPPED {r['skipped']}"
     if r.get("error"):
         return f"{key}: ERROR {r['error']}: {r.get('tail', '')[-800:]}"
+    if not r.get("s_per_clip"):
+        gmacs = (r.get("flops") or {}).get("gmacs")
+        return f"{key}: {gmacs} GMACs, {r.get('params')} params (not timed)"
     extra = ""
     if r.get("achieved_gflops"):
         extra = f" {r['achieved_gflops']:.0f} GFLOP/s"

@@ -28,6 +28,10 @@ def models_table(results: dict) -> str:
             continue
         gmacs = (r.get("flops") or {}).get("gmacs")
         b = int(batch[1:])
+        if not r.get("timing"):
+            lines.append(f"| {config} | {b} | {backend} | {mode} | not timed | – "
+                         f"| {_fmt(gmacs and gmacs / b, '.1f')} |" + " |" * 5)
+            continue
         frac = r.get("fraction_of_run_matmul_peak")
         load = r.get("load_average_start") or r.get("load_average_before")
         lines.append(

@@ -55,12 +55,19 @@ def _fused_available(query, key) -> bool:
 
     Only where the backend has a fused kernel that keeps the float32 softmax: PyTorch
     (`scaled_dot_product_attention`, flash kernels on CPU and GPU that never store the
-    (N, N) probabilities) and JAX (`jax.nn.dot_product_attention`: cuDNN on GPU,
-    the same einsum-softmax-einsum on CPU). On TensorFlow Keras' version is the same einsums
-    as below, so the explicit path stays.
+    (N, N) probabilities; 4.4x faster for ViViT-B at 8 frames on CPU, benchmarks/README.md)
+    and JAX on accelerators (`jax.nn.dot_product_attention`: cuDNN). On a CPU, JAX's version
+    is einsum-softmax-einsum again and measured no faster, and on TensorFlow Keras' version
+    is the same einsums as below, so the explicit path stays there.
     """
-    if not FUSED_ATTENTION or keras.backend.backend() not in ("torch", "jax"):
+    backend = keras.backend.backend()
+    if not FUSED_ATTENTION or backend not in ("torch", "jax"):
         return False
+    if backend == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return False
     q_lead, k_lead = tuple(query.shape[:-3]), tuple(key.shape[:-3])
     return q_lead == k_lead and None not in q_lead
 
