@@ -66,7 +66,8 @@ def plot(results: dict, path: Path) -> Path:
             if not ok:
                 continue
             frames = [p["frames"] for p in ok]
-            label = f"{family} [{backend}] slope {results['slopes'][family][backend]:.2f}"
+            fit = slope([(p["frames"], p["s_per_clip"]) for p in ok])
+            label = f"{family} [{backend}]" + (f" slope {fit:.2f}" if fit else "")
             ax_t.plot(frames, [p["s_per_clip"] for p in ok], "o-", label=label)
             ax_m.plot(frames, [p["forward_mem_mb"] for p in ok], "o-", label=family)
     for ax, ylabel in ((ax_t, "forward time per clip (s)"),
@@ -148,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     for family, slopes in results["slopes"].items():
         print(family, {k: (round(v, 2) if v else v) for k, v in slopes.items()})
     return 0
+
+
+def replot(path: Path = DEFAULT_OUT) -> Path:
+    """Redraws the PNG from a (possibly partial) results file."""
+    import json
+
+    return plot(json.loads(Path(path).read_text()), Path(path).with_suffix(".png"))
 
 
 if __name__ == "__main__":
