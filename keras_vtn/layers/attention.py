@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 from keras import ops
 
@@ -30,6 +32,10 @@ def scaled_dot_product_attention(
     """
     head_dim = query.shape[-1]
     scale = head_dim**-0.5 if scale is None else scale
+    # Dropout on the probabilities needs them explicitly, but only while training.
+    dropping = dropout is not None and dropout.rate and training
+    if mask is None and not dropping and _fused_available(query, key):
+        return _fused_attention(query, key, value, scale)
     logits = ops.einsum("...qhd,...khd->...hqk", ops.multiply(query, scale), key)
     logits = ops.cast(logits, "float32")
     if mask is not None:
@@ -38,6 +44,40 @@ def scaled_dot_product_attention(
     if dropout is not None:
         probs = dropout(probs, training=training)
     return ops.einsum("...hqk,...khd->...qhd", probs, value)
+
+
+# KERAS_VTN_FUSED_ATTENTION=0 forces the explicit path everywhere (for A/B benchmarks).
+FUSED_ATTENTION = os.environ.get("KERAS_VTN_FUSED_ATTENTION", "1") != "0"
+
+
+def _fused_available(query, key) -> bool:
+    """Whether `keras.ops.dot_product_attention` may replace the explicit path.
+
+    Only where the backend has a fused kernel that keeps the float32 softmax: PyTorch
+    (`scaled_dot_product_attention`, flash kernels on CPU and GPU that never store the
+    (N, N) probabilities; 4.4x faster for ViViT-B at 8 frames on CPU, benchmarks/README.md)
+    and JAX on accelerators (`jax.nn.dot_product_attention`: cuDNN). On a CPU, JAX's version
+    is einsum-softmax-einsum again and measured no faster, and on TensorFlow Keras' version
+    is the same einsums as below, so the explicit path stays there.
+    """
+    backend = keras.backend.backend()
+    if not FUSED_ATTENTION or backend not in ("torch", "jax"):
+        return False
+    if backend == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return False
+    q_lead, k_lead = tuple(query.shape[:-3]), tuple(key.shape[:-3])
+    return q_lead == k_lead and None not in q_lead
+
+
+def _fused_attention(query, key, value, scale):
+    """Fused attention on (..., N, H, d): leading axes folded into one batch axis."""
+    lead = tuple(query.shape[:-3])
+    fold = lambda x: ops.reshape(x, (-1, *x.shape[-3:]))  # noqa: E731
+    out = ops.dot_product_attention(fold(query), fold(key), fold(value), scale=scale)
+    return ops.reshape(out, (*lead, *out.shape[-3:]))
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")

@@ -1,0 +1,144 @@
+"""Subprocess harness shared by the benchmark scripts.
+
+Every measurement runs in a fresh Python process so that `ru_maxrss` (peak resident memory,
+which sees native allocations that `tracemalloc` misses) belongs to one configuration only,
+and so that each process imports exactly one backend. A worker prints one line
+`BENCH_RESULT {json}` on stdout; the parent collects it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).absolute().parents[1]
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process (Linux /proc), MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: fall back to the peak
+        return max_rss_mb()
+
+
+def max_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def system_info() -> dict:
+    return {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": load_average(),
+    }
+
+
+def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
+    """Calls `fn` (which must block until its result is ready) `warmup` + `repeats` times."""
+    first = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        if i == 0:
+            first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {
+        "first_call_s": first,
+        "times_s": times,
+        "median_s": statistics.median(times) if times else None,
+        "min_s": min(times) if times else None,
+    }
+
+
+def numpy_matmul_peak(n: int = 2048, repeats: int = 10) -> dict:
+    """GFLOP/s of an fp32 n×n NumPy matmul (2·n³ FLOPs), median of `repeats` calls."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    timing = time_calls(lambda: a @ b, repeats, warmup=2)
+    return {"library": "numpy", "n": n, "gflops": 2 * n**3 / timing["median_s"] / 1e9, **timing}
+
+
+def emit(result: dict) -> None:
+    """Worker side: hands the result to the parent."""
+    result.setdefault("max_rss_mb", max_rss_mb())
+    result.setdefault("load_average_end", load_average())
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(
+    module: str,
+    spec: dict,
+    *,
+    python: str | None = None,
+    env: dict | None = None,
+    timeout: float = 1800,
+) -> dict:
+    """Runs `python -m module <json spec>` in a fresh process; returns its result dict.
+
+    A worker that crashes, times out or prints no result gives `{"error": ...}` with the end of
+    its output, so one failing configuration does not stop a whole run.
+    """
+    full_env = dict(os.environ)
+    # The repository root first, so `benchmarks` imports; keep a caller's PYTHONPATH after it.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (full_env.get("PYTHONPATH", ""), str(ROOT)) if p
+    )
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    full_env.update(env or {})
+    cmd = [python or sys.executable, "-m", module, json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, env=full_env, cwd=os.getcwd(), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as err:
+        return {"error": f"timed out after {timeout:.0f} s", "spec": spec, "tail": str(err)[-500:]}
+    wall = time.perf_counter() - t0
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+            result["process_wall_s"] = wall
+            return result
+    tail = (proc.stdout[-1500:] + "\n" + proc.stderr[-3000:]).strip()
+    return {"error": f"worker exited with code {proc.returncode}", "spec": spec, "tail": tail}
+
+
+def save_json(path: Path | str, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    return path
+
+
+def wait_for_quiet(max_load: float | None, timeout_s: float = 0.0) -> list[float]:
+    """Waits (up to `timeout_s`) until the 1-minute load average is below `max_load`."""
+    deadline = time.time() + timeout_s
+    while max_load is not None and os.getloadavg()[0] >= max_load and time.time() < deadline:
+        time.sleep(10)
+    return load_average()

@@ -1,0 +1,195 @@
+"""Forward (or training-step) time per clip, peak memory and FLOP utilisation per model.
+
+Each (configuration, batch, backend) runs in a fresh subprocess; the reference PyTorch model
+for the same configuration runs right before it in the same invocation. Results are merged
+into a JSON file (records keyed by config, batch, backend, mode), so subsets can be run at
+different times; a markdown table is printed at the end (`python -m benchmarks.report`
+regenerates it).
+
+Examples:
+    python -m benchmarks.models --configs laps_visformer_s_8 --backends tensorflow --batch 1
+    python -m benchmarks.models --reference-dir /path/to/checkouts \\
+        --reference-python /path/to/ref-venv/bin/python          # everything (hours on a CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import configs
+from benchmarks.harness import (
+    load_average,
+    numpy_matmul_peak,
+    run_worker,
+    save_json,
+    system_info,
+    wait_for_quiet,
+)
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DEFAULT_OUT = Path("benchmarks/results/models.json")
+
+
+def record_key(record: dict) -> str:
+    spec = record.get("spec", {})
+    name = spec.get("config") or spec.get("label") or spec.get("reference")
+    if spec.get("overrides"):
+        name += "@" + ",".join(f"{k}={v}" for k, v in sorted(spec["overrides"].items()))
+    return f"{name}|b{spec.get('batch', 1)}|{record.get('backend')}|{spec.get('mode', 'forward')}"
+
+
+def derive(record: dict) -> dict:
+    """Adds per-clip time and achieved GFLOP/s (and its share of the worker's matmul peak)."""
+    timing = record.get("timing") or {}
+    median = timing.get("median_s")
+    batch = int(record.get("spec", {}).get("batch", 1))
+    if median:
+        record["s_per_clip"] = median / batch
+        flops = (record.get("flops") or {}).get("flops")
+        if flops and record.get("spec", {}).get("mode", "forward") == "forward":
+            record["achieved_gflops"] = flops / median / 1e9
+            peak = (record.get("matmul_peak") or {}).get("gflops")
+            if peak:
+                record["fraction_of_own_matmul_peak"] = record["achieved_gflops"] / peak
+    return record
+
+
+def load_results(path: Path) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"records": {}, "runs": []}
+
+
+def finalise(results: dict) -> dict:
+    """Run-wide matmul peak, fractions of it, and ratios against the reference."""
+    records = results["records"]
+    peaks = [
+        (r.get("matmul_peak") or {}).get("gflops")
+        for r in records.values()
+        if (r.get("matmul_peak") or {}).get("gflops")
+    ]
+    peaks += [run.get("numpy_matmul_peak", {}).get("gflops") for run in results["runs"]]
+    peaks = [p for p in peaks if p]
+    results["matmul_peak_gflops_max"] = max(peaks) if peaks else None
+    for r in records.values():
+        if r.get("achieved_gflops") and results["matmul_peak_gflops_max"]:
+            r["fraction_of_run_matmul_peak"] = r["achieved_gflops"] / results[
+                "matmul_peak_gflops_max"
+            ]
+    for key, r in records.items():
+        if r.get("backend") in (None, "torch-reference") or not r.get("s_per_clip"):
+            continue
+        config, batch, _, mode = key.split("|")
+        ref = records.get(f"{config}|{batch}|torch-reference|{mode}")
+        if ref and ref.get("s_per_clip"):
+            r["time_vs_reference"] = r["s_per_clip"] / ref["s_per_clip"]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=configs.FULL_SIZE,
+                        help=f"names from benchmarks/configs.py: {', '.join(configs.MODELS)}")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--mode", choices=("forward", "train"), default="forward")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls (compilation)")
+    parser.add_argument("--no-jit", action="store_true", help="TensorFlow without XLA")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--reference-only", action="store_true")
+    parser.add_argument("--reference-dir", action="append", default=[],
+                        help="directory holding the original checkouts (elb3k/vtn, "
+                             "bomri/SlowFast, LAPS-transformer); repeatable")
+    parser.add_argument("--reference-python", default=sys.executable,
+                        help="interpreter with torch==2.13.0 (+ transformers, timm 0.4.12, "
+                             "einops) for the references")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--max-load", type=float, default=None,
+                        help="wait until the 1-min load average is below this before each run")
+    parser.add_argument("--max-wait", type=float, default=0, help="seconds to wait for it")
+    parser.add_argument("--timeout", type=float, default=1800, help="per worker, seconds")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="override num_frames (e.g. a quick run on shorter clips)")
+    parser.add_argument("--image-size", type=int, default=None, help="override image_size")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="build and count FLOPs/params only (no timing, no reference)")
+    parser.add_argument("--count-reference-flops", action="store_true",
+                        help="also run torch's FlopCounterMode on the reference (one extra pass)")
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.configs if c not in configs.MODELS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {list(configs.MODELS)}")
+
+    if args.flops_only:
+        args.no_reference, args.repeats, args.warmup = True, 0, 0
+    overrides = {k: v for k, v in (("num_frames", args.frames),
+                                     ("image_size", args.image_size)) if v}
+    results = load_results(args.out)
+    run = {**system_info(), "argv": sys.argv[1:] if argv is None else argv}
+    run["numpy_matmul_peak"] = numpy_matmul_peak()
+    results["runs"].append(run)
+    print(f"load {load_average()}  numpy matmul peak {run['numpy_matmul_peak']['gflops']:.0f} "
+          "GFLOP/s", flush=True)
+
+    for name in args.configs:
+        entry = configs.MODELS[name]
+        for batch in args.batch:
+            jobs = []
+            if entry.get("reference") and not args.no_reference:
+                spec = dict(reference=entry["reference"], config=name,
+                            kwargs={**entry["kwargs"], **overrides}, overrides=overrides,
+                            batch=batch, mode=args.mode, repeats=args.repeats,
+                            warmup=args.warmup, dirs=args.reference_dir,
+                            count_flops=args.count_reference_flops)
+                jobs.append(("benchmarks.reference", spec, args.reference_python, {}))
+            elif not args.no_reference:
+                print(f"{name}: no runnable reference implementation (see benchmarks/README.md)")
+            if not args.reference_only:
+                for backend in args.backends:
+                    spec = dict(config=name, batch=batch, mode=args.mode, repeats=args.repeats,
+                                warmup=args.warmup, jit=not args.no_jit, overrides=overrides)
+                    if args.flops_only:
+                        spec.update(matmul_peak=False, flops_only=True)
+                    jobs.append(("benchmarks.keras_worker", spec, sys.executable,
+                                 {"KERAS_BACKEND": backend}))
+            for module, spec, python, env in jobs:
+                load = wait_for_quiet(args.max_load, args.max_wait)
+                record = run_worker(module, spec, python=python, env=env, timeout=args.timeout)
+                record.setdefault("backend", env.get("KERAS_BACKEND", "torch-reference"))
+                if record["backend"] == "tensorflow" and args.no_jit:
+                    record["backend"] = "tensorflow-nojit"
+                record.setdefault("spec", spec)
+                record["load_average_before"] = load
+                derive(record)
+                results["records"][record_key(record)] = record
+                save_json(args.out, finalise(results))
+                print(one_line(record_key(record), record), flush=True)
+
+    from benchmarks.report import models_table
+
+    print(models_table(finalise(results)))
+    save_json(args.out, results)
+    return 0
+
+
+def one_line(key: str, r: dict) -> str:
+    if r.get("skipped"):
+        return f"{key}: SKIPPED {r['skipped']}"
+    if r.get("error"):
+        return f"{key}: ERROR {r['error']}: {r.get('tail', '')[-800:]}"
+    if not r.get("s_per_clip"):
+        gmacs = (r.get("flops") or {}).get("gmacs")
+        return f"{key}: {gmacs} GMACs, {r.get('params')} params (not timed)"
+    extra = ""
+    if r.get("achieved_gflops"):
+        extra = f" {r['achieved_gflops']:.0f} GFLOP/s"
+    return (f"{key}: {r['s_per_clip']:.3f} s/clip (median of {len(r['timing']['times_s'])}), "
+            f"peak RSS {r['max_rss_mb']:.0f} MiB{extra}, load {r.get('load_average_end')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

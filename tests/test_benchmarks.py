@@ -1,0 +1,79 @@
+"""Smoke tests of benchmarks/: the FLOP counter against hand counts, the timing harness on a
+tiny model, the subprocess protocol. Correctness only; no timing assertions."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+sys.path.insert(0, str(Path(__file__).absolute().parents[1]))  # the repository root
+
+from benchmarks import flops  # noqa: E402
+from benchmarks.harness import run_worker, time_calls  # noqa: E402
+from keras_vtn.layers import PatchEmbedding, TransformerBlock  # noqa: E402
+
+
+def test_contraction_counts_by_hand():
+    # q·kᵀ of 2 clips, 3 heads, 5 queries, 7 keys, width 4.
+    qk = flops.einsum_macs("...qhd,...khd->...hqk", (2, 5, 3, 4), (2, 7, 3, 4))
+    assert qk == 2 * 3 * 5 * 7 * 4
+    assert flops.einsum_macs("bij->bji", (2, 3, 4)) == 0
+    assert flops.matmul_macs((2, 1, 5, 6), (3, 6, 7)) == 2 * 3 * 5 * 6 * 7
+    assert flops.matmul_macs((6,), (6, 7)) == 6 * 7
+    assert flops.conv_macs((1, 4, 4, 8), (3, 3, 2, 8)) == 4 * 4 * 8 * 3 * 3 * 2
+    assert flops.attention_macs((2, 5, 3, 4), (2, 7, 3, 4)) == 2 * 2 * 3 * 5 * 7 * 4
+
+
+def test_model_count_matches_hand_count():
+    batch, frames, tokens, dim, mlp, classes = 3, 2, 16, 16, 24, 5
+    inputs = keras.Input((frames, 32, 32, 3))
+    x = PatchEmbedding(dim, 8, name="patch")(inputs)  # (B, 2, 16, D)
+    x = keras.layers.Reshape((frames * tokens, dim))(x)
+    x = TransformerBlock(num_heads=2, mlp_dim=mlp, name="block_0")(x)
+    x = keras.layers.Dense(classes, name="head")(x)
+    model = keras.Model(inputs, x)
+    count = flops.count_model(model, (batch, frames, 32, 32, 3))
+    n = frames * tokens
+    patch = batch * frames * tokens * (8 * 8 * 3) * dim
+    qkvo = 4 * batch * n * dim * dim
+    attention = 2 * batch * n * n * dim  # q·kᵀ and p·v with the real token count
+    mlp_macs = 2 * batch * n * dim * mlp
+    head = batch * n * dim * classes
+    assert count.macs == patch + qkvo + attention + mlp_macs + head
+    assert count.flops == 2 * count.macs
+    layers = count.by_prefix(2)
+    assert layers["patch"] == patch
+    assert layers["block_0/attention"] == qkvo + attention
+    assert layers["block_0/mlp"] == mlp_macs
+    assert layers["head"] == head
+
+
+def test_time_calls_and_worker_on_a_tiny_model():
+    calls = []
+    timing = time_calls(lambda: calls.append(1), repeats=2, warmup=1)
+    assert len(calls) == 3 and len(timing["times_s"]) == 2
+    if importlib.util.find_spec("keras_vtn.models.vivit") is None:
+        pytest.skip("ViViT is not on this branch yet")
+    from benchmarks.keras_worker import main as measure
+
+    result = measure(dict(config="tiny_vivit", batch=2, repeats=1, matmul_peak=False, jit=False))
+    assert result["input_shape"] == (2, 4, 32, 32, 3)
+    assert result["flops"]["macs"] > 0 and result["params"] > 0
+    assert len(result["timing"]["times_s"]) == 1 and result["timing"]["median_s"] > 0
+    assert result["rss_after_build_mb"] > 0
+
+
+def test_subprocess_protocol_reports_results_and_failures():
+    pytest.importorskip("torch")
+    spec = dict(reference="hf_vivit", kwargs=dict(num_frames=2, image_size=16,
+                tubelet_size=(2, 16, 16), hidden_dim=8, num_heads=2, mlp_dim=8, num_layers=1,
+                num_classes=3), batch=1, repeats=1, warmup=0, matmul_peak=False)
+    result = run_worker("benchmarks.reference", spec, timeout=120)
+    assert "error" not in result, result
+    # Either transformers is installed (then it ran) or the skip says what is missing.
+    assert result.get("skipped", "").startswith("transformers") or result["timing"]["median_s"]
+    assert result["max_rss_mb"] > 0
+    broken = run_worker("benchmarks.no_such_worker", spec)
+    assert "error" in broken and "no_such_worker" in broken["tail"]
