@@ -75,8 +75,8 @@ def _fused_available(query, key) -> bool:
 def _fused_attention(query, key, value, scale):
     """Fused attention on (..., N, H, d): leading axes folded into one batch axis."""
     lead = tuple(query.shape[:-3])
-    fold = lambda x: ops.reshape(x, (-1, *x.shape[-3:]))  # noqa: E731
-    out = ops.dot_product_attention(fold(query), fold(key), fold(value), scale=scale)
+    query, key, value = (ops.reshape(x, (-1, *x.shape[-3:])) for x in (query, key, value))
+    out = ops.dot_product_attention(query, key, value, scale=scale)
     return ops.reshape(out, (*lead, *out.shape[-3:]))
 
 
