@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_vtn.datasets import generate_motion_dataset
-from keras_vtn.demo import DEMO_MODELS
+from keras_vtn.demo import DEMO_MODELS, DEMO_TRAINING
 from keras_vtn.evaluation import evaluate_views
 from keras_vtn.training import TrainConfig, eval_dataset, get_builder, train
 
@@ -43,7 +43,7 @@ def _fit(root, output, family="vivit", model_kwargs=None, epochs=7, **overrides)
         "motion_demo", family=family, model_kwargs=dict(model_kwargs or DEMO_MODELS[family]),
         data_root=str(root),
         output_dir=str(output), epochs=epochs, batch_size=16, verbose=0, backup=False,
-        save_model=False, seed=0, **overrides,
+        save_model=False, seed=0, **{**DEMO_TRAINING.get(family, {}), **overrides},
     )
     result = train(config)
     report = evaluate_views(result["model"], eval_dataset(config, num_clips=1, num_crops=1))
@@ -81,7 +81,9 @@ def test_each_family_learns_motion(family, motion_root, tmp_path):
         get_builder(family)
     except ImportError as error:
         pytest.skip(str(error))
-    report, result = _fit(motion_root, tmp_path, family=family, epochs=10)
+    # VTN's post-LN Longformer starts slowly (0.43 top-1 after 10 epochs, see DEMO_TRAINING).
+    epochs = 24 if family == "vtn" else 10
+    report, result = _fit(motion_root, tmp_path, family=family, epochs=epochs)
     # Above the 1/3 that frame sets allow, and directions better than coin flips: uses time.
     assert report["top1"] >= 0.45, (family, report["top1"], result["history"])
     assert direction_accuracy(report) >= 0.65, report["confusion_matrix"]
