@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding, TransformerBlock
+from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
@@ -18,6 +18,7 @@ from keras_vtn.models.frame_temporal import (
     resolve_weights,
     vit_backbone,
 )
+from keras_vtn.models.vit import transformer_blocks
 
 SIZES: dict[str, dict] = {
     "base": dict(
@@ -48,8 +49,14 @@ def _linformer_encoder(args, dropout_rate, attention_dropout_rate, embedding_dro
         x = PositionEmbedding(name="temporal_position_embedding")(x)
         if embedding_dropout_rate:
             x = keras.layers.Dropout(embedding_dropout_rate, name="temporal_dropout")(x)
-        for j in range(args["num_temporal_layers"]):
-            attention = LinformerAttention(
+        return transformer_blocks(
+            x,
+            num_layers=args["num_temporal_layers"],
+            num_heads=args["num_temporal_heads"],
+            mlp_dim=args["temporal_mlp_dim"],
+            layer_norm_epsilon=1e-5,
+            dropout_rate=dropout_rate,
+            attention_factory=lambda j: LinformerAttention(
                 args["num_temporal_heads"],
                 projected_length=args["linformer_k"],
                 head_dim=args["temporal_head_dim"],
@@ -57,17 +64,9 @@ def _linformer_encoder(args, dropout_rate, attention_dropout_rate, embedding_dro
                 share_kv=args["share_kv"],
                 attention_dropout_rate=attention_dropout_rate,
                 name="attention",
-            )
-            x = TransformerBlock(
-                mlp_dim=args["temporal_mlp_dim"],
-                norm_first=True,
-                layer_norm_epsilon=1e-5,
-                activation="gelu",
-                dropout_rate=dropout_rate,
-                attention=attention,
-                name=f"temporal_block_{j}",
-            )(x)
-        return x
+            ),
+            prefix="temporal_",
+        )
 
     return encoder
 

@@ -35,6 +35,7 @@ def transformer_blocks(
     num_heads: int,
     mlp_dim: int,
     qkv_bias: bool = True,
+    norm_first: bool = True,
     layer_norm_epsilon: float = 1e-6,
     activation: str = "gelu",
     dropout_rate: float = 0.0,
@@ -44,8 +45,9 @@ def transformer_blocks(
     attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
     prefix: str = "",
 ):
-    """`num_layers` pre-LN blocks named `{prefix}block_{i}` with a linear drop-path ramp.
+    """`num_layers` blocks named `{prefix}block_{i}` with a linear drop-path ramp.
 
+    Pre-LN by default; `norm_first=False` gives post-LN (BERT / Longformer) blocks.
     `attention_factory(i)` may return block i's attention layer; `None` keeps plain
     multi-head self-attention.
     """
@@ -53,6 +55,7 @@ def transformer_blocks(
         x = TransformerBlock(
             num_heads=num_heads,
             mlp_dim=mlp_dim,
+            norm_first=norm_first,
             layer_norm_epsilon=layer_norm_epsilon,
             activation=activation,
             qkv_bias=qkv_bias,

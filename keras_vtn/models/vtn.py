@@ -7,7 +7,7 @@ import os
 import keras
 from keras import ops
 
-from keras_vtn.layers import ClassToken, SlidingWindowAttention, TransformerBlock
+from keras_vtn.layers import ClassToken, SlidingWindowAttention
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
@@ -19,6 +19,7 @@ from keras_vtn.models.frame_temporal import (
     resolve_weights,
     vit_backbone,
 )
+from keras_vtn.models.vit import transformer_blocks
 
 TEMPORAL = (
     "num_temporal_layers",
@@ -126,24 +127,23 @@ def _longformer_encoder(args, dropout_rate, attention_dropout_rate):
         x = layer_norm(1e-12, "temporal_embedding_norm")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="temporal_dropout")(x)
-        for k in range(args["num_temporal_layers"]):
-            attention = SlidingWindowAttention(
+        return transformer_blocks(
+            x,
+            num_layers=args["num_temporal_layers"],
+            num_heads=args["num_temporal_heads"],
+            mlp_dim=args["temporal_mlp_dim"],
+            norm_first=False,
+            layer_norm_epsilon=1e-12,
+            dropout_rate=dropout_rate,
+            attention_factory=lambda k: SlidingWindowAttention(
                 args["num_temporal_heads"],
                 window_size=window // 2,
                 num_global_tokens=1,
                 attention_dropout_rate=attention_dropout_rate,
                 name="attention",
-            )
-            x = TransformerBlock(
-                mlp_dim=args["temporal_mlp_dim"],
-                norm_first=False,
-                layer_norm_epsilon=1e-12,
-                activation="gelu",
-                dropout_rate=dropout_rate,
-                attention=attention,
-                name=f"temporal_block_{k}",
-            )(x)
-        return x
+            ),
+            prefix="temporal_",
+        )
 
     return encoder
 
