@@ -172,7 +172,7 @@ def VTN(
     max_position_embeddings: int | None = None,
     head_hidden_dim: int | None = None,
     frame_indices: bool = False,
-    spatial_backbone: keras.Model | None = None,
+    spatial_backbone: keras.Model | dict | None = None,
     dropout_rate: float = 0.0,
     attention_dropout_rate: float = 0.0,
     head_dropout_rate: float = 0.0,
@@ -210,7 +210,9 @@ def VTN(
         spatial_backbone: any Keras image model mapping (batch, H, W, 3) to (batch, D), used
             instead of the ViT (e.g. `keras.applications.ResNet50(include_top=False,
             pooling="avg", weights=None)`); D must divide into `num_temporal_heads`. Set
-            `include_preprocessing=False` if the model normalises its own inputs.
+            `include_preprocessing=False` if the model normalises its own inputs. A dict is
+            read as the model's `keras.saving.serialize_keras_object` config (so training
+            configurations stay JSON).
         pooling: `None`/`"token"` (CLS output) or `"avg"` (mean of all tokens).
         dropout_rate, attention_dropout_rate: Longformer dropouts (0.1 in training);
             `head_dropout_rate`: before the last Dense (0.5 in training); `drop_path_rate`:
@@ -246,6 +248,8 @@ def VTN(
     source, state, checkpoint = resolve_weights(
         weights, "vtn", size, vtn_convert.config_from_checkpoint
     )
+    if isinstance(spatial_backbone, dict):
+        spatial_backbone = keras.saving.deserialize_keras_object(spatial_backbone)
     if spatial_backbone is not None and source is not None and not source.is_keras:
         raise ValueError(
             "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "

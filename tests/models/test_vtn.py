@@ -143,6 +143,11 @@ def test_any_keras_image_model_as_spatial_backbone():
     normalised = to_numpy(model.get_layer("preprocessing")(x))
     features = to_numpy(model.get_layer("frame_encoder")(normalised))
     np.testing.assert_allclose(features[1, 3], to_numpy(cnn(normalised[1, 3][None]))[0], atol=1e-5)
+    # A serialized backbone (what JSON training configurations hold) builds the same model.
+    config = keras.saving.serialize_keras_object(cnn)
+    rebuilt = VTN(spatial_backbone=config, num_frames=10, **temporal)
+    assert rebuilt.get_layer("frame_encoder").backbone.name == "tiny_cnn"
+    assert rebuilt.count_params() == model.count_params()
 
 
 @pytest.mark.slow

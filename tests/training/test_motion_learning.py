@@ -4,7 +4,8 @@ A frame *set* still shows the kind of motion (translation, rotation, scaling: 3 
 classes); only the frame *order* tells the direction within a group. So without order the
 6-way chance is 1/3 and the direction chance is 1/2.
 
-All four families run under the slow marker with the `make demo` configurations.
+All four families run under the slow marker with the `make demo` configurations (VTN
+with a small CNN per frame, see `small_config`).
 """
 
 import keras
@@ -68,23 +69,45 @@ def test_frame_order_blind_control_stays_near_chance(motion_root, tmp_path):
     assert abs(direction_accuracy(report) - 0.5) <= 0.2, report["confusion_matrix"]
 
 
+def small_conv_backbone() -> dict:
+    """A three-layer CNN per 32x32 frame, serialized as JSON training configs hold it."""
+    layers = keras.layers
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3))]
+        + [layers.Conv2D(w, 3, strides=2, padding="same", activation="relu") for w in (32, 64, 64)]
+        + [layers.Flatten(), layers.Dense(64)],
+        name="small_conv_backbone",
+    )
+    return keras.saving.serialize_keras_object(model)
+
+
+def small_config(family: str) -> dict:
+    """The demo model, except VTN, whose per-frame backbone is a small CNN here.
+
+    From scratch, ViT frames + VTN's post-LN Longformer sit at chance for 5 to 14 epochs
+    depending on the seed (0.45-0.60 top-1 after 24 epochs on these 240 clips; the demo's
+    600 clips x 32 epochs do reach 97%). VTN is backbone-agnostic (the paper pairs it with
+    ResNet, DeiT and ViT); with this CNN it leaves chance within 3-4 epochs.
+    """
+    if family != "vtn":
+        return DEMO_MODELS[family]
+    vit_args = ("patch_size", "hidden_dim", "num_spatial_layers", "num_spatial_heads",
+                "spatial_mlp_dim")
+    config = {k: v for k, v in DEMO_MODELS[family].items() if k not in vit_args}
+    return dict(config, spatial_backbone=small_conv_backbone())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [
-    pytest.param(f, marks=pytest.mark.xfail(
-        reason="VTN's post-LN Longformer needs more data than this test's 240 clips: with the "
-               "demo settings it reached 0.53 top-1 / 0.58 direction here after 24 epochs, "
-               "while `make demo FAMILY=vtn` (600 clips, 32 epochs) reached 98% val accuracy",
-        strict=False)) if f == "vtn" else f
-    for f in sorted(DEMO_MODELS)
-])
+@pytest.mark.parametrize("family", sorted(DEMO_MODELS))
 def test_each_family_learns_motion(family, motion_root, tmp_path):
     try:
         get_builder(family)
     except ImportError as error:
         pytest.skip(str(error))
-    # VTN's post-LN Longformer starts slowly (0.43 top-1 after 10 epochs, see DEMO_TRAINING).
+    # The frame-vector families (LinearVTN, VTN) need longer to tell directions apart.
     epochs = 24 if family == "vtn" else 10
-    report, result = _fit(motion_root, tmp_path, family=family, epochs=epochs)
+    report, result = _fit(motion_root, tmp_path, family=family, epochs=epochs,
+                          model_kwargs=small_config(family))
     # Above the 1/3 that frame sets allow, and directions better than coin flips: uses time.
     assert report["top1"] >= 0.45, (family, report["top1"], result["history"])
     assert direction_accuracy(report) >= 0.65, report["confusion_matrix"]
