@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--grad-accum", dest="gradient_accumulation_steps", type=int)
     r = p.add_argument_group("run")
     r.add_argument("--precision", choices=PRECISIONS)
-    r.add_argument("--distribution", choices=DISTRIBUTIONS)
+    r.add_argument("--distribution", choices=DISTRIBUTIONS,
+                   help="multi-worker: KERAS_BACKEND=jax + KERAS_DISTRIBUTION_* variables "
+                   "(see keras_vtn.training.distribution)")
     r.add_argument("--virtual-cpus", type=int,
                    help="split the CPU into N logical devices (to try --distribution on a laptop)")
     r.add_argument("--output", dest="output_dir", default="runs/train")

@@ -1,5 +1,13 @@
-"""Multi-device training: `none`, `mirrored`, `multi-worker` (TensorFlow) or
-`jax-data-parallel` (JAX), plus precision policies.
+"""Multi-device training: `none`, `mirrored` (TensorFlow, one machine), `jax-data-parallel`
+(JAX, one machine) or `multi-worker` (JAX, several processes or machines), plus precision
+policies.
+
+`multi-worker` runs one process per machine (or per CPU socket), each started with the same
+command and `KERAS_DISTRIBUTION_JOB_ADDRESSES` (comma-separated host:port, the first is the
+coordinator), `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`
+(`keras.distribution.initialize`). Every process feeds its shard of the data; the gradients
+are averaged over all devices of all processes. Process 0 writes the run's files; the others
+write theirs under `worker_<id>/`.
 
 Build and compile the model inside `distribution.scope()`; pass the *global* batch to the data
 pipeline (Keras splits it across replicas).
@@ -13,6 +21,8 @@ import os
 import keras
 
 DISTRIBUTIONS = ("none", "mirrored", "multi-worker", "jax-data-parallel")
+JOB_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                 "KERAS_DISTRIBUTION_PROCESS_ID")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -65,7 +75,8 @@ class Distribution:
         self.name, self.strategy = name, None
         backend = keras.backend.backend()
         self.num_replicas = 1
-        if name in ("mirrored", "multi-worker"):
+        self.process_id = 0
+        if name == "mirrored":
             if backend != "tensorflow":
                 raise ValueError(
                     f"distribution {name!r} needs KERAS_BACKEND=tensorflow (backend is {backend}); "
@@ -73,18 +84,36 @@ class Distribution:
                 )
             import tensorflow as tf
 
-            if name == "mirrored":
-                devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-                devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
-                self.strategy = tf.distribute.MirroredStrategy(devices=devices)
-            else:
-                if "TF_CONFIG" not in os.environ:
-                    raise ValueError(
-                        "multi-worker needs TF_CONFIG describing the cluster, see "
-                        "https://www.tensorflow.org/guide/distributed_training#TF_CONFIG"
-                    )
-                self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+            devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+            self.strategy = tf.distribute.MirroredStrategy(devices=devices)
             self.num_replicas = self.strategy.num_replicas_in_sync
+        elif name == "multi-worker":
+            if backend != "jax":
+                raise ValueError(
+                    "distribution 'multi-worker' needs KERAS_BACKEND=jax: Keras 3's fit does not "
+                    "run under TensorFlow's MultiWorkerMirroredStrategy (its PerReplica batches "
+                    "fail, keras-team/keras#20585). On one machine use 'mirrored' "
+                    "(TensorFlow) or 'jax-data-parallel'."
+                )
+            missing = [v for v in JOB_VARIABLES if v not in os.environ]
+            if missing:
+                raise ValueError(
+                    f"multi-worker needs {', '.join(missing)} in the environment of every "
+                    "process: the comma-separated host:port of all processes (the first "
+                    "coordinates), their number and this process's index, e.g. "
+                    "KERAS_DISTRIBUTION_JOB_ADDRESSES=10.0.0.1:1234,10.0.0.2:1234 "
+                    "KERAS_DISTRIBUTION_NUM_PROCESSES=2 KERAS_DISTRIBUTION_PROCESS_ID=0."
+                )
+            import jax
+
+            # CPU processes exchange gradients through gloo (no-op for accelerators).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            keras.distribution.initialize()
+            self.process_id = jax.process_index()
+            devices = keras.distribution.list_devices()
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+            self.num_replicas = len(devices)
         elif name == "jax-data-parallel":
             if backend != "jax":
                 raise ValueError(
@@ -93,6 +122,12 @@ class Distribution:
             devices = keras.distribution.list_devices()
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
             self.num_replicas = len(devices)
+
+    def output_dir(self, output_dir: str) -> str:
+        """Where this process writes: `output_dir` on process 0, `worker_<id>/` inside it else."""
+        if self.process_id == 0:
+            return output_dir
+        return os.path.join(output_dir, f"worker_{self.process_id}")
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()

@@ -165,14 +165,16 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
     Restarting the same call after a crash resumes from the last finished epoch (the
     `BackupAndRestore` callback), so the run ends with `config.epochs` epochs.
     """
+    # First: multi-process JAX must be initialised before any other JAX computation.
+    distribution = distribution_lib.Distribution(config.distribution)
+    distribution.check_batch(config.batch_size)
+    config = dataclasses.replace(config, output_dir=distribution.output_dir(config.output_dir))
     os.makedirs(config.output_dir, exist_ok=True)
     with open(os.path.join(config.output_dir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2, default=str)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     distribution_lib.set_precision(config.precision)
-    distribution = distribution_lib.Distribution(config.distribution)
-    distribution.check_batch(config.batch_size)
 
     train_ds = train_dataset(config)
     one_hot = bool(config.mixup_alpha or config.cutmix_alpha)  # mixed batches: soft labels
