@@ -131,6 +131,10 @@ class TransformerBlock(keras.layers.Layer):
     factorised dot-product...); by default a `MultiHeadSelfAttention` is made from
     `num_heads`, `head_dim`, `qkv_bias` and `attention_dropout_rate`.
 
+    `output_tokens=n` keeps only the first n tokens after the attention (e.g. 1 in the last
+    block of an encoder whose CLS output alone is used): the MLP then runs on n rows instead
+    of all, with the same result for those rows.
+
     Example:
     >>> import numpy as np
     >>> block = TransformerBlock(num_heads=2, mlp_dim=16, layer_norm_epsilon=1e-6)
@@ -152,11 +156,15 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate: float = 0.0,
         drop_path_scale: bool = True,
         attention: keras.layers.Layer | dict | None = None,
+        output_tokens: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if attention is None and num_heads is None:
             raise ValueError("Give `num_heads` or an `attention` layer.")
+        if output_tokens is not None and int(output_tokens) < 1:
+            raise ValueError(f"output_tokens must be a positive count, got {output_tokens}.")
+        self.output_tokens = None if output_tokens is None else int(output_tokens)
         self.num_heads = num_heads
         self.mlp_dim = int(mlp_dim)
         self.norm_first = norm_first
@@ -200,19 +208,24 @@ class TransformerBlock(keras.layers.Layer):
     def _residual(self, branch, training):
         return self.drop_path(self.dropout(branch, training=training), training=training)
 
+    def _keep(self, x):
+        return x if self.output_tokens is None else x[..., : self.output_tokens, :]
+
     def call(self, inputs, attention_mask=None, training=None):
         x = inputs
         if self.norm_first:
             normed = self.norm1(x)
             attended = self.attention(normed, attention_mask=attention_mask, training=training)
-            x = x + self._residual(attended, training)
+            x = self._keep(x + self._residual(attended, training))
             return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
         attended = self.attention(x, attention_mask=attention_mask, training=training)
-        x = self.norm1(x + self._residual(attended, training))
+        x = self._keep(self.norm1(x + self._residual(attended, training)))
         return self.norm2(x + self.drop_path(self.mlp(x, training=training), training=training))
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.output_tokens is None:
+            return input_shape
+        return (*input_shape[:-2], self.output_tokens, input_shape[-1])
 
     def get_config(self):
         config = super().get_config()
@@ -229,5 +242,6 @@ class TransformerBlock(keras.layers.Layer):
             drop_path_rate=self.drop_path_rate,
             drop_path_scale=self.drop_path_scale,
             attention=keras.saving.serialize_keras_object(self.attention),
+            output_tokens=self.output_tokens,
         )
         return config

@@ -138,6 +138,7 @@ def vit_backbone(
         dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate,
         drop_path_rate=drop_path_rate,
+        last_block_tokens=1,  # only the CLS leaves the backbone: the last MLP skips patches
     )
     cls = TokenPooling("token", name="frame_cls")(tokens)
     return keras.Model(frames, cls, name=name)

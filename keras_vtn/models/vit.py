@@ -43,13 +43,15 @@ def transformer_blocks(
     drop_path_rate: float = 0.0,
     drop_path_scale: bool = True,
     attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
+    last_block_tokens: int | None = None,
     prefix: str = "",
 ):
     """`num_layers` blocks named `{prefix}block_{i}` with a linear drop-path ramp.
 
     Pre-LN by default; `norm_first=False` gives post-LN (BERT / Longformer) blocks.
     `attention_factory(i)` may return block i's attention layer; `None` keeps plain
-    multi-head self-attention.
+    multi-head self-attention. `last_block_tokens=n`: the last block outputs only the first
+    n tokens (its MLP skips the others; e.g. 1 when only the CLS output is used).
     """
     for i, rate in enumerate(drop_path_rates(drop_path_rate, num_layers)):
         x = TransformerBlock(
@@ -64,6 +66,7 @@ def transformer_blocks(
             drop_path_rate=rate,
             drop_path_scale=drop_path_scale,
             attention=attention_factory(i) if attention_factory else None,
+            output_tokens=last_block_tokens if i == num_layers - 1 else None,
             name=f"{prefix}block_{i}",
         )(x)
     return x
@@ -84,13 +87,15 @@ def vit_frame_tokens(
     attention_dropout_rate: float = 0.0,
     drop_path_rate: float = 0.0,
     attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
+    last_block_tokens: int | None = None,
     prefix: str = "",
 ):
     """Applies a ViT to every frame of `frames` (batch, T, H, W, 3).
 
-    Returns the final-norm tokens (batch, T, 1 + N, hidden_dim); token 0 is each frame's CLS.
-    `attention_factory(i)` may return the attention layer of block i (e.g. leap attention);
-    `None` keeps plain per-frame self-attention. Layer names are `{prefix}patch_embedding`,
+    Returns the final-norm tokens (batch, T, 1 + N, hidden_dim); token 0 is each frame's CLS
+    (only the first `last_block_tokens` tokens when given). `attention_factory(i)` may
+    return the attention layer of block i (e.g. leap attention); `None` keeps plain per-frame
+    self-attention. Layer names are `{prefix}patch_embedding`,
     `{prefix}cls_token`, `{prefix}position_embedding`, `{prefix}block_{i}`, `{prefix}norm`.
     """
     x = PatchEmbedding(hidden_dim, patch_size, name=f"{prefix}patch_embedding")(frames)
@@ -110,6 +115,7 @@ def vit_frame_tokens(
         attention_dropout_rate=attention_dropout_rate,
         drop_path_rate=drop_path_rate,
         attention_factory=attention_factory,
+        last_block_tokens=last_block_tokens,
         prefix=prefix,
     )
     return layer_norm(layer_norm_epsilon, f"{prefix}norm")(x)

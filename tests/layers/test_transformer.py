@@ -113,6 +113,26 @@ def test_block_matches_numpy(norm_first, eps, activation, rng):
     assert block.norm1.epsilon == eps
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_block_output_tokens_keeps_the_leading_rows(norm_first, rng):
+    """`output_tokens=1` returns exactly the CLS row of the full block (attention still sees
+    every token; only the MLP skips the others)."""
+    x = rng.normal(size=(2, 7, 8)).astype("float32")
+    full = TransformerBlock(num_heads=2, mlp_dim=16, norm_first=norm_first)
+    full.build(x.shape)
+    randomize_weights(full)
+    expected = block_reference(x, weights_by_path(full), 2, norm_first, 1e-6, False)[:, :1]
+    cls_only = TransformerBlock(num_heads=2, mlp_dim=16, norm_first=norm_first, output_tokens=1)
+    cls_only.build(x.shape)
+    cls_only.set_weights(full.get_weights())
+    out = to_numpy(cls_only(x))
+    assert out.shape == (2, 1, 8) == cls_only.compute_output_shape(x.shape)
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    assert_config_round_trip(cls_only, x)
+    with pytest.raises(ValueError, match="positive"):
+        TransformerBlock(num_heads=2, output_tokens=0)
+
+
 def test_block_with_pluggable_attention(rng):
     x = rng.normal(size=(1, 4, 8)).astype("float32")
     attention = MultiHeadSelfAttention(4, head_dim=3, qkv_bias=False, name="attention")
