@@ -1,6 +1,7 @@
 """Public building blocks shared by every model family."""
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from keras_vtn.layers.conv import GroupedConv2D
 from keras_vtn.layers.embedding import (
     ClassToken,
     PatchEmbedding,
@@ -23,6 +24,7 @@ __all__ = [
     "DropPath",
     "FactorisedDotProductAttention",
     "FactorisedSelfAttentionBlock",
+    "GroupedConv2D",
     "LeapAttention",
     "LinformerAttention",
     "MLPBlock",

@@ -15,7 +15,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vtn.layers import DropPath, LeapAttention, MLPBlock, PatchEmbedding, PositionEmbedding
+from keras_vtn.layers import (
+    DropPath,
+    GroupedConv2D,
+    LeapAttention,
+    MLPBlock,
+    PatchEmbedding,
+    PositionEmbedding,
+)
 
 VISFORMER_SIZES: dict[str, dict] = {
     "small": dict(stem_width=32, widths=(192, 384, 768), depths=(7, 4, 4), num_heads=6),
@@ -44,7 +51,7 @@ def _conv_block(x, width: int, rate: float, dropout_rate: float, name: str):
     y = keras.layers.Activation("gelu", name=f"{name}_act1")(y)
     if dropout_rate:
         y = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout1")(y)
-    y = keras.layers.Conv2D(
+    y = GroupedConv2D(
         2 * width, 3, padding="same", groups=STAGE1_GROUPS, use_bias=False, name=f"{name}_conv2"
     )(y)
     y = keras.layers.Activation("gelu", name=f"{name}_act2")(y)

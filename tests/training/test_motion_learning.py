@@ -86,8 +86,9 @@ def small_config(family: str) -> dict:
 
     From scratch, ViT frames + VTN's post-LN Longformer sit at chance for 5 to 14 epochs
     depending on the seed (0.27-0.78 top-1 after 24-32 epochs on these 240 clips over seeds
-    and learning rates; the demo's 600 clips x 32 epochs reached 97%). VTN is backbone-agnostic (the paper pairs it with
-    ResNet, DeiT and ViT); with this CNN it leaves chance within 3-4 epochs.
+    and learning rates; the demo's 600 clips x 32 epochs reached 97%). VTN is
+    backbone-agnostic (the paper pairs it with ResNet, DeiT and ViT); with this CNN it leaves
+    chance within 3-4 epochs.
     """
     if family != "vtn":
         return DEMO_MODELS[family]
