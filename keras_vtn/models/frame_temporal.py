@@ -144,6 +144,27 @@ def vit_backbone(
     return keras.Model(frames, cls, name=name)
 
 
+def spatial_vit(args: dict, explicit: dict, preset: dict, drop_path_rate: float) -> keras.Model:
+    """`vit_backbone` from a family's resolved `args` (`patch_size`, `hidden_dim`,
+    `num_spatial_layers`, `num_spatial_heads`, `spatial_mlp_dim`, `spatial_qkv_bias`).
+
+    The head count is not in the tensors: a width other than the preset's without an explicit
+    `num_spatial_heads` gets timm's 64-wide heads (written back into `args`).
+    """
+    if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
+        args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)
+    return vit_backbone(
+        args["image_size"],
+        patch_size=args["patch_size"],
+        hidden_dim=args["hidden_dim"],
+        num_layers=args["num_spatial_layers"],
+        num_heads=args["num_spatial_heads"],
+        mlp_dim=args["spatial_mlp_dim"],
+        qkv_bias=args["spatial_qkv_bias"],
+        drop_path_rate=drop_path_rate,
+    )
+
+
 def image_size_pair(image_size) -> tuple[int, int]:
     if isinstance(image_size, int):
         return (image_size, image_size)

@@ -16,7 +16,7 @@ from keras_vtn.models.frame_temporal import (
     load_weights,
     resolve_arguments,
     resolve_weights,
-    vit_backbone,
+    spatial_vit,
 )
 from keras_vtn.models.vit import transformer_blocks
 
@@ -187,7 +187,6 @@ def LinearVTN(
         explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
     preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
     args = resolve_arguments("LinearVTN", preset, explicit, checkpoint)
-    _default_heads(args, explicit, preset)
     if args["num_frames"] is None:
         raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
     if normalization is None:
@@ -195,16 +194,7 @@ def LinearVTN(
             "vit" if args["spatial_qkv_bias"] else "miil"
         )
 
-    backbone = vit_backbone(
-        args["image_size"],
-        patch_size=args["patch_size"],
-        hidden_dim=args["hidden_dim"],
-        num_layers=args["num_spatial_layers"],
-        num_heads=args["num_spatial_heads"],
-        mlp_dim=args["spatial_mlp_dim"],
-        qkv_bias=args["spatial_qkv_bias"],
-        drop_path_rate=drop_path_rate,
-    )
+    backbone = spatial_vit(args, explicit, preset, drop_path_rate)
 
     def head(x):
         x = layer_norm(1e-5, "head_norm", "float32")(x)
@@ -232,8 +222,3 @@ def LinearVTN(
     )
     return model
 
-
-def _default_heads(args: dict, explicit: dict, preset: dict) -> None:
-    """The ViT head count is not in the tensors: timm's 64-wide heads for a non-preset width."""
-    if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
-        args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)

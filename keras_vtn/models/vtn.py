@@ -17,7 +17,7 @@ from keras_vtn.models.frame_temporal import (
     load_weights,
     resolve_arguments,
     resolve_weights,
-    vit_backbone,
+    spatial_vit,
 )
 from keras_vtn.models.vit import transformer_blocks
 
@@ -268,18 +268,7 @@ def VTN(
         raise ValueError("frame_chunk_size needs a fixed num_frames.")
 
     if spatial_backbone is None:
-        if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
-            args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)  # timm: 64-wide heads
-        backbone = vit_backbone(
-            args["image_size"],
-            patch_size=args["patch_size"],
-            hidden_dim=args["hidden_dim"],
-            num_layers=args["num_spatial_layers"],
-            num_heads=args["num_spatial_heads"],
-            mlp_dim=args["spatial_mlp_dim"],
-            qkv_bias=args["spatial_qkv_bias"],
-            drop_path_rate=drop_path_rate,
-        )
+        backbone = spatial_vit(args, explicit, preset, drop_path_rate)
     else:
         vit_args = [
             k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL
