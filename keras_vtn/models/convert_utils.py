@@ -27,3 +27,19 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix) :]: v for k, v in state.items()}
     return dict(state)
+
+
+def check_no_leftovers(names, checkpoint: str, hint: str) -> None:
+    """Raises when tensors of the `checkpoint` kind were not mapped (`hint` says what to expect).
+
+    >>> check_no_leftovers([], "VTN", "")
+    >>> check_no_leftovers(["extra.w"], "VTN", "Is this a VTN checkpoint?")
+    Traceback (most recent call last):
+    ValueError: Unexpected tensors in the VTN checkpoint: ['extra.w']. Is this a VTN checkpoint?
+    """
+    leftovers = sorted(names)
+    if leftovers:
+        raise ValueError(
+            f"Unexpected tensors in the {checkpoint} checkpoint: {leftovers[:10]}"
+            f"{' ...' if len(leftovers) > 10 else ''}. {hint}"
+        )

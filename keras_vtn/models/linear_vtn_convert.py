@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_vtn.models.convert_utils import count_blocks, strip_prefix
+from keras_vtn.models.convert_utils import check_no_leftovers, count_blocks, strip_prefix
 from keras_vtn.models.vit import timm_vit_mapping
 
 SPATIAL = "spatial_transformer."
@@ -115,13 +115,11 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     }
     out["head/kernel"] = take("mlp_head.1.weight").T
     out["head/bias"] = take("mlp_head.1.bias")
-    leftovers = sorted(set(spatial) | set(rest))
-    if leftovers:
-        raise ValueError(
-            f"Unexpected tensors in the Linformer-VTN checkpoint: {leftovers[:10]}"
-            f"{' ...' if len(leftovers) > 10 else ''}. Only `spatial_transformer.head.*` is "
-            "ignored; is this an elb3k `linformer` checkpoint?"
-        )
+    check_no_leftovers(
+        set(spatial) | set(rest),
+        "Linformer-VTN",
+        "Only `spatial_transformer.head.*` is ignored; is this an elb3k `linformer` checkpoint?",
+    )
     paths = {v.path for v in model.weights}
     if "head_norm/gamma" in paths:
         out.update(head_norm)

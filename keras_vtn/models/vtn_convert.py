@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_vtn.models.convert_utils import count_blocks, strip_prefix
+from keras_vtn.models.convert_utils import check_no_leftovers, count_blocks, strip_prefix
 from keras_vtn.models.vit import timm_vit_mapping
 
 BACKBONE = "backbone."
@@ -112,14 +112,12 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     }
     out["head/kernel"] = take("mlp_head.4.weight").T
     out["head/bias"] = take("mlp_head.4.bias")
-    leftovers = sorted(set(spatial) | set(rest))
-    if leftovers:
-        raise ValueError(
-            f"Unexpected tensors in the VTN checkpoint: {leftovers[:10]}"
-            f"{' ...' if len(leftovers) > 10 else ''}. Only "
-            "`temporal_encoder.embeddings.position_ids` is ignored; is this a bomri/SlowFast "
-            "VTN (ViT-B + Longformer) checkpoint?"
-        )
+    check_no_leftovers(
+        set(spatial) | set(rest),
+        "VTN",
+        "Only `temporal_encoder.embeddings.position_ids` is ignored; is this a bomri/SlowFast "
+        "VTN (ViT-B + Longformer) checkpoint?",
+    )
     paths = {v.path for v in model.weights}
     out.update({k: v for k, v in top.items() if k in paths})
     return out
