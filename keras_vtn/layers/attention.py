@@ -46,6 +46,13 @@ def scaled_dot_product_attention(
     return ops.einsum("...hqk,...khd->...qhd", probs, value)
 
 
+def query_rows(mask, query_tokens: int):
+    """The rows of the first `query_tokens` queries of a mask broadcastable to (..., Nq, Nk)."""
+    if len(mask.shape) < 2 or mask.shape[-2] == 1:
+        return mask
+    return mask[..., :query_tokens, :]
+
+
 # KERAS_VTN_FUSED_ATTENTION=0 forces the explicit path everywhere (for A/B benchmarks).
 FUSED_ATTENTION = os.environ.get("KERAS_VTN_FUSED_ATTENTION", "1") != "0"
 
@@ -90,6 +97,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     Subclasses change one step: `project_qkv` (what q, k, v are), `attend` (which tokens
     meet) or `transform_heads` (what happens to the per-head outputs before the merge).
+
+    `call(..., query_tokens=n)` computes the output of the first n tokens only (their
+    queries against every key): what a last block needs when only its CLS output is used.
+    Layers where a query's keys depend on its position set `supports_query_tokens = False`.
 
     Example:
     >>> import numpy as np
@@ -151,9 +162,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def split_heads(self, x):
         return split_last(x, (-1, self.head_dim))
 
-    def project_qkv(self, inputs):
-        """Returns q, k, v of shape (..., N, H, d)."""
-        return tuple(self.split_heads(f(inputs)) for f in (self.query, self.key, self.value))
+    supports_query_tokens = True
+
+    def project_qkv(self, inputs, query_tokens: int | None = None):
+        """Returns q (..., Nq, H, d) for the first `query_tokens` tokens (all by default)
+        and k, v (..., N, H, d)."""
+        queries = inputs if query_tokens is None else inputs[..., :query_tokens, :]
+        return (
+            self.split_heads(self.query(queries)),
+            self.split_heads(self.key(inputs)),
+            self.split_heads(self.value(inputs)),
+        )
 
     def attend(self, query, key, value, attention_mask=None, training=None):
         return scaled_dot_product_attention(
@@ -164,8 +183,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         """Hook on the per-head outputs (..., N, H, d) before the heads are merged."""
         return heads
 
-    def call(self, inputs, attention_mask=None, training=None):
-        query, key, value = self.project_qkv(inputs)
+    def call(self, inputs, attention_mask=None, training=None, query_tokens: int | None = None):
+        query, key, value = self.project_qkv(inputs, query_tokens)
+        if query_tokens is not None and attention_mask is not None:
+            attention_mask = query_rows(attention_mask, query_tokens)
         heads = self.attend(query, key, value, attention_mask, training)
         heads = self.transform_heads(heads)
         return self.output_dense(merge_last(heads, 2))

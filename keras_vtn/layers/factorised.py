@@ -42,6 +42,8 @@ class FactorisedDotProductAttention(MultiHeadSelfAttention):
     (1, 3, 5, 8)
     """
 
+    supports_query_tokens = False  # time heads need every frame's queries
+
     def build(self, input_shape):
         _check_video_tokens(input_shape, "FactorisedDotProductAttention")
         if self.num_heads % 2:

@@ -118,22 +118,23 @@ class LinformerAttention(MultiHeadSelfAttention):
             heads = ops.repeat(heads, self.num_heads, axis=-2)
         return heads
 
-    def project_qkv(self, inputs):
+    def project_qkv(self, inputs, query_tokens: int | None = None):
         self._check_length(inputs.shape[-2])
-        query = self.split_heads(self.query(inputs))
+        queries = inputs if query_tokens is None else inputs[..., :query_tokens, :]
+        query = self.split_heads(self.query(queries))
         key = self._project_sequence(self.key(inputs), self.key_sequence_projection)
         if self.share_kv:
             return query, key, key
         value = self._project_sequence(self.value(inputs), self.value_sequence_projection)
         return query, key, value
 
-    def call(self, inputs, attention_mask=None, training=None):
+    def call(self, inputs, attention_mask=None, training=None, query_tokens: int | None = None):
         if attention_mask is not None:
             raise ValueError(
                 "LinformerAttention mixes all tokens into `projected_length` positions, so a "
                 "token attention mask cannot apply; pass attention_mask=None."
             )
-        return super().call(inputs, training=training)
+        return super().call(inputs, training=training, query_tokens=query_tokens)
 
     def get_config(self):
         config = super().get_config()

@@ -42,6 +42,8 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
     (1, 9, 8)
     """
 
+    supports_query_tokens = False  # the band of query i depends on i
+
     def __init__(
         self,
         num_heads: int,

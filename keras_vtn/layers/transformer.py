@@ -131,9 +131,10 @@ class TransformerBlock(keras.layers.Layer):
     factorised dot-product...); by default a `MultiHeadSelfAttention` is made from
     `num_heads`, `head_dim`, `qkv_bias` and `attention_dropout_rate`.
 
-    `output_tokens=n` keeps only the first n tokens after the attention (e.g. 1 in the last
-    block of an encoder whose CLS output alone is used): the MLP then runs on n rows instead
-    of all, with the same result for those rows.
+    `output_tokens=n` outputs only the first n tokens (e.g. 1 in the last block of an
+    encoder whose CLS output alone is used), with the same values for them: only their
+    queries are attended (when the attention layer `supports_query_tokens`) and the MLP runs
+    on n rows instead of all.
 
     Example:
     >>> import numpy as np
@@ -211,15 +212,23 @@ class TransformerBlock(keras.layers.Layer):
     def _keep(self, x):
         return x if self.output_tokens is None else x[..., : self.output_tokens, :]
 
+    def _attend(self, x, attention_mask, training):
+        """The attention output, for the kept tokens only where the layer allows it."""
+        query_only = getattr(self.attention, "supports_query_tokens", False)
+        if self.output_tokens is None or not query_only:
+            return self._keep(self.attention(x, attention_mask=attention_mask, training=training))
+        return self.attention(
+            x, attention_mask=attention_mask, training=training, query_tokens=self.output_tokens
+        )
+
     def call(self, inputs, attention_mask=None, training=None):
         x = inputs
         if self.norm_first:
-            normed = self.norm1(x)
-            attended = self.attention(normed, attention_mask=attention_mask, training=training)
-            x = self._keep(x + self._residual(attended, training))
+            attended = self._attend(self.norm1(x), attention_mask, training)
+            x = self._keep(x) + self._residual(attended, training)
             return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
-        attended = self.attention(x, attention_mask=attention_mask, training=training)
-        x = self._keep(self.norm1(x + self._residual(attended, training)))
+        attended = self._attend(x, attention_mask, training)
+        x = self.norm1(self._keep(x) + self._residual(attended, training))
         return self.norm2(x + self.drop_path(self.mlp(x, training=training), training=training))
 
     def compute_output_shape(self, input_shape):

@@ -176,6 +176,7 @@ def LAPSTransformer(
     frames = keras.Input((num_frames, height, width, 3), name="frames")
     x = _preprocessing(backbone)(frames) if include_preprocessing else frames
 
+    outputs_patches = pooling == "avg" and not include_top
     if backbone.startswith("vit"):
         size = VIT_SIZES["base" if backbone == "vit_base" else "large"]
         arch = dict(
@@ -206,8 +207,10 @@ def LAPSTransformer(
             attention_dropout_rate=attention_dropout_rate,
             drop_path_rate=drop_path_rate,
             attention_factory=attention,
+            # Unless the patch tokens are the output, only the CLS rows leave the last block.
+            last_block_tokens=None if outputs_patches else 1,
             **arch,
-        )  # (B, T, 1 + N, D)
+        )  # (B, T, 1 + N, D), or (B, T, 1, D)
         per_frame = tokens[:, :, 0]  # each frame's CLS token
         patch_tokens = tokens[:, :, 1:]
     else:
@@ -244,7 +247,7 @@ def LAPSTransformer(
             outputs = keras.layers.Activation(
                 classifier_activation, dtype="float32", name="predictions"
             )(outputs)
-    elif pooling == "avg":
+    elif outputs_patches:
         outputs = ops.mean(ops.cast(patch_tokens, "float32"), axis=(1, 2))
     else:
         outputs = ops.mean(ops.cast(per_frame, "float32"), axis=1)

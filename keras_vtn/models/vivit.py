@@ -234,6 +234,9 @@ def ViViT(
         )
     eps = cfg["layer_norm_epsilon"]
     use_cls = cfg["classifier"] == "token"
+    # When only an encoder's CLS output is used, its last block computes that row alone.
+    cls_only = 1 if use_cls else None
+    final_cls_only = cls_only if pooling != "avg" else None
     # scenic's Encoder blocks: tanh GELU, unscaled stochastic depth on a linear ramp.
     common = dict(
         num_heads=cfg["num_heads"],
@@ -264,6 +267,7 @@ def ViViT(
             prefix="spatial_",
             num_layers=cfg["num_spatial_layers"],
             drop_path_rate=drop_path_rate,
+            last_block_tokens=cls_only,
             **common,
         )
         x = layer_norm(eps, "spatial_norm")(x)
@@ -274,6 +278,7 @@ def ViViT(
             prefix="temporal_",
             num_layers=cfg["num_temporal_layers"],
             drop_path_rate=drop_path_rate,
+            last_block_tokens=final_cls_only,
             **common,
         )
         x = layer_norm(eps, "temporal_norm")(x)
@@ -281,7 +286,12 @@ def ViViT(
         x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
         if variant == "spatio_temporal":
             x = transformer_blocks(
-                x, prefix="", num_layers=cfg["num_layers"], drop_path_rate=drop_path_rate, **common
+                x,
+                prefix="",
+                num_layers=cfg["num_layers"],
+                drop_path_rate=drop_path_rate,
+                last_block_tokens=final_cls_only,
+                **common,
             )
         else:
             # Factorised variants work on (batch, T, N, D); the position table is over all tokens.

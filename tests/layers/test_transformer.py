@@ -11,7 +11,15 @@ from layer_checks import (
     weights_by_path,
 )
 
-from keras_vtn.layers import DropPath, MultiHeadSelfAttention, TransformerBlock
+from keras_vtn.layers import (
+    DropPath,
+    FactorisedDotProductAttention,
+    LeapAttention,
+    LinformerAttention,
+    MultiHeadSelfAttention,
+    SlidingWindowAttention,
+    TransformerBlock,
+)
 
 
 def softmax(x):
@@ -66,6 +74,22 @@ def test_attention_matches_numpy(head_dim, rng):
     )
 
 
+def test_attention_query_tokens_are_the_leading_rows(rng):
+    """`query_tokens=n`: the first n output rows of the full attention, mask rows included."""
+    x = rng.normal(size=(2, 7, 8)).astype("float32")
+    layer = MultiHeadSelfAttention(num_heads=2, name="attention")
+    layer.build(x.shape)
+    randomize_weights(layer)
+    w = {"attention/" + k: v for k, v in weights_by_path(layer).items()}
+    mask = rng.random((1, 1, 7, 7)) > 0.3
+    mask[..., 0] = True
+    for m in (None, mask, mask[..., :1, :]):  # full rows, and one row broadcast to all
+        expected = attention_reference(x, w, 2, 4, m)[:, :2]
+        out = to_numpy(layer(x, attention_mask=m, query_tokens=2))
+        assert out.shape == (2, 2, 8)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
 def test_attention_without_biases_and_dropout_only_in_training(rng):
     x = rng.normal(size=(2, 5, 8)).astype("float32")
     layer = MultiHeadSelfAttention(2, qkv_bias=False, output_bias=False, attention_dropout_rate=0.5)
@@ -115,8 +139,8 @@ def test_block_matches_numpy(norm_first, eps, activation, rng):
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_block_output_tokens_keeps_the_leading_rows(norm_first, rng):
-    """`output_tokens=1` returns exactly the CLS row of the full block (attention still sees
-    every token; only the MLP skips the others)."""
+    """`output_tokens=1` returns exactly the CLS row of the full block (its query still
+    attends to every token)."""
     x = rng.normal(size=(2, 7, 8)).astype("float32")
     full = TransformerBlock(num_heads=2, mlp_dim=16, norm_first=norm_first)
     full.build(x.shape)
@@ -131,6 +155,30 @@ def test_block_output_tokens_keeps_the_leading_rows(norm_first, rng):
     assert_config_round_trip(cls_only, x)
     with pytest.raises(ValueError, match="positive"):
         TransformerBlock(num_heads=2, output_tokens=0)
+
+
+@pytest.mark.parametrize(
+    "make_attention, query_only",
+    [
+        (lambda: LeapAttention(2, level=1, name="attention"), True),
+        (lambda: LinformerAttention(2, projected_length=3, name="attention"), True),
+        (lambda: SlidingWindowAttention(2, window_size=1, name="attention"), False),
+        (lambda: FactorisedDotProductAttention(2, name="attention"), False),
+    ],
+)
+def test_block_output_tokens_with_every_attention(make_attention, query_only, rng):
+    """Every attention layer gives the full block's leading rows under `output_tokens`: the
+    query-only path where it is supported, the slice after the attention elsewhere."""
+    x = rng.normal(size=(2, 4, 5, 8)).astype("float32")  # (B, T, N, D)
+    full = TransformerBlock(mlp_dim=16, attention=make_attention())
+    full.build(x.shape)
+    randomize_weights(full)
+    expected = to_numpy(full(x))[..., :2, :]
+    leading = TransformerBlock(mlp_dim=16, attention=make_attention(), output_tokens=2)
+    leading.build(x.shape)
+    leading.set_weights(full.get_weights())
+    assert leading.attention.supports_query_tokens is query_only
+    np.testing.assert_allclose(to_numpy(leading(x)), expected, atol=2e-5)
 
 
 def test_block_with_pluggable_attention(rng):

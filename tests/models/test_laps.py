@@ -248,9 +248,14 @@ def test_ablation_flags_and_pooling():
     frames = np.random.default_rng(0).uniform(0, 255, (2, 8, 32, 32, 3)).astype("float32")
     for flags in (dict(shift="tsm"), dict(shift=None), dict(leap_levels=2, fold_div=8)):
         assert predict(LAPSTransformer("vit_base", **VIT_TINY, **flags), frames).shape == (2, 5)
-    for pooling in (None, "token", "avg"):
+    avg = LAPSTransformer("vit_base", include_top=False, pooling="avg", **VIT_TINY)
+    tokens = predict(keras.Model(avg.input, avg.get_layer("norm").output), frames)
+    np.testing.assert_allclose(predict(avg, frames), tokens[:, :, 1:].mean((1, 2)), atol=1e-5)
+    for pooling in (None, "token"):
+        # Their last block computes only the CLS rows: the same rows as the full block's.
         model = LAPSTransformer("vit_base", include_top=False, pooling=pooling, **VIT_TINY)
-        assert predict(model, frames).shape == (2, 32)
+        model.set_weights(avg.get_weights())
+        np.testing.assert_allclose(predict(model, frames), tokens[:, :, 0].mean(1), atol=2e-5)
     with pytest.raises(ValueError, match="Unknown LAPS backbone"):
         LAPSTransformer("resnet50")
 

@@ -246,7 +246,11 @@ def test_features_and_activation():
     features = from_fixture("scenic_spatio_temporal.msgpack", include_top=False)
     assert features.output_shape == (None, 32)
     avg = from_fixture("scenic_spatio_temporal.msgpack", include_top=False, pooling="avg")
-    assert not np.allclose(predict(avg, clip()), predict(features, clip()))
+    tokens = predict(keras.Model(avg.input, avg.get_layer("norm").output), clip())
+    np.testing.assert_allclose(predict(avg, clip()), tokens[:, 1:].mean(1), atol=1e-5)
+    # The CLS features come from a last block that computes only the CLS row.
+    assert features.get_layer("norm").output.shape[1] == 1
+    np.testing.assert_allclose(predict(features, clip()), tokens[:, 0], atol=2e-5)
     probs = predict(
         from_fixture("scenic_spatio_temporal.msgpack", classifier_activation="softmax"), clip()
     )
