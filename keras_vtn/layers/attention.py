@@ -36,6 +36,21 @@ def scaled_dot_product_attention(
     dropping = dropout is not None and dropout.rate and training
     if mask is None and not dropping and _fused_available(query, key):
         return _fused_attention(query, key, value, scale)
+    rows = _query_chunk_rows(query, key)
+    if rows:
+        chunks = [
+            scaled_dot_product_attention(
+                query[..., start : start + rows, :, :],
+                key,
+                value,
+                None if mask is None else mask_rows(mask, start, rows),
+                dropout,
+                training,
+                scale,
+            )
+            for start in range(0, query.shape[-3], rows)
+        ]
+        return ops.concatenate(chunks, axis=-3)
     logits = ops.einsum("...qhd,...khd->...hqk", ops.multiply(query, scale), key)
     logits = ops.cast(logits, "float32")
     if mask is not None:
@@ -44,13 +59,6 @@ def scaled_dot_product_attention(
     if dropout is not None:
         probs = dropout(probs, training=training)
     return ops.einsum("...hqk,...khd->...qhd", probs, value)
-
-
-def query_rows(mask, query_tokens: int):
-    """The rows of the first `query_tokens` queries of a mask broadcastable to (..., Nq, Nk)."""
-    if len(mask.shape) < 2 or mask.shape[-2] == 1:
-        return mask
-    return mask[..., :query_tokens, :]
 
 
 # KERAS_VTN_FUSED_ATTENTION=0 forces the explicit path everywhere (for A/B benchmarks).
@@ -85,6 +93,40 @@ def _fused_attention(query, key, value, scale):
     query, key, value = (ops.reshape(x, (-1, *x.shape[-3:])) for x in (query, key, value))
     out = ops.dot_product_attention(query, key, value, scale=scale)
     return ops.reshape(out, (*lead, *out.shape[-3:]))
+
+
+# Logits per query chunk (elements, per batch element) on JAX/CPU: ~16 MB in float32.
+CHUNK_LOGITS = 1 << 22
+
+
+def _query_chunk_rows(query, key) -> int | None:
+    """Query rows per chunk where the explicit path should run in query chunks, else None.
+
+    XLA:CPU has no fused attention: it writes the whole (H, Nq, Nk) logits tensor and reads
+    it back for the softmax and the second product, so long sequences run at memory speed.
+    Chunks of queries keep each softmax near the cache and give exactly the same rows (every
+    chunk still sees every key). Measured on JAX/CPU (benchmarks/README.md): ViViT-B Model 1
+    attention over 3,137 tokens 0.85 → 0.41 s per layer; on TensorFlow/XLA it made no
+    difference, so only JAX on CPU chunks.
+    """
+    if keras.backend.backend() != "jax" or not FUSED_ATTENTION:
+        return None
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return None
+    num_queries, heads = query.shape[-3], query.shape[-2]
+    num_keys = key.shape[-3]
+    if None in (num_queries, heads, num_keys) or heads * num_queries * num_keys <= 2 * CHUNK_LOGITS:
+        return None
+    return max(1, CHUNK_LOGITS // (heads * num_keys))
+
+
+def mask_rows(mask, start: int, rows: int):
+    """Query rows [start, start + rows) of a mask broadcastable to (..., Nq, Nk)."""
+    if len(mask.shape) < 2 or mask.shape[-2] == 1:
+        return mask
+    return mask[..., start : start + rows, :]
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
@@ -186,7 +228,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def call(self, inputs, attention_mask=None, training=None, query_tokens: int | None = None):
         query, key, value = self.project_qkv(inputs, query_tokens)
         if query_tokens is not None and attention_mask is not None:
-            attention_mask = query_rows(attention_mask, query_tokens)
+            attention_mask = mask_rows(attention_mask, 0, query_tokens)
         heads = self.attend(query, key, value, attention_mask, training)
         heads = self.transform_heads(heads)
         return self.output_dense(merge_last(heads, 2))

@@ -20,6 +20,7 @@ from keras_vtn.layers import (
     SlidingWindowAttention,
     TransformerBlock,
 )
+from keras_vtn.layers import attention as attention_module
 
 
 def softmax(x):
@@ -72,6 +73,24 @@ def test_attention_matches_numpy(head_dim, rng):
     np.testing.assert_allclose(
         to_numpy(layer(x, attention_mask=mask)), attention_reference(x, w, 2, d, mask), atol=1e-5
     )
+
+
+def test_long_attention_in_query_chunks_gives_the_same_rows(monkeypatch, rng):
+    """JAX on CPU runs long attention in query chunks (here: 2 rows, the last chunk 1 row);
+    every backend must give the unchunked softmax, masks included."""
+    monkeypatch.setattr(attention_module, "CHUNK_LOGITS", 40)
+    q, k, v = (rng.normal(size=(2, 9, 2, 4)).astype("float32") for _ in range(3))
+    chunked = attention_module._query_chunk_rows(q, k)
+    assert chunked == (2 if keras.backend.backend() == "jax" else None)
+    mask = rng.random((1, 1, 9, 9)) > 0.3
+    mask[..., 0] = True
+    for m in (None, mask, mask[..., :1, :]):
+        logits = np.einsum("bqhd,bkhd->bhqk", q, k) / 2.0
+        if m is not None:
+            logits = np.where(m, logits, -1e9)
+        expected = np.einsum("bhqk,bkhd->bqhd", softmax(logits), v)
+        out = to_numpy(attention_module.scaled_dot_product_attention(q, k, v, m))
+        np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_attention_query_tokens_are_the_leading_rows(rng):
