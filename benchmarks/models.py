@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -85,8 +86,34 @@ def finalise(results: dict) -> dict:
         config, batch, _, mode = key.split("|")
         ref = records.get(f"{config}|{batch}|torch-reference|{mode}")
         if ref and ref.get("s_per_clip"):
-            r["time_vs_reference"] = r["s_per_clip"] / ref["s_per_clip"]
+            r["time_vs_reference"] = time_ratio(r, ref)
     return results
+
+
+def time_ratio(record: dict, reference: dict) -> float:
+    """Ours / reference per clip: the median of the per-round ratios when both were measured
+    in the same alternating rounds (a drifting machine speed cancels within a round), else
+    the ratio of the medians."""
+    ours, theirs = record.get("round_s_per_clip"), reference.get("round_s_per_clip")
+    if ours and theirs and len(ours) == len(theirs) and record.get("run") == reference.get("run"):
+        return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+    return record["s_per_clip"] / reference["s_per_clip"]
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One record from the same job measured in several rounds: the median round's record,
+    with every round's time per clip and their median."""
+    if len(rounds) == 1:
+        return rounds[0]
+    timed = [r for r in rounds if r.get("s_per_clip")]
+    if len(timed) < len(rounds):
+        return next(r for r in rounds if not r.get("s_per_clip"))  # the failure or skip
+    per_round = [r["s_per_clip"] for r in timed]
+    merged = dict(sorted(timed, key=lambda r: r["s_per_clip"])[len(timed) // 2])
+    merged["round_s_per_clip"] = per_round
+    merged["s_per_clip"] = statistics.median(per_round)
+    merged["max_rss_mb"] = max(r.get("max_rss_mb") or 0 for r in timed)
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("forward", "train"), default="forward")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls (compilation)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each config's jobs (reference and backends) this many times, "
+                             "alternating their order; ratios are medians of per-round ratios")
     parser.add_argument("--no-jit", action="store_true", help="TensorFlow without XLA")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--reference-only", action="store_true")
@@ -156,18 +186,26 @@ def main(argv: list[str] | None = None) -> int:
                         spec.update(matmul_peak=False, flops_only=True)
                     jobs.append(("benchmarks.keras_worker", spec, sys.executable,
                                  {"KERAS_BACKEND": backend}))
-            for module, spec, python, env in jobs:
-                load = wait_for_quiet(args.max_load, args.max_wait)
-                record = run_worker(module, spec, python=python, env=env, timeout=args.timeout)
-                record.setdefault("backend", env.get("KERAS_BACKEND", "torch-reference"))
-                if record["backend"] == "tensorflow" and args.no_jit:
-                    record["backend"] = "tensorflow-nojit"
-                record.setdefault("spec", spec)
-                record["load_average_before"] = load
-                derive(record)
-                results["records"][record_key(record)] = record
-                save_json(args.out, finalise(results))
-                print(one_line(record_key(record), record), flush=True)
+            measured: dict[str, list[dict]] = {}
+            for round_index in range(args.rounds):
+                for module, spec, python, env in jobs[:: -1 if round_index % 2 else 1]:
+                    load = wait_for_quiet(args.max_load, args.max_wait)
+                    record = run_worker(module, spec, python=python, env=env,
+                                        timeout=args.timeout)
+                    record.setdefault("backend", env.get("KERAS_BACKEND", "torch-reference"))
+                    if record["backend"] == "tensorflow" and args.no_jit:
+                        record["backend"] = "tensorflow-nojit"
+                    record.setdefault("spec", spec)
+                    record["load_average_before"] = load
+                    record["run"] = len(results["runs"]) - 1
+                    derive(record)
+                    key = record_key(record)
+                    measured.setdefault(key, []).append(record)
+                    # Saved after every job, so an interrupted run keeps what it measured.
+                    results["records"][key] = merge_rounds(measured[key])
+                    save_json(args.out, finalise(results))
+                    suffix = f" (round {round_index + 1}/{args.rounds})" if args.rounds > 1 else ""
+                    print(one_line(key, record) + suffix, flush=True)
 
     from benchmarks.report import models_table
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).absolute().parents[1]))  # the repository 
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.harness import run_worker, time_calls  # noqa: E402
+from benchmarks.models import merge_rounds, time_ratio  # noqa: E402
 from keras_vtn.layers import PatchEmbedding, TransformerBlock  # noqa: E402
 
 
@@ -77,3 +78,24 @@ def test_subprocess_protocol_reports_results_and_failures():
     assert result["max_rss_mb"] > 0
     broken = run_worker("benchmarks.no_such_worker", spec)
     assert "error" in broken and "no_such_worker" in broken["tail"]
+
+
+def test_rounds_merge_to_medians_and_ratios_pair_rounds():
+    # The machine slows down 2x in round 2: both sides see it, that round's ratio stays 0.5.
+    ours = merge_rounds([
+        dict(s_per_clip=1.0, max_rss_mb=10, run=3),
+        dict(s_per_clip=2.0, max_rss_mb=12, run=3),
+        dict(s_per_clip=1.5, max_rss_mb=11, run=3),
+    ])
+    ref = merge_rounds([
+        dict(s_per_clip=2.0, run=3), dict(s_per_clip=4.0, run=3), dict(s_per_clip=2.0, run=3)
+    ])
+    assert ours["round_s_per_clip"] == [1.0, 2.0, 1.5]
+    assert ours["s_per_clip"] == 1.5 and ours["max_rss_mb"] == 12
+    assert time_ratio(ours, ref) == pytest.approx(0.5)  # median of 0.5, 0.5, 0.75
+    # Records from different runs (or single rounds) compare their medians.
+    assert time_ratio(dict(ours, run=2), ref) == pytest.approx(1.5 / 2.0)
+    single = dict(s_per_clip=3.0)
+    assert merge_rounds([single]) is single
+    failed = dict(error="boom")
+    assert merge_rounds([dict(s_per_clip=1.0), failed]) is failed
