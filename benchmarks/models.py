@@ -31,6 +31,8 @@ from benchmarks.harness import (
 )
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# TensorFlow without XLA: what Keras' fit/predict use on a CPU-only machine (jit_compile="auto").
+TF_NO_JIT = "tensorflow-nojit"
 DEFAULT_OUT = Path("benchmarks/results/models.json")
 
 
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=configs.FULL_SIZE,
                         help=f"names from benchmarks/configs.py: {', '.join(configs.MODELS)}")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS),
+                        choices=(*BACKENDS, TF_NO_JIT))
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--mode", choices=("forward", "train"), default="forward")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls (median reported)")
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run each config's jobs (reference and backends) this many times, "
                              "alternating their order; ratios are medians of per-round ratios")
-    parser.add_argument("--no-jit", action="store_true", help="TensorFlow without XLA")
+    parser.add_argument("--no-jit", action="store_true",
+                        help=f"TensorFlow without XLA (same as --backends {TF_NO_JIT})")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--reference-only", action="store_true")
     parser.add_argument("--reference-dir", action="append", default=[],
@@ -175,26 +179,28 @@ def main(argv: list[str] | None = None) -> int:
                             batch=batch, mode=args.mode, repeats=args.repeats,
                             warmup=args.warmup, dirs=args.reference_dir,
                             count_flops=args.count_reference_flops)
-                jobs.append(("benchmarks.reference", spec, args.reference_python, {}))
+                jobs.append(("torch-reference", "benchmarks.reference", spec,
+                             args.reference_python, {}))
             elif not args.no_reference:
                 print(f"{name}: no runnable reference implementation (see benchmarks/README.md)")
             if not args.reference_only:
                 for backend in args.backends:
+                    if backend == "tensorflow" and args.no_jit:
+                        backend = TF_NO_JIT
                     spec = dict(config=name, batch=batch, mode=args.mode, repeats=args.repeats,
-                                warmup=args.warmup, jit=not args.no_jit, overrides=overrides)
+                                warmup=args.warmup, jit=backend != TF_NO_JIT,
+                                overrides=overrides)
                     if args.flops_only:
                         spec.update(matmul_peak=False, flops_only=True)
-                    jobs.append(("benchmarks.keras_worker", spec, sys.executable,
-                                 {"KERAS_BACKEND": backend}))
+                    jobs.append((backend, "benchmarks.keras_worker", spec, sys.executable,
+                                 {"KERAS_BACKEND": backend.split("-")[0]}))
             measured: dict[str, list[dict]] = {}
             for round_index in range(args.rounds):
-                for module, spec, python, env in jobs[:: -1 if round_index % 2 else 1]:
+                for label, module, spec, python, env in jobs[:: -1 if round_index % 2 else 1]:
                     load = wait_for_quiet(args.max_load, args.max_wait)
                     record = run_worker(module, spec, python=python, env=env,
                                         timeout=args.timeout)
-                    record.setdefault("backend", env.get("KERAS_BACKEND", "torch-reference"))
-                    if record["backend"] == "tensorflow" and args.no_jit:
-                        record["backend"] = "tensorflow-nojit"
+                    record["backend"] = label
                     record.setdefault("spec", spec)
                     record["load_average_before"] = load
                     record["run"] = len(results["runs"]) - 1

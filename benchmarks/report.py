@@ -15,8 +15,8 @@ def models_table(results: dict) -> str:
     """One row per (config, batch, backend, mode) record with a timing."""
     lines = [
         "| config | batch | backend | mode | s/clip | vs ref | GMACs/clip | GFLOP/s "
-        "| % matmul peak | peak RSS MiB | load (1/5/15 min) | reps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| % matmul peak | peak RSS MiB | load (1/5/15 min) | reps | rounds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(results.get("records", {})):
         r = results["records"][key]
@@ -24,13 +24,13 @@ def models_table(results: dict) -> str:
         if r.get("skipped") or r.get("error"):
             reason = r.get("skipped") or r.get("error")
             lines.append(f"| {config} | {batch[1:]} | {backend} | {mode} | {reason} |"
-                         + " |" * 7)
+                         + " |" * 8)
             continue
         gmacs = (r.get("flops") or {}).get("gmacs")
         b = int(batch[1:])
         if not r.get("timing"):
             lines.append(f"| {config} | {b} | {backend} | {mode} | not timed | – "
-                         f"| {_fmt(gmacs and gmacs / b, '.1f')} |" + " |" * 5)
+                         f"| {_fmt(gmacs and gmacs / b, '.1f')} |" + " |" * 6)
             continue
         frac = r.get("fraction_of_run_matmul_peak")
         load = r.get("load_average_start") or r.get("load_average_before")
@@ -39,7 +39,8 @@ def models_table(results: dict) -> str:
             f"| {_fmt(r.get('time_vs_reference'))} | {_fmt(gmacs and gmacs / b, '.1f')} "
             f"| {_fmt(r.get('achieved_gflops'), '.0f')} | {_fmt(frac and 100 * frac, '.0f')} "
             f"| {_fmt(r.get('max_rss_mb'), '.0f')} | {'/'.join(map(str, load or []))} "
-            f"| {len((r.get('timing') or {}).get('times_s', []))} |"
+            f"| {len((r.get('timing') or {}).get('times_s', []))} "
+            f"| {len(r.get('round_s_per_clip') or [r])} |"
         )
     peak = results.get("matmul_peak_gflops_max")
     lines.append("")
