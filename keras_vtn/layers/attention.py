@@ -105,9 +105,9 @@ def _query_chunk_rows(query, key) -> int | None:
     XLA:CPU has no fused attention: it writes the whole (H, Nq, Nk) logits tensor and reads
     it back for the softmax and the second product, so long sequences run at memory speed.
     Chunks of queries keep each softmax near the cache and give exactly the same rows (every
-    chunk still sees every key). Measured on JAX/CPU (benchmarks/README.md): ViViT-B Model 1
-    attention over 3,137 tokens 0.85 → 0.41 s per layer; on TensorFlow/XLA it made no
-    difference, so only JAX on CPU chunks.
+    chunk still sees every key). Measured on JAX/CPU: one ViViT-B Model 1 attention over
+    3,137 tokens 0.85 → 0.50 s, the whole model 12.0 → 6.6 s (benchmarks/README.md); on
+    TensorFlow/XLA chunking made no difference, so only JAX on CPU chunks.
     """
     if keras.backend.backend() != "jax" or not FUSED_ATTENTION:
         return None
