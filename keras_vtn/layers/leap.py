@@ -99,43 +99,36 @@ class LeapAttention(MultiHeadSelfAttention):
         if self.num_frames is None and (self.level is not None or self.shifter is not None):
             raise ValueError("LeapAttention needs a static number of frames (input axis 1).")
         if self.level is not None:
-            pairs = leap_pairs(self.num_frames, self.level)
-            order = [a for a, _ in pairs] + [b for _, b in pairs]
-            self._order = order
-            self._restore = [int(i) for i in np.argsort(order)]
+            # Frames in pair order (a0, b0, a1, b1, ...): the pairs are then a free reshape.
+            self._pair_order = [t for pair in leap_pairs(self.num_frames, self.level) for t in pair]
+            self._restore = [int(i) for i in np.argsort(self._pair_order)]
         super().build(input_shape)
 
-    def _to_pairs(self, x):
-        """(B, T, N, H, d) → (B, T/2, 2N, H, d): pair p holds frames order[p], order[T/2 + p]."""
-        half = self.num_frames // 2
-        _, _, n, h, d = ops.shape(x)
-        x = ops.take(x, self._order, axis=1)
-        x = ops.reshape(x, (-1, 2, half, n, h, d))
-        x = ops.transpose(x, (0, 2, 1, 3, 4, 5))
-        return ops.reshape(x, (-1, half, 2 * n, h, d))
-
-    def _from_pairs(self, x, n):
-        half = self.num_frames // 2
-        _, _, _, h, d = ops.shape(x)
-        x = ops.reshape(x, (-1, half, 2, n, h, d))
-        x = ops.transpose(x, (0, 2, 1, 3, 4, 5))
-        x = ops.reshape(x, (-1, self.num_frames, n, h, d))
-        return ops.take(x, self._restore, axis=1)
+    def project_qkv(self, inputs, query_tokens: int | None = None):
+        # One gather of the inputs replaces a gather and a transpose of each of q, k and v.
+        if self.level is not None:
+            inputs = ops.take(inputs, self._pair_order, axis=1)
+        return super().project_qkv(inputs, query_tokens)
 
     def attend(self, query, key, value, attention_mask=None, training=None):
+        """q, k, v arrive in pair order (see `project_qkv`); the output is in time order."""
         if self.level is None:
             return super().attend(query, key, value, attention_mask, training)
         if attention_mask is not None:
             raise ValueError("LeapAttention with a leap level does not take an attention mask.")
-        n = ops.shape(query)[2]
+        _, _, n, h, d = ops.shape(query)
         heads = scaled_dot_product_attention(
-            self._to_pairs(query),
-            self._to_pairs(key),
-            self._to_pairs(value),
+            *(self._pairs(x) for x in (query, key, value)),
             dropout=self.attention_dropout,
             training=training,
         )
-        return self._from_pairs(heads, n)
+        heads = ops.reshape(heads, (-1, self.num_frames, n, h, d))
+        return ops.take(heads, self._restore, axis=1)
+
+    def _pairs(self, x):
+        """(B, T, N, H, d) in pair order → (B, T/2, 2N, H, d): each pair's two frames' tokens."""
+        _, _, n, h, d = ops.shape(x)
+        return ops.reshape(x, (-1, self.num_frames // 2, 2 * n, h, d))
 
     def transform_heads(self, heads):
         if self.shifter is None:
