@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).absolute().parents[1]))  # the repository 
 
 from benchmarks import flops  # noqa: E402
 from benchmarks.harness import run_worker, time_calls  # noqa: E402
+from benchmarks.laps_overhead import paired_overhead  # noqa: E402
 from benchmarks.models import merge_rounds, time_ratio  # noqa: E402
 from keras_vtn.layers import PatchEmbedding, TransformerBlock  # noqa: E402
 
@@ -99,3 +100,9 @@ def test_rounds_merge_to_medians_and_ratios_pair_rounds():
     assert merge_rounds([single]) is single
     failed = dict(error="boom")
     assert merge_rounds([dict(s_per_clip=1.0), failed]) is failed
+
+
+def test_laps_overhead_pairs_rounds():
+    # Round 2 ran on a 2x slower machine and round 3's plain run failed (None): skipped.
+    laps, plain = [1.10, 2.24, 1.3], [1.0, 2.0, None]
+    assert paired_overhead(laps, plain) == pytest.approx(0.11)  # median of +10% and +12%
