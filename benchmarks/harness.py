@@ -129,6 +129,18 @@ def run_worker(
     return {"error": f"worker exited with code {proc.returncode}", "spec": spec, "tail": tail}
 
 
+def alternating(jobs: list | tuple, round_index: int) -> list | tuple:
+    """The jobs of a round, reversed every other round: a drifting machine speed (it moves
+    by up to 30% within minutes here) then favours no job."""
+    return jobs[::-1] if round_index % 2 else jobs
+
+
+def median_ratio(numerators: list, denominators: list) -> float:
+    """Median over rounds of numerator / denominator, skipping rounds where either is missing."""
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True) if a and b]
+    return statistics.median(ratios)
+
+
 def save_json(path: Path | str, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,15 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.harness import load_average, run_worker, save_json, system_info, wait_for_quiet
+from benchmarks.harness import (
+    alternating,
+    load_average,
+    median_ratio,
+    run_worker,
+    save_json,
+    system_info,
+    wait_for_quiet,
+)
 
 PAIRS = {
     "vit_base": ("laps_vit_b_8", "laps_vit_b_8_plain2d", 0.0407),
@@ -56,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             flops: dict[str, float] = {}
             loads = []
             for round_index in range(args.rounds):
-                # Alternate which model runs first, so a drifting machine speed favours neither.
-                for config in (laps, plain)[:: -1 if round_index % 2 else 1]:
+                for config in alternating((laps, plain), round_index):
                     round_medians[config].append(None)
                     spec = dict(config=config, batch=args.batch, repeats=args.repeats,
                                 warmup=1, matmul_peak=False)
@@ -105,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def paired_overhead(laps_rounds: list, plain_rounds: list) -> float:
     """Median over rounds of LAPS / plain time − 1 (rounds where both ran)."""
-    ratios = [a / b for a, b in zip(laps_rounds, plain_rounds, strict=True) if a and b]
-    return statistics.median(ratios) - 1
+    return median_ratio(laps_rounds, plain_rounds) - 1
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from benchmarks import configs
 from benchmarks.harness import (
+    alternating,
     load_average,
+    median_ratio,
     numpy_matmul_peak,
     run_worker,
     save_json,
@@ -98,7 +100,7 @@ def time_ratio(record: dict, reference: dict) -> float:
     the ratio of the medians."""
     ours, theirs = record.get("round_s_per_clip"), reference.get("round_s_per_clip")
     if ours and theirs and len(ours) == len(theirs) and record.get("run") == reference.get("run"):
-        return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+        return median_ratio(ours, theirs)
     return record["s_per_clip"] / reference["s_per_clip"]
 
 
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                                  {"KERAS_BACKEND": backend.split("-")[0]}))
             measured: dict[str, list[dict]] = {}
             for round_index in range(args.rounds):
-                for label, module, spec, python, env in jobs[:: -1 if round_index % 2 else 1]:
+                for label, module, spec, python, env in alternating(jobs, round_index):
                     load = wait_for_quiet(args.max_load, args.max_wait)
                     record = run_worker(module, spec, python=python, env=env,
                                         timeout=args.timeout)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
+from keras_vtn.layers.attention import (
+    MultiHeadSelfAttention,
+    mask_rows,
+    scaled_dot_product_attention,
+)
 from keras_vtn.layers.utils import merge_last
 
 
@@ -93,10 +97,8 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
             global_key = self.split_heads(self.key_global(inputs))
             global_value = self.split_heads(self.value_global(inputs))
             global_mask = None
-            if attention_mask is not None:
-                global_mask = ops.cast(attention_mask, "bool")
-                if len(global_mask.shape) >= 2:  # keep the global query rows (or a 1-row mask)
-                    global_mask = global_mask[..., :g, :]
+            if attention_mask is not None:  # the global query rows (or a 1-row mask)
+                global_mask = mask_rows(ops.cast(attention_mask, "bool"), 0, g)
             global_heads = scaled_dot_product_attention(
                 global_query,
                 global_key,
