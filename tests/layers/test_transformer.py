@@ -93,6 +93,39 @@ def test_long_attention_in_query_chunks_gives_the_same_rows(monkeypatch, rng):
         np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+class _FixedDropout:
+    """Stands in for a Dropout layer with a known keep mask (scaled by 1 / keep rate)."""
+
+    rate = 0.5
+
+    def __init__(self, keep):
+        self.keep = keep
+
+    def __call__(self, probs, training=None):
+        return probs * keras.ops.cast(self.keep, probs.dtype) * 2.0
+
+
+def test_attention_dropout_acts_on_the_normalised_probabilities(rng):
+    """The division by the softmax sums comes after the value product; dropout must still
+    give dropout(softmax) · v."""
+    q, k, v = (rng.normal(size=(2, 5, 2, 4)).astype("float32") for _ in range(3))
+    keep = rng.random((2, 2, 5, 5)) > 0.5
+    out = attention_module.scaled_dot_product_attention(
+        q, k, v, dropout=_FixedDropout(keep), training=True
+    )
+    probs = softmax(np.einsum("bqhd,bkhd->bhqk", q, k) / 2.0) * keep * 2.0
+    np.testing.assert_allclose(to_numpy(out), np.einsum("bhqk,bkhd->bqhd", probs, v), atol=1e-5)
+
+
+def test_float16_attention_over_many_keys_stays_finite(rng):
+    """Unnormalised sums over 4,096 keys of values near 100 would pass float16's 65,504."""
+    q = rng.normal(size=(1, 3, 1, 8)).astype("float16")
+    k = np.zeros((1, 4096, 1, 8), "float16")
+    v = np.full((1, 4096, 1, 8), 100.0, "float16")
+    out = to_numpy(attention_module.scaled_dot_product_attention(q, k, v))
+    np.testing.assert_allclose(out.astype("float32"), 100.0, rtol=1e-3)
+
+
 def test_attention_query_tokens_are_the_leading_rows(rng):
     """`query_tokens=n`: the first n output rows of the full attention, mask rows included."""
     x = rng.normal(size=(2, 7, 8)).astype("float32")
