@@ -13,10 +13,11 @@ Run: `python -m keras_vtn.demo --family vivit` (or `make demo FAMILY=vivit`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+
+from keras_vtn.io_utils import write_json
 
 # Small configurations of each family for 8 frames of 32x32 pixels.
 DEMO_MODELS: dict[str, dict] = {
@@ -142,8 +143,7 @@ def run_demo(
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "cpu_count": os.cpu_count(),
     }
-    with open(os.path.join(output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(output, "summary.json"), summary, indent=2)
     print()
     print("=" * 72)
     print(f"keras_vtn demo: {family} ({summary['parameters']:,} parameters) on the motion task")

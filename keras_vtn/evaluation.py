@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from keras_vtn.io_utils import write_json
+
 AGGREGATES = ("logits", "probabilities", "log_probabilities")
 
 
@@ -168,8 +170,7 @@ def evaluate_views(
             title=f"{report['model']} {protocol} ({aggregate}) top-1 "
                   f"{100 * (report['top1'] or 0):.1f}%",
         )
-        with open(report["json_path"], "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
+        write_json(report["json_path"], report, indent=2, ensure_ascii=False)
     report["scores"] = scores
     return report
 

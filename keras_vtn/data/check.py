@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import sys
 from collections import Counter
 
 from keras_vtn.data import layouts
 from keras_vtn.data.decode import DecodeError, probe, read_frames
+from keras_vtn.io_utils import write_json
 
 
 def check_file(path: str, min_frames: int = 1, min_seconds: float = 0.0) -> tuple[str, str]:
@@ -121,6 +121,5 @@ def _main(args: argparse.Namespace) -> int:
         for name in result["missing"]:
             print(f"missing\t{name}")
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.output, result, indent=1)
     return 0 if not result["problems"] else 1

@@ -77,7 +77,8 @@ def _scan(root: str, extensions: Sequence[str]) -> list[str]:
     for directory, subdirs, files in os.walk(root, followlinks=True):
         subdirs.sort()
         for name in sorted(files):
-            if name.lower().endswith(tuple(extensions)):
+            # Hidden files are partial writes or macOS "._name.mp4" metadata, not videos.
+            if name.lower().endswith(tuple(extensions)) and not name.startswith("."):
                 found.append(os.path.join(directory, name))
     return found
 

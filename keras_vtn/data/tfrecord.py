@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras_vtn.data import layouts
 from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate
 from keras_vtn.data.decode import DecodeError, _Reader
+from keras_vtn.io_utils import atomic_path, write_json
 
 MANIFEST = "manifest.json"
 
@@ -170,9 +171,8 @@ def prepare(
     def write(shard):
         i, name, members = shard
         target = os.path.join(output_dir, name)
-        tmp = target + ".tmp"
         written, failed = 0, {}
-        with tf.io.TFRecordWriter(tmp) as writer:
+        with atomic_path(target) as tmp, tf.io.TFRecordWriter(tmp) as writer:
             for k in members:
                 path, label = records.paths[k], records.labels[k]
                 named = 0 <= label < len(records.label_names)
@@ -187,9 +187,8 @@ def prepare(
                 except Exception as error:  # a broken file must not stop the conversion
                     failed[path] = f"decode_error: {error!r}"[:300]
                 bar.step()
-        os.replace(tmp, target)
-        with open(target + ".json", "w") as f:  # written last: marks the shard complete
-            json.dump({"videos": written, "failed": failed}, f)
+        # Written last: marks the shard complete.
+        write_json(target + ".json", {"videos": written, "failed": failed})
 
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -212,8 +211,7 @@ def prepare(
         "fps": fps,
         "jpeg_quality": jpeg_quality,
     }
-    with open(os.path.join(output_dir, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1)
+    write_json(os.path.join(output_dir, MANIFEST), manifest, indent=1)
     if failed and progress:
         sys.stderr.write(f"prepare: {len(failed)} videos failed and were left out "
                          f"(listed in {os.path.join(output_dir, MANIFEST)})\n")

@@ -17,10 +17,13 @@ with a Kinetics-style CSV per split (`label,youtube_id,time_start,time_end,split
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+
+from keras_vtn.io_utils import atomic_path, write_text
 
 MOTION_CLASSES = (
     "approaching",
@@ -90,8 +93,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """Encodes uint8 RGB frames as H.264 (yuv420p) through PyAV, atomically and reproducibly."""
     import av
 
-    tmp = path.with_name(path.name + ".partial.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path, suffix=".mp4") as tmp, av.open(tmp, mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -104,7 +106,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def generate_motion_dataset(
@@ -143,10 +144,9 @@ def generate_motion_dataset(
                     rng = np.random.default_rng([seed, split_index, class_index, i])
                     write_mp4(path, render_clip(label, num_frames, size, rng), fps)
                 rows.append((label, youtube_id, start, start + duration, split))
-        tmp = root / f"{split}.csv.partial"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-            writer.writerows(rows)
-        os.replace(tmp, root / f"{split}.csv")
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+        writer.writerows(rows)
+        write_text(root / f"{split}.csv", table.getvalue())
     return root

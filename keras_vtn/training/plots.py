@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from keras_vtn.io_utils import atomic_path
+
 
 def _pyplot():
     try:
@@ -14,6 +16,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str | os.PathLike) -> str:
+    """Saves `fig` atomically (the format from the extension) and closes it."""
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
+        fig.savefig(tmp, dpi=100)
+    _pyplot().close(fig)
+    return os.fspath(path)
 
 
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> str:
@@ -31,9 +41,7 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> st
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(fig, path)
 
 
 def plot_confusion(matrix, label_names, path: str | os.PathLike, title: str = "") -> str:
@@ -62,9 +70,7 @@ def plot_confusion(matrix, label_names, path: str | os.PathLike, title: str = ""
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(fig, path)
 
 
 def plot_frames(frames, path: str | os.PathLike, title: str = "", frame_indices=None) -> str:
@@ -85,6 +91,4 @@ def plot_frames(frames, path: str | os.PathLike, title: str = "", frame_indices=
                 ax.set_title(f"#{int(frame_indices[i])}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return os.fspath(path)
+    return _save(fig, path)

@@ -7,7 +7,6 @@ then runs `model.fit` with checkpoints, resumable backups and logs under `output
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from keras_vtn.io_utils import atomic_path, write_json, write_text
 from keras_vtn.training import callbacks as callbacks_lib
 from keras_vtn.training import data as data_lib
 from keras_vtn.training import distribution as distribution_lib
@@ -170,8 +170,8 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
     distribution.check_batch(config.batch_size)
     config = dataclasses.replace(config, output_dir=distribution.output_dir(config.output_dir))
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2, default=str)
+    write_json(os.path.join(config.output_dir, "config.json"), config.to_dict(), indent=2,
+               default=str)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     distribution_lib.set_precision(config.precision)
@@ -236,12 +236,11 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         )
     if config.save_model:
         path = os.path.join(config.output_dir, "model.keras")
-        model.save(path)
+        with atomic_path(path, suffix=".keras") as tmp:
+            model.save(tmp)
         summary["model_path"] = path
-        with open(os.path.join(config.output_dir, "labels.txt"), "w") as f:
-            f.write("\n".join(label_names) + "\n")
-    with open(os.path.join(config.output_dir, "summary.json"), "w") as f:
-        json.dump({k: v for k, v in summary.items()}, f, indent=2)
+        write_text(os.path.join(config.output_dir, "labels.txt"), "\n".join(label_names) + "\n")
+    write_json(os.path.join(config.output_dir, "summary.json"), summary, indent=2)
     summary["model"] = model
     return summary
 

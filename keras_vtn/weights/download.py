@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 
+from keras_vtn.io_utils import write_json
 from keras_vtn.weights.errors import WeightsDownloadError
 
 OFFLINE_ENV = "KERAS_VTN_OFFLINE"
@@ -65,10 +66,7 @@ def write_record(path: str, sha256: str) -> None:
     """Record the observed hash of `path` next to it (atomically)."""
     stat = os.stat(path)
     record = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    tmp = f"{_record_path(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
-    os.replace(tmp, _record_path(path))
+    write_json(_record_path(path), record)
 
 
 def cached_sha256(path: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_vtn.io_utils import atomic_path
 from keras_vtn.weights import download, registry
 from keras_vtn.weights.errors import CheckpointError, UnknownWeightsError
 from keras_vtn.weights.readers import read_checkpoint, sniff_format
@@ -270,15 +270,8 @@ def _converted_cache_path(family: str, source_hash: str, model) -> str:
 
 def save_weights_atomically(model, target: str) -> None:
     """`model.save_weights` to a temp name then `os.replace`: never a partial file at `target`."""
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(4)}.weights.h5")
-    try:
+    with atomic_path(target, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_weights(

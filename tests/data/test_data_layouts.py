@@ -71,6 +71,16 @@ def test_class_folders(kinetics_root):
     assert renamed.labels[0] == 0 and renamed.labels[-1] == 399
 
 
+def test_hidden_files_are_not_videos(tmp_path):
+    """Partial writes (`.name.tmp-….mp4`) and macOS `._name.mp4` files are skipped."""
+    folder = tmp_path / "waving"
+    folder.mkdir()
+    for name in ("a.mp4", "._a.mp4", ".b.mp4.tmp-12-ab.mp4"):
+        (folder / name).write_bytes(b"")
+    records = class_folders(str(tmp_path))
+    assert [os.path.basename(p) for p in records.paths] == ["a.mp4"]
+
+
 def test_list_files(kinetics_root, tmp_path):
     train = os.path.join(kinetics_root, "train")
     numeric = tmp_path / "list.txt"
