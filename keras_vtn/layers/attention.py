@@ -63,7 +63,7 @@ def scaled_dot_product_attention(
     totals = ops.sum(weights, axis=-1, keepdims=True)  # (..., H, Nq, 1)
     late_division = keras.backend.standardize_dtype(value.dtype) != "float16"
     if not late_division:  # sums of up to Nk unnormalised terms could overflow float16
-        weights = weights / totals
+        weights = ops.divide(weights, totals)
     weights = ops.cast(weights, value.dtype)
     if dropout is not None:
         weights = dropout(weights, training=training)
@@ -71,7 +71,8 @@ def scaled_dot_product_attention(
     if not late_division:
         return out
     totals = ops.swapaxes(totals, -2, -3)  # (..., Nq, H, 1)
-    return ops.divide(out, ops.cast(totals, out.dtype))
+    # In float32 like the softmax it completes (bfloat16 would round the sums to 8 bits).
+    return ops.cast(ops.divide(ops.cast(out, "float32"), totals), out.dtype)
 
 
 # KERAS_VTN_FUSED_ATTENTION=0 forces the explicit path everywhere (for A/B benchmarks).
