@@ -92,6 +92,9 @@ MODELS: dict[str, dict] = {
         reference="hf_vivit",
     ),
 }
+MODELS["tiny_vivit_wide"] = dict(
+    MODELS["tiny_vivit"], kwargs=dict(MODELS["tiny_vivit"]["kwargs"], hidden_dim=48)
+)
 
 # The configurations the README table covers (the default of `python -m benchmarks.models`).
 FULL_SIZE = [name for name in MODELS if not name.startswith("tiny") and "plain2d" not in name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -71,6 +72,39 @@ def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
         "median_s": statistics.median(times) if times else None,
         "min_s": min(times) if times else None,
     }
+
+
+def time_alternating(calls: dict, rounds: int, warmup: int = 1) -> dict[str, dict]:
+    """Times several blocking calls in turn, the order reversed every other round.
+
+    Neighbouring calls of two functions then see the same machine speed (it drifts by tens
+    of percent within minutes here), so the ratio of the i-th times of two calls is a paired
+    measurement. Returns `time_calls`-style timings per name.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(rounds):
+        for name in alternating(list(calls), round_index):
+            t0 = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {
+        name: {"times_s": t, "median_s": statistics.median(t), "min_s": min(t)}
+        for name, t in times.items()
+    }
+
+
+def median_interval(values: list[float], level: float = 0.9, resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of `values`."""
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    tail = int(round((1 - level) / 2 * resamples))
+    return medians[tail], medians[resamples - 1 - tail]
 
 
 def numpy_matmul_peak(n: int = 2048, repeats: int = 10) -> dict:
@@ -142,9 +176,16 @@ def median_ratio(numerators: list, denominators: list) -> float:
 
 
 def save_json(path: Path | str, payload: dict) -> Path:
+    """Writes results atomically: an interrupted run leaves the previous file whole.
+
+    (Not `keras_vtn.io_utils.write_json`: workers import this module under the reference
+    implementations' Python, where importing keras_vtn would import Keras.)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
     return path
 
 

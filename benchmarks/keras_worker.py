@@ -4,7 +4,10 @@ Usage (the scripts call it for you): `python -m benchmarks.keras_worker '<json s
 spec keys: `config` (a name in benchmarks.configs.MODELS) or `builder` + `kwargs`; `batch`;
 `mode` ("forward" or "train"); `repeats`; `warmup`; `jit` (TensorFlow: XLA jit_compile;
 JAX is always jitted; PyTorch runs eagerly); `overrides` (extra builder kwargs); `count_flops`;
-`matmul_peak` (measure this backend's 2048² fp32 matmul in the same process); `dtype_policy`.
+`matmul_peak` (measure this backend's 2048² fp32 matmul in the same process); `dtype_policy`;
+`paired_with` (spec keys of a second model, e.g. `{"config": ...}`, built in the same process;
+the two run alternately, `repeats` calls each, and the result has `paired_timing` per config
+instead of `timing`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import sys
 import time
 
-from benchmarks.harness import emit, load_average, rss_mb, time_calls
+from benchmarks.harness import emit, load_average, rss_mb, time_alternating, time_calls
 
 BUILDER_MODULES = {
     "ViViT": "keras_vtn.models.vivit",
@@ -127,10 +130,38 @@ def make_train_step(model, x, num_classes: int, jit: bool):
     return lambda: model.train_on_batch(x, y)
 
 
+def prepare(spec: dict) -> tuple[dict, object]:
+    """Builds the spec's model: (facts about it, a blocking call of one step or None)."""
+    import numpy as np
+
+    builder_name, kwargs, shape = resolve_spec(spec)
+    info: dict = dict(builder=builder_name, kwargs=kwargs, input_shape=shape)
+    t0 = time.perf_counter()
+    model = get_builder(builder_name)(weights=None, **kwargs)
+    info["build_s"] = time.perf_counter() - t0
+    info["params"] = int(model.count_params())
+    info["rss_after_build_mb"] = rss_mb()
+    if spec.get("count_flops", True):
+        from benchmarks.flops import count_model
+
+        count = count_model(model, shape)
+        info["flops"] = count.summary()
+        info["flops"]["by_layer_gmacs"] = {k: v / 1e9 for k, v in count.by_prefix(2).items()}
+    if spec.get("flops_only"):
+        return info, None
+    x = np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
+    jit = bool(spec.get("jit", True))
+    mode = spec.get("mode", "forward")
+    if mode == "forward":
+        return info, make_forward(model, x, jit)
+    if mode == "train":
+        return info, make_train_step(model, x, kwargs.get("num_classes", 400), jit)
+    raise ValueError(f"Unknown mode {mode!r}; use 'forward' or 'train'.")
+
+
 def main(spec: dict) -> dict:
     t_start = time.perf_counter()
     import keras
-    import numpy as np
 
     if spec.get("dtype_policy"):
         keras.config.set_dtype_policy(spec["dtype_policy"])
@@ -139,36 +170,22 @@ def main(spec: dict) -> dict:
     result["load_average_start"] = load_average()
     if spec.get("matmul_peak", True):
         result["matmul_peak"] = backend_matmul_peak()
-    rss_imports = rss_mb()
-    builder_name, kwargs, shape = resolve_spec(spec)
-    result.update(builder=builder_name, kwargs=kwargs, input_shape=shape)
-    t0 = time.perf_counter()
-    model = get_builder(builder_name)(weights=None, **kwargs)
-    result["build_s"] = time.perf_counter() - t0
-    result["params"] = int(model.count_params())
-    result["rss_after_imports_mb"] = rss_imports
-    result["rss_after_build_mb"] = rss_mb()
-    if spec.get("count_flops", True):
-        from benchmarks.flops import count_model
-
-        count = count_model(model, shape)
-        result["flops"] = count.summary()
-        result["flops"]["by_layer_gmacs"] = {k: v / 1e9 for k, v in count.by_prefix(2).items()}
-    if spec.get("flops_only"):
+    result["rss_after_imports_mb"] = rss_mb()
+    info, call = prepare(spec)
+    result.update(info)
+    if call is None:
         return result
-    x = np.random.default_rng(0).uniform(0, 255, size=shape).astype("float32")
-    jit = bool(spec.get("jit", True))
-    mode = spec.get("mode", "forward")
-    if mode == "forward":
-        call = make_forward(model, x, jit)
-    elif mode == "train":
-        call = make_train_step(model, x, kwargs.get("num_classes", 400), jit)
+    repeats, warmup = int(spec.get("repeats", 3)), int(spec.get("warmup", 1))
+    if spec.get("paired_with"):  # a second configuration, its calls alternating with these
+        other = {**spec, **spec["paired_with"]}
+        result["paired_info"], other_call = prepare(other)
+        calls = {spec["config"]: call, other["config"]: other_call}
+        result["paired_timing"] = time_alternating(calls, repeats, warmup)
     else:
-        raise ValueError(f"Unknown mode {mode!r}; use 'forward' or 'train'.")
-    result["timing"] = time_calls(call, int(spec.get("repeats", 3)), int(spec.get("warmup", 1)))
+        result["timing"] = time_calls(call, repeats, warmup)
     result["rss_end_mb"] = rss_mb()
     result["worker_wall_s"] = time.perf_counter() - t_start
-    result["jit"] = jit
+    result["jit"] = bool(spec.get("jit", True))
     result["threads_env"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",) if k in os.environ}
     return result
 

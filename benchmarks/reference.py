@@ -23,7 +23,7 @@ import time
 import types
 from pathlib import Path
 
-from benchmarks.harness import emit, load_average, rss_mb, time_calls
+from benchmarks.harness import emit, load_average, rss_mb, time_alternating, time_calls
 
 # Files that identify each checkout.
 MARKERS = {
@@ -301,26 +301,18 @@ def torch_flop_count(model, forward) -> int | None:
         return None
 
 
-def main(spec: dict) -> dict:
+def prepare(spec: dict) -> tuple[dict, object, object, object]:
+    """Builds the spec's reference: (facts, blocking call of one step, model, forward)."""
     import torch
 
-    result = {"spec": spec, "backend": "torch-reference", "torch": torch.__version__}
-    result["load_average_start"] = load_average()
-    name = spec["reference"]
     batch = int(spec.get("batch", 1))
-    if spec.get("matmul_peak", True):
-        result["matmul_peak"] = torch_matmul_peak()
-    rss_imports = rss_mb()
     t0 = time.perf_counter()
-    try:
-        model, forward, info = BUILDERS[name](spec.get("kwargs", {}), batch, spec.get("dirs"))
-    except ReferenceUnavailable as err:
-        result["skipped"] = str(err)
-        return result
-    result.update(info=info, build_s=time.perf_counter() - t0)
-    result["params"] = int(sum(p.numel() for p in model.parameters()))
-    result["rss_after_imports_mb"] = rss_imports
-    result["rss_after_build_mb"] = rss_mb()
+    model, forward, info = BUILDERS[spec["reference"]](
+        spec.get("kwargs", {}), batch, spec.get("dirs")
+    )
+    facts = dict(info=info, build_s=time.perf_counter() - t0)
+    facts["params"] = int(sum(p.numel() for p in model.parameters()))
+    facts["rss_after_build_mb"] = rss_mb()
     mode = spec.get("mode", "forward")
     if mode == "forward":
         model.eval()
@@ -340,8 +332,33 @@ def main(spec: dict) -> dict:
             loss.backward()
             optimizer.step()
 
-    result["timing"] = time_calls(call, int(spec.get("repeats", 3)), int(spec.get("warmup", 1)))
+    return facts, call, model, forward
+
+
+def main(spec: dict) -> dict:
+    import torch
+
+    result = {"spec": spec, "backend": "torch-reference", "torch": torch.__version__}
+    result["load_average_start"] = load_average()
+    if spec.get("matmul_peak", True):
+        result["matmul_peak"] = torch_matmul_peak()
+    result["rss_after_imports_mb"] = rss_mb()
+    try:
+        facts, call, model, forward = prepare(spec)
+        result.update(facts)
+        repeats, warmup = int(spec.get("repeats", 3)), int(spec.get("warmup", 1))
+        if spec.get("paired_with"):  # as in keras_worker: a second model, calls alternating
+            other = {**spec, **spec["paired_with"]}
+            result["paired_info"], other_call, _, _ = prepare(other)
+            calls = {spec["config"]: call, other["config"]: other_call}
+            result["paired_timing"] = time_alternating(calls, repeats, warmup)
+        else:
+            result["timing"] = time_calls(call, repeats, warmup)
+    except ReferenceUnavailable as err:
+        result["skipped"] = str(err)
+        return result
     result["rss_end_mb"] = rss_mb()
+    mode = spec.get("mode", "forward")
     if spec.get("count_flops", False) and mode == "forward":
         model.eval()
         result["torch_flop_counter_flops"] = torch_flop_count(model, forward)

@@ -11,7 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).absolute().parents[1]))  # the repository root
 
 from benchmarks import flops  # noqa: E402
-from benchmarks.harness import run_worker, time_calls  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    median_interval,
+    run_worker,
+    time_alternating,
+    time_calls,
+)
 from benchmarks.laps_overhead import paired_overhead  # noqa: E402
 from benchmarks.models import merge_rounds, time_ratio  # noqa: E402
 from keras_vtn.layers import PatchEmbedding, TransformerBlock  # noqa: E402
@@ -102,7 +107,31 @@ def test_rounds_merge_to_medians_and_ratios_pair_rounds():
     assert merge_rounds([dict(s_per_clip=1.0), failed]) is failed
 
 
-def test_laps_overhead_pairs_rounds():
-    # Round 2 ran on a 2x slower machine and round 3's plain run failed (None): skipped.
-    laps, plain = [1.10, 2.24, 1.3], [1.0, 2.0, None]
-    assert paired_overhead(laps, plain) == pytest.approx(0.11)  # median of +10% and +12%
+def test_alternating_calls_pair_neighbours():
+    order = []
+    timing = time_alternating(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, warmup=1
+    )
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then ab ba ab
+    assert [len(timing[k]["times_s"]) for k in "ab"] == [3, 3]
+
+
+def test_laps_overhead_is_the_median_pair_ratio_with_an_interval():
+    ratios = [1.02, 1.10, 1.04, 1.03, 1.50] * 4  # one pair in five hit by a slow moment
+    assert paired_overhead(ratios) == pytest.approx(0.04)
+    low, high = median_interval(ratios)
+    assert 1.02 <= low <= 1.04 <= high <= 1.10
+    assert median_interval([1.0] * 9) == (1.0, 1.0)
+
+
+def test_worker_times_a_pair_of_models_in_one_process():
+    if importlib.util.find_spec("keras_vtn.models.vivit") is None:
+        pytest.skip("ViViT is not on this branch yet")
+    from benchmarks.keras_worker import main as measure
+
+    result = measure(dict(config="tiny_vivit", paired_with=dict(config="tiny_vivit_wide"),
+                          repeats=2, matmul_peak=False, jit=False))
+    assert "timing" not in result
+    assert set(result["paired_timing"]) == {"tiny_vivit", "tiny_vivit_wide"}
+    assert all(len(t["times_s"]) == 2 for t in result["paired_timing"].values())
+    assert result["paired_info"]["flops"]["macs"] > result["flops"]["macs"]
