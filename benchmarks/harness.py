@@ -96,6 +96,19 @@ def time_alternating(calls: dict, rounds: int, warmup: int = 1) -> dict[str, dic
     }
 
 
+def time_spec(spec: dict, call, prepare) -> dict:
+    """Worker side: `{"timing": ...}` of `call`; with `paired_with` in the spec, the model that
+    `prepare` (spec → (facts, call)) builds from the spec updated by `paired_with` joins it,
+    calls alternating: `{"paired_info": facts, "paired_timing": {config: timing}}`."""
+    repeats, warmup = int(spec.get("repeats", 3)), int(spec.get("warmup", 1))
+    if not spec.get("paired_with"):
+        return {"timing": time_calls(call, repeats, warmup)}
+    other = {**spec, **spec["paired_with"]}
+    info, other_call = prepare(other)
+    calls = {spec["config"]: call, other["config"]: other_call}
+    return {"paired_info": info, "paired_timing": time_alternating(calls, repeats, warmup)}
+
+
 def median_interval(values: list[float], level: float = 0.9, resamples: int = 2000,
                     seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the median of `values`."""

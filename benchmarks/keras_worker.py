@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from benchmarks.harness import emit, load_average, rss_mb, time_alternating, time_calls
+from benchmarks.harness import emit, load_average, rss_mb, time_calls, time_spec
 
 BUILDER_MODULES = {
     "ViViT": "keras_vtn.models.vivit",
@@ -175,14 +175,7 @@ def main(spec: dict) -> dict:
     result.update(info)
     if call is None:
         return result
-    repeats, warmup = int(spec.get("repeats", 3)), int(spec.get("warmup", 1))
-    if spec.get("paired_with"):  # a second configuration, its calls alternating with these
-        other = {**spec, **spec["paired_with"]}
-        result["paired_info"], other_call = prepare(other)
-        calls = {spec["config"]: call, other["config"]: other_call}
-        result["paired_timing"] = time_alternating(calls, repeats, warmup)
-    else:
-        result["timing"] = time_calls(call, repeats, warmup)
+    result.update(time_spec(spec, call, prepare))
     result["rss_end_mb"] = rss_mb()
     result["worker_wall_s"] = time.perf_counter() - t_start
     result["jit"] = bool(spec.get("jit", True))

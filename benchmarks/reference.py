@@ -23,7 +23,7 @@ import time
 import types
 from pathlib import Path
 
-from benchmarks.harness import emit, load_average, rss_mb, time_alternating, time_calls
+from benchmarks.harness import emit, load_average, rss_mb, time_calls, time_spec
 
 # Files that identify each checkout.
 MARKERS = {
@@ -346,14 +346,7 @@ def main(spec: dict) -> dict:
     try:
         facts, call, model, forward = prepare(spec)
         result.update(facts)
-        repeats, warmup = int(spec.get("repeats", 3)), int(spec.get("warmup", 1))
-        if spec.get("paired_with"):  # as in keras_worker: a second model, calls alternating
-            other = {**spec, **spec["paired_with"]}
-            result["paired_info"], other_call, _, _ = prepare(other)
-            calls = {spec["config"]: call, other["config"]: other_call}
-            result["paired_timing"] = time_alternating(calls, repeats, warmup)
-        else:
-            result["timing"] = time_calls(call, repeats, warmup)
+        result.update(time_spec(spec, call, lambda other: prepare(other)[:2]))
     except ReferenceUnavailable as err:
         result["skipped"] = str(err)
         return result
