@@ -53,25 +53,18 @@ def system_info() -> dict:
     }
 
 
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
     """Calls `fn` (which must block until its result is ready) `warmup` + `repeats` times."""
-    first = None
-    for i in range(warmup):
-        t0 = time.perf_counter()
+    first = _seconds(fn) if warmup else None
+    for _ in range(warmup - 1):
         fn()
-        if i == 0:
-            first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": statistics.median(times) if times else None,
-        "min_s": min(times) if times else None,
-    }
+    return {"first_call_s": first, **time_alternating({"fn": fn}, repeats, warmup=0)["fn"]}
 
 
 def time_alternating(calls: dict, rounds: int, warmup: int = 1) -> dict[str, dict]:
@@ -87,11 +80,13 @@ def time_alternating(calls: dict, rounds: int, warmup: int = 1) -> dict[str, dic
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_index in range(rounds):
         for name in alternating(list(calls), round_index):
-            t0 = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(_seconds(calls[name]))
     return {
-        name: {"times_s": t, "median_s": statistics.median(t), "min_s": min(t)}
+        name: {
+            "times_s": t,
+            "median_s": statistics.median(t) if t else None,
+            "min_s": min(t) if t else None,
+        }
         for name, t in times.items()
     }
 
