@@ -68,22 +68,29 @@ def load_results(path: Path) -> dict:
     return {"records": {}, "runs": []}
 
 
+def run_peaks(results: dict) -> dict:
+    """Highest 2048² matmul GFLOP/s of each run (its NumPy peak and its workers' peaks), keyed
+    by run index; key None: the whole file (for records older than run indices)."""
+    peaks: dict = {}
+    for index, run in enumerate(results["runs"]):
+        peaks[index] = [run.get("numpy_matmul_peak", {}).get("gflops")]
+    for r in results["records"].values():
+        peaks.setdefault(r.get("run"), []).append((r.get("matmul_peak") or {}).get("gflops"))
+    best = {run: max([p for p in values if p], default=None) for run, values in peaks.items()}
+    best[None] = max([p for p in best.values() if p], default=None)
+    return best
+
+
 def finalise(results: dict) -> dict:
-    """Run-wide matmul peak, fractions of it, and ratios against the reference."""
+    """Matmul peaks, each record's share of its run's peak, ratios against the reference."""
     records = results["records"]
-    peaks = [
-        (r.get("matmul_peak") or {}).get("gflops")
-        for r in records.values()
-        if (r.get("matmul_peak") or {}).get("gflops")
-    ]
-    peaks += [run.get("numpy_matmul_peak", {}).get("gflops") for run in results["runs"]]
-    peaks = [p for p in peaks if p]
-    results["matmul_peak_gflops_max"] = max(peaks) if peaks else None
+    peaks = run_peaks(results)
+    results["matmul_peak_gflops_max"] = peaks[None]
     for r in records.values():
-        if r.get("achieved_gflops") and results["matmul_peak_gflops_max"]:
-            r["fraction_of_run_matmul_peak"] = r["achieved_gflops"] / results[
-                "matmul_peak_gflops_max"
-            ]
+        peak = peaks.get(r.get("run")) or peaks[None]
+        if r.get("achieved_gflops") and peak:
+            r["run_matmul_peak_gflops"] = peak
+            r["fraction_of_run_matmul_peak"] = r["achieved_gflops"] / peak
     for key, r in records.items():
         if r.get("backend") in (None, "torch-reference") or not r.get("s_per_clip"):
             continue

@@ -18,7 +18,7 @@ from benchmarks.harness import (  # noqa: E402
     time_calls,
 )
 from benchmarks.laps_overhead import paired_overhead  # noqa: E402
-from benchmarks.models import merge_rounds, time_ratio  # noqa: E402
+from benchmarks.models import finalise, merge_rounds, time_ratio  # noqa: E402
 from keras_vtn.layers import PatchEmbedding, TransformerBlock  # noqa: E402
 
 
@@ -105,6 +105,22 @@ def test_rounds_merge_to_medians_and_ratios_pair_rounds():
     assert merge_rounds([single]) is single
     failed = dict(error="boom")
     assert merge_rounds([dict(s_per_clip=1.0), failed]) is failed
+
+
+def test_matmul_share_uses_the_peak_of_the_records_own_run():
+    results = {
+        "runs": [{"numpy_matmul_peak": {"gflops": g}} for g in (200.0, 300.0)],
+        "records": {
+            "a|b1|jax|forward": dict(run=0, achieved_gflops=150.0, matmul_peak={"gflops": 250.0}),
+            "b|b1|jax|forward": dict(run=1, achieved_gflops=150.0),
+            "c|b1|jax|forward": dict(achieved_gflops=100.0),  # from before runs were numbered
+        },
+    }
+    records = finalise(results)["records"]
+    assert records["a|b1|jax|forward"]["fraction_of_run_matmul_peak"] == pytest.approx(0.6)
+    assert records["b|b1|jax|forward"]["fraction_of_run_matmul_peak"] == pytest.approx(0.5)
+    assert records["c|b1|jax|forward"]["run_matmul_peak_gflops"] == 300.0
+    assert results["matmul_peak_gflops_max"] == 300.0
 
 
 def test_alternating_calls_pair_neighbours():
