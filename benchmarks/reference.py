@@ -71,7 +71,15 @@ class _Anything(type):
     """Stand-in class for torchvision names: any attribute is another stand-in."""
 
     def __getattr__(cls, name):
-        return _Anything(name, (), {"__init__": lambda self, *a, **k: None})
+        return _stand_in(name)
+
+
+def _stand_in(name: str) -> _Anything:
+    # Dunder lookups must fail as on a real module: `inspect` (run by torch.library while
+    # torch.distributed imports, in training mode) reads every module's `__file__`.
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _Anything(name, (), {"__init__": lambda self, *a, **k: None})
 
 
 def _stub_torchvision() -> None:
@@ -84,8 +92,6 @@ def _stub_torchvision() -> None:
     except Exception:  # noqa: BLE001 - missing or built for another torch
         for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
             del sys.modules[name]
-    def anything(name):
-        return _Anything(name, (), {"__init__": lambda self, *a, **k: None})
 
     for name in (
         "torchvision",
@@ -96,7 +102,7 @@ def _stub_torchvision() -> None:
         "torchvision.io",
     ):
         module = _stub(name)
-        module.__getattr__ = anything
+        module.__getattr__ = _stand_in
         module.__path__ = []
     sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
     sys.modules["torchvision.transforms"].functional = sys.modules[

@@ -2,6 +2,7 @@
 tiny model, the subprocess protocol. Correctness only; no timing assertions."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,6 +85,22 @@ def test_subprocess_protocol_reports_results_and_failures():
     assert result["max_rss_mb"] > 0
     broken = run_worker("benchmarks.no_such_worker", spec)
     assert "error" in broken and "no_such_worker" in broken["tail"]
+
+
+def test_torchvision_stand_ins_look_like_modules_to_inspect():
+    # A fresh interpreter: the stand-ins replace torchvision in sys.modules.
+    code = (
+        "import inspect, sys\n"
+        "sys.modules['torchvision'] = None  # as if absent\n"
+        "from benchmarks.reference import _stub_torchvision\n"
+        "_stub_torchvision()\n"
+        "import torchvision.transforms as T\n"
+        "T.Compose([T.Resize(8)])\n"
+        "assert not hasattr(sys.modules['torchvision'], '__file__')\n"
+        "inspect.getmodule(_stub_torchvision, 'not_a_loaded_file.py')  # scans every module\n"
+    )
+    root = Path(__file__).absolute().parents[1]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
 
 
 def test_rounds_merge_to_medians_and_ratios_pair_rounds():
