@@ -7,24 +7,48 @@ Layout under `$KERAS_HOME/keras_vtn` (default `~/.keras/keras_vtn`):
   mtime), used to detect later corruption when the registry has no published hash;
 - `converted/<family>-<source hash>-<model signature>.weights.h5`: converted Keras weights.
 
-A download goes to `<file name>.part-<pid>-<random>` through `keras.utils.get_file` and is
-renamed into place only after it is complete and its hash verified, so an interrupted transfer
-or a crash never leaves a file that a later run would take for the real one.
+A download streams into `<file name>.part-<host>-<pid>-<random>` and is renamed into place
+only after it is complete (the announced length arrived) and its hash verified, so an
+interrupted transfer, a stalled server or a killed process never leaves a file that a later
+run would take for the real one. Leftover `.part` files of processes that no longer exist on
+this host, and any older than a day, are removed by the next download of the same file.
+
+Environment:
+
+- `KERAS_VTN_OFFLINE`: `1`/`true`/`yes`/`on` turns downloads off; `0`/`false`/`no`/`off` or
+  empty leaves them on; anything else is an error.
+- `KERAS_VTN_DOWNLOAD_TIMEOUT`: seconds (default 30) a connection attempt or a single read
+  may wait before the download is abandoned.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import secrets
+import socket
 import time
+import urllib.error
+import urllib.request
 
 from keras_vtn.io_utils import write_json
 from keras_vtn.weights.errors import WeightsDownloadError
 
 OFFLINE_ENV = "KERAS_VTN_OFFLINE"
+TIMEOUT_ENV = "KERAS_VTN_DOWNLOAD_TIMEOUT"
+# Long enough for a slow mirror to start sending, short enough that a dead one is noticed
+# before a user gives up; a stalled socket otherwise blocks forever.
+DEFAULT_TIMEOUT = 30.0
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
 _STALE_PART_SECONDS = 24 * 3600
+_CHUNK = 1 << 20
+# Part names carry the host so that a cache shared over a network file system never loses a
+# part that a live process on another machine is still writing.
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
 
 
 def keras_home() -> str:
@@ -90,26 +114,120 @@ def _manual_hint(url: str, target: str, sha256: str | None) -> str:
     )
 
 
+def offline() -> bool:
+    """Whether `KERAS_VTN_OFFLINE` turns downloads off (read at call time)."""
+    raw = os.environ.get(OFFLINE_ENV)
+    value = (raw or "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ValueError(
+        f"{OFFLINE_ENV}={raw!r} is not understood. Use {', '.join(_ON)} to turn downloads "
+        f"off, or {', '.join(v for v in _OFF if v)} (or leave it empty or unset) to allow them."
+    )
+
+
+def download_timeout() -> float:
+    """Seconds a connection attempt or one read may wait (`KERAS_VTN_DOWNLOAD_TIMEOUT`)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds (default "
+            f"{DEFAULT_TIMEOUT:g})."
+        )
+    return value
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid we can judge: keep its part
+    return True
+
+
 def _cleanup_stale_parts(folder: str, fname: str) -> None:
+    """Remove parts left by dead processes on this host, and any older than a day."""
     now = time.time()
+    prefix = fname + ".part-"
     for name in os.listdir(folder):
-        if name.startswith(fname + ".part-"):
-            path = os.path.join(folder, name)
-            try:
-                if now - os.path.getmtime(path) > _STALE_PART_SECONDS:
-                    os.remove(path)
-            except OSError:
-                pass
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(folder, name)
+        owner = name[len(prefix):].rsplit("-", 2)
+        orphan = (
+            len(owner) == 3
+            and owner[0] == _HOST
+            and owner[1].isdigit()
+            and not _pid_alive(int(owner[1]))
+        )
+        try:
+            if orphan or now - os.path.getmtime(path) > _STALE_PART_SECONDS:
+                os.remove(path)
+        except OSError:
+            pass
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _progress_bar(total: int | None):
+    if not total:
+        return None
+    try:
+        import keras  # deferred: reading checkpoints must not need keras initialised
+    except ImportError:
+        return None
+    return keras.utils.Progbar(total, unit_name="B")
+
+
+def _transfer(url: str, part: str, timeout: float) -> None:
+    """Stream `url` into `part`; every connect and read waits at most `timeout` seconds."""
+    print(f"Downloading data from {url}")
+    request = urllib.request.Request(url, headers={"User-Agent": "keras_vtn"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+        announced = response.headers.get("Content-Length")
+        total = int(announced) if announced and announced.isdigit() else None
+        bar = _progress_bar(total)
+        received = 0
+        # read1 returns what has arrived, so the part grows as the data comes in and a
+        # stall is measured per read rather than per megabyte.
+        while block := response.read1(_CHUNK):
+            out.write(block)
+            received += len(block)
+            if bar is not None:
+                bar.update(received)
+    if total is not None and received != total:
+        raise _Truncated(
+            f"the connection closed after {received} of {total} bytes (truncated transfer)"
+        )
+
+
+def _is_timeout(err: BaseException) -> bool:
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        err = err.reason if isinstance(err.reason, BaseException) else err
+    return isinstance(err, TimeoutError)
 
 
 def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
-    """Download `url` to `target` via `keras.utils.get_file`, atomically; verify `sha256`."""
-    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+    """Download `url` to `target` atomically, with timeouts; verify `sha256`."""
+    if offline():
         raise WeightsDownloadError(
             f"{label}: {target} is not in the cache and downloads are disabled "
-            f"({OFFLINE_ENV} is set).\n  URL:        {url}\n  Cache path: {target}\n"
-            + _manual_hint(url, target, sha256)
+            f"({OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)!r}).\n  URL:        {url}\n"
+            f"  Cache path: {target}\n" + _manual_hint(url, target, sha256)
         )
+    timeout = download_timeout()
     folder, fname = os.path.split(target)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -119,19 +237,22 @@ def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
             "to a writable folder."
         ) from None
     _cleanup_stale_parts(folder, fname)
-    part = os.path.join(folder, f"{fname}.part-{os.getpid()}-{secrets.token_hex(4)}")
-    import keras  # deferred: reading checkpoints must not need keras initialised
-
+    part = os.path.join(folder, f"{fname}.part-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        keras.utils.get_file(
-            fname=os.path.basename(part), origin=url, cache_subdir=folder, file_hash=None
-        )
+        _transfer(url, part, timeout)
         observed = file_sha256(part)
     except BaseException as err:
         if os.path.exists(part):
             os.remove(part)
         if not isinstance(err, Exception):  # KeyboardInterrupt / SystemExit: keep semantics
             raise
+        if _is_timeout(err):
+            raise WeightsDownloadError(
+                f"{label}: download abandoned: the server sent nothing for {timeout:g} s "
+                f"({TIMEOUT_ENV}).\n  URL:        {url}\n  Cache path: {target}\n"
+                "The partial download was removed. Run again later; on a slow link raise the "
+                f"limit (e.g. {TIMEOUT_ENV}=120). " + _manual_hint(url, target, sha256)
+            ) from None
         reason = str(err).strip() or type(err).__name__
         raise WeightsDownloadError(
             f"{label}: download failed.\n  URL:        {url}\n  Cache path: {target}\n"
@@ -151,6 +272,7 @@ def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
 
 def ensure_file(url: str, target: str, sha256: str | None, label: str) -> str:
     """Return `target`, downloading it first unless a verified copy is already cached."""
+    offline()  # a misspelt setting is reported whether or not this file is cached
     if os.path.isfile(target):
         observed = cached_sha256(target)
         if sha256 is None:

@@ -171,3 +171,43 @@ def test_registry_errors(keras_home):
         resolve("./nothing.pth", "vivit")
     with pytest.raises(UnknownWeightsError, match="Registered names for vtn"):
         resolve("k700", "vtn")
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "False", "no", "off", " OFF "])
+def test_offline_variable_set_to_a_false_value_allows_downloads(
+    keras_home, server, entry_factory, monkeypatch, value
+):
+    from keras_vtn.weights import download
+
+    monkeypatch.setenv("KERAS_VTN_OFFLINE", value)
+    entry = entry_factory(f"{server.base}/good/toy.pth", SHA)
+    assert open(download.fetch_entry(entry), "rb").read() == PAYLOAD
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "on"])
+def test_offline_variable_set_to_a_true_value_blocks_downloads(
+    keras_home, server, entry_factory, monkeypatch, value
+):
+    from keras_vtn.weights import download
+
+    monkeypatch.setenv("KERAS_VTN_OFFLINE", value)
+    entry = entry_factory(f"{server.base}/good/toy.pth", SHA)
+    with pytest.raises(WeightsDownloadError, match="downloads are disabled"):
+        download.fetch_entry(entry)
+    assert server.hits == []
+
+
+def test_offline_variable_with_an_unrecognised_value_is_a_clear_error(
+    keras_home, server, entry_factory, monkeypatch
+):
+    from keras_vtn.weights import download
+
+    monkeypatch.setenv("KERAS_VTN_OFFLINE", "maybe")
+    entry = entry_factory(f"{server.base}/good/toy.pth", SHA)
+    with pytest.raises(ValueError) as info:
+        download.fetch_entry(entry)
+    message = str(info.value)
+    assert "KERAS_VTN_OFFLINE" in message and "'maybe'" in message
+    for accepted in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        assert accepted in message
+    assert server.hits == []
