@@ -45,6 +45,9 @@ class Records:
     labels: list[int]
     label_names: list[str]
     missing: list[str] = dataclasses.field(default_factory=list)
+    # paths a folder scan left out, with why: a second path to a file or folder already
+    # listed (symlink, hard link) or a symlink loop
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,15 +75,88 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower().replace("_", " ") if ch.isalnum() or ch == " ").strip()
 
 
-def _scan(root: str, extensions: Sequence[str]) -> list[str]:
-    found = []
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        subdirs.sort()
-        for name in sorted(files):
+def _scan(
+    root: str,
+    extensions: Sequence[str],
+    skipped: dict[str, str] | None = None,
+    seen: dict | None = None,
+) -> list[str]:
+    """Video files under `root`, each real file once, in sorted depth-first order.
+
+    Symlinked folders are followed, but a folder reached a second time (a symlink loop such as
+    `ln -s . loop`, or two links to one folder) is not walked again, and a file reached by a
+    second path (a symlink or hard link to a file already listed) is not listed again; both
+    land in `skipped` (path -> why). A folder whose name has a video extension is listed as a
+    video so that the decoder reports it, rather than walked. `seen` carries the identities
+    already listed across several calls (one per class folder).
+    """
+    skipped = {} if skipped is None else skipped
+    seen = {} if seen is None else seen
+    extensions = tuple(e.lower() for e in extensions)
+    found: list[str] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        if not _visit(directory, seen, skipped):
+            continue
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as error:
+            skipped[directory] = f"folder not readable: {error.strerror or error}"
+            continue
+        subdirs = []
+        for entry in entries:
             # Hidden files are partial writes or macOS "._name.mp4" metadata, not videos.
-            if name.lower().endswith(tuple(extensions)) and not name.startswith("."):
-                found.append(os.path.join(directory, name))
+            if entry.name.startswith("."):
+                continue
+            is_video = entry.name.lower().endswith(extensions)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir and not is_video:
+                subdirs.append(entry.path)
+            elif is_video and _first_sighting(entry.path, seen, skipped):
+                found.append(entry.path)
+        stack.extend(reversed(subdirs))
     return found
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # dangling symlink, permissions: listed, and the decoder says why
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _visit(directory: str, seen: dict, skipped: dict[str, str]) -> bool:
+    key = _identity(directory)
+    if key is None:
+        return True
+    first = seen.get(("dir", key))
+    if first is None:
+        seen[("dir", key)] = directory
+        return True
+    real = os.path.realpath(directory)
+    parent = os.path.realpath(os.path.dirname(directory))
+    if parent == real or parent.startswith(real.rstrip(os.sep) + os.sep):
+        skipped[directory] = f"symlink loop: leads back to {first}"
+    else:
+        skipped[directory] = f"same folder as {first}, listed there"
+    return False
+
+
+def _first_sighting(path: str, seen: dict, skipped: dict[str, str]) -> bool:
+    key = _identity(path)
+    if key is None:
+        return True
+    first = seen.get(("file", key))
+    if first is None:
+        seen[("file", key)] = path
+        return True
+    skipped[path] = f"same file as {first}, listed there"
+    return False
 
 
 def class_folders(
@@ -95,7 +171,16 @@ def class_folders(
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Video folder {root!r} does not exist.")
-    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    skipped: dict[str, str] = {}
+    seen: dict = {}
+    _visit(root, seen, skipped)
+    folders = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        # a class folder that is root again (`ln -s . loop`) or a second link to another class
+        # folder is no class of its own
+        if os.path.isdir(path) and _visit(path, seen, skipped):
+            folders.append(name)
     if not folders:
         raise ValueError(f"{root!r} has no class sub-folders; expected root/<class>/<video>.")
     names = list(label_names) if label_names is not None else folders
@@ -108,10 +193,13 @@ def class_folders(
                 f"Folder {folder!r} in {root!r} is not one of the {len(names)} label names; "
                 "pass label_names=None to use the folder names as classes."
             )
-        for path in _scan(os.path.join(root, folder), extensions):
+        folder_path = os.path.join(root, folder)
+        # the class folder itself was visited above; walk its contents
+        seen.pop(("dir", _identity(folder_path)), None)
+        for path in _scan(folder_path, extensions, skipped, seen):
             paths.append(path)
             labels.append(lookup[key])
-    return Records(paths, labels, names)
+    return Records(paths, labels, names, skipped=skipped)
 
 
 def list_file(
@@ -208,7 +296,8 @@ def kinetics_csv(
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Video folder {root!r} does not exist.")
     index: dict[str, list[str]] = {}
-    for path in _scan(root, extensions):
+    skipped: dict[str, str] = {}
+    for path in _scan(root, extensions, skipped):
         stem = os.path.splitext(os.path.basename(path))[0]
         index.setdefault(stem[:YOUTUBE_ID_LENGTH], []).append(path)
     has_labels = bool(rows) and "label" in rows[0]
@@ -239,7 +328,7 @@ def kinetics_csv(
         else:
             labels.append(-1)
         paths.append(chosen)
-    return Records(paths, labels, list(label_names), missing)
+    return Records(paths, labels, list(label_names), missing, skipped)
 
 
 def from_pairs(pairs: Iterable[tuple[str, int]], label_names: Sequence[str] | None = None):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from keras_vtn.data import KINETICS400_LABELS, class_folders, kinetics_csv, list_file
-from keras_vtn.data.layouts import read_kinetics_csv, resolve
+from keras_vtn.data.layouts import _scan, read_kinetics_csv, resolve
 
 
 def test_kinetics400_labels_are_the_400_sorted_names():
@@ -112,3 +112,24 @@ def test_resolve_errors_are_clear(tmp_path):
     csv_path.write_text("label,youtube_id,time_start,time_end,split\n")
     with pytest.raises(ValueError, match="root="):
         resolve(str(csv_path))
+
+
+def test_symlink_loops_and_second_paths_are_listed_once(tmp_path):
+    """`ln -s . a/loop` is not walked again and a file reached by two paths is listed once."""
+    for name in ("a/x.mp4", "b/y.mp4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    os.symlink(".", tmp_path / "a" / "loop")  # the loop of the report: a/loop/loop/.../x.mp4
+    os.symlink(".", tmp_path / "loop")  # root again, as a class folder
+    os.symlink("../a/x.mp4", tmp_path / "b" / "same_as_x.mp4")
+    os.symlink("../a", tmp_path / "b" / "link_to_a")
+    records = class_folders(str(tmp_path))
+    assert [os.path.relpath(p, tmp_path) for p in records.paths] == ["a/x.mp4", "b/y.mp4"]
+    assert records.labels == [0, 1] and records.label_names == ["a", "b"]
+    skipped = {os.path.relpath(p, tmp_path): why for p, why in records.skipped.items()}
+    assert skipped["a/loop"].startswith("symlink loop") and skipped["loop"].startswith("symlink")
+    assert skipped["b/same_as_x.mp4"] == f"same file as {tmp_path}/a/x.mp4, listed there"
+    assert skipped["b/link_to_a"].startswith("same folder as")
+    # the flat scan behind Kinetics CSVs and check-videos lists the same two files
+    found = _scan(str(tmp_path), (".mp4",))
+    assert sorted(os.path.relpath(p, tmp_path) for p in found) == ["a/x.mp4", "b/y.mp4"]
