@@ -268,6 +268,31 @@ def _converted_cache_path(family: str, source_hash: str, model) -> str:
     return os.path.join(download.cache_root(), "converted", name)
 
 
+def _load_converted_cache(model, cache_path: str) -> bool:
+    """Load a converted-weights cache file; on failure drop it (with a warning) and say False.
+
+    The cache is only ever derived from the original checkpoint, so a file that cannot be
+    opened or read (cut short by a full disk, a killed copy, bit rot) is rebuilt rather than
+    failing every later run with a raw h5py error.
+    """
+    try:
+        model.load_weights(cache_path)
+        return True
+    except Exception as err:  # noqa: BLE001 - any unreadable cache file is rebuilt
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"keras_vtn: the converted-weights cache file {cache_path} is unreadable "
+            f"({reason}); it was deleted and is being rebuilt from the original checkpoint.",
+            UserWarning,
+            stacklevel=3,
+        )
+    try:
+        os.remove(cache_path)
+    except FileNotFoundError:
+        pass  # another process already removed it
+    return False
+
+
 def save_weights_atomically(model, target: str) -> None:
     """`model.save_weights` to a temp name then `os.replace`: never a partial file at `target`."""
     with atomic_path(target, suffix=".weights.h5") as tmp:
@@ -299,8 +324,8 @@ def load_weights(
             family, download.source_sha256(source.entry, source.path), model
         )
         if os.path.exists(cache_path):
-            model.load_weights(cache_path)
-            return AssignReport(assigned=[v.path for v in model.weights], from_cache=True)
+            if _load_converted_cache(model, cache_path):
+                return AssignReport(assigned=[v.path for v in model.weights], from_cache=True)
     try:
         state = read_checkpoint(source.path)
     except CheckpointError as err:

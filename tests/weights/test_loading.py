@@ -286,3 +286,44 @@ def test_cli_convert(tmp_path, toy_pth, capsys):
     assert cli.main(["convert", "missing.pth", "-o", str(tmp_path / "c.weights.h5")]) == 1
     assert cli.main(["convert", str(path), "--family", "toy", "-o", str(tmp_path / "x.h5")]) == 1
     assert ".weights.h5" in capsys.readouterr().err
+
+
+def test_truncated_converted_cache_is_reported_removed_and_rebuilt(keras_home, server, toy_pth):
+    path, _ = toy_pth
+    server.files["toy.pth"] = path.read_bytes()
+    entry = {
+        "id": "toy/k400",
+        "name": "k400",
+        "family": "toy",
+        "match": {},
+        "kind": "video",
+        "config": {"num_classes": 5},
+        "format": "pytorch",
+        "files": [{"url": f"{server.base}/files/toy.pth", "fname": "toy.pth", "sha256": None}],
+        "cache_dir": "test/toy",
+    }
+    register(entry)
+    try:
+        model = build_toy(weights="k400")
+        folder = os.path.join(str(keras_home), "keras_vtn", "converted")
+        (name,) = os.listdir(folder)
+        cache = os.path.join(folder, name)
+        size = os.path.getsize(cache)
+        with open(cache, "r+b") as handle:  # e.g. a full disk or a copy cut short
+            handle.truncate(size // 2)
+        again = build_toy(name="toy_again")
+        with pytest.warns(UserWarning, match="converted-weights cache") as caught:
+            report = load_weights(again, "k400", "toy")
+        assert any(cache in str(w.message) for w in caught)
+        assert not report.from_cache and report.complete
+        for p, value in _values(model).items():
+            np.testing.assert_array_equal(_values(again)[p], value)
+        assert os.listdir(folder) == [name]  # rebuilt in place, no stray temporary file
+        third = build_toy(name="toy_third")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert load_weights(third, "k400", "toy").from_cache
+        for p, value in _values(model).items():
+            np.testing.assert_array_equal(_values(third)[p], value)
+    finally:
+        unregister("toy/k400")
