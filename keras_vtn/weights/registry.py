@@ -7,6 +7,7 @@ import functools
 import importlib
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,12 @@ from keras_vtn.weights.errors import (
 
 REGISTRY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
 _REQUIRED = ("id", "name", "family", "match", "kind", "config", "format", "files", "cache_dir")
+# A file without a published hash says so with `"trust": "first-use"`: its first download's
+# sha256 is recorded in the cache and every later use is checked against that record.
+TRUST_FIRST_USE = "first-use"
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+# Width-splitting head counts: heads x head_dim must equal the width they split.
+_HEAD_KEYS = ("num_heads", "num_spatial_heads")
 
 # Family name -> "module:function" strings for its builder, converter and checkpoint-config
 # reader; filled in as the family modules land. A value may also be the callable itself.
@@ -50,14 +57,14 @@ def _load_file() -> dict:
     with open(REGISTRY_PATH, encoding="utf-8") as handle:
         data = json.load(handle)
     for entry in data["entries"]:
-        _validate(entry)
+        _validate(entry, shipped=True)
     return data
 
 
 _EXTRA_ENTRIES: list[dict] = []
 
 
-def _validate(entry: dict) -> None:
+def _validate(entry: dict, shipped: bool = False) -> None:
     missing = [key for key in _REQUIRED if key not in entry]
     if missing:
         raise ValueError(f"registry entry {entry.get('id')!r} lacks {missing}.")
@@ -66,9 +73,50 @@ def _validate(entry: dict) -> None:
     for item in entry["files"]:
         if os.path.basename(item["fname"]) != item["fname"] or item["fname"] in ("", ".", ".."):
             raise ValueError(f"registry entry {entry['id']!r}: bad file name {item['fname']!r}.")
+        _validate_hash(entry["id"], item, shipped)
     parts = entry["cache_dir"].split("/")
     if entry["cache_dir"].startswith("/") or ".." in parts or "\\" in entry["cache_dir"]:
         raise ValueError(f"registry entry {entry['id']!r}: cache_dir must be relative.")
+    _validate_config(entry)
+
+
+def _validate_hash(entry_id: str, item: dict, shipped: bool) -> None:
+    sha256, trust = item.get("sha256"), item.get("trust")
+    where = f"registry entry {entry_id!r}, file {item['fname']!r}"
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise ValueError(f"{where}: sha256 must be 64 hexadecimal digits or null, not {sha256!r}.")
+    if trust is not None and trust != TRUST_FIRST_USE:
+        raise ValueError(f"{where}: trust must be {TRUST_FIRST_USE!r} (or absent), not {trust!r}.")
+    if sha256 is not None and trust is not None:
+        raise ValueError(
+            f"{where}: has a sha256 and trust={trust!r}; a pinned file is checked against its "
+            "sha256, so drop the trust field."
+        )
+    if shipped and sha256 is None and trust is None:
+        raise ValueError(
+            f"{where}: no sha256; add the published one, or mark the file "
+            f'"trust": "{TRUST_FIRST_USE}" so it is listed as trust-on-first-use.'
+        )
+
+
+def _validate_config(entry: dict) -> None:
+    """An entry's config is used as written, so it must not contradict itself."""
+    config, where = entry["config"], f"registry entry {entry['id']!r}"
+    for key, value in entry["match"].items():
+        if key in config and config[key] != value:
+            raise ValueError(
+                f"{where}: config {key}={config[key]!r} contradicts match {key}={value!r}."
+            )
+    width = config.get("hidden_dim")
+    for key in _HEAD_KEYS:
+        heads = config.get(key)
+        if heads is None or width is None:
+            continue
+        if not isinstance(heads, int) or heads < 1 or width % heads:
+            raise ValueError(
+                f"{where}: config {key}={heads!r} does not divide hidden_dim={width!r} into "
+                "equal heads."
+            )
 
 
 def _entries() -> list[dict]:
