@@ -219,8 +219,13 @@ def _is_timeout(err: BaseException) -> bool:
     return isinstance(err, TimeoutError)
 
 
-def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
-    """Download `url` to `target` atomically, with timeouts; verify `sha256`."""
+def download_file(
+    url: str, target: str, sha256: str | None, label: str, first_use: bool = False
+) -> str:
+    """Download `url` to `target` atomically, with timeouts; verify `sha256`.
+
+    `first_use`: `sha256` is not published but was recorded at the first download.
+    """
     if offline():
         raise WeightsDownloadError(
             f"{label}: {target} is not in the cache and downloads are disabled "
@@ -260,10 +265,18 @@ def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
         ) from None
     if sha256 and observed != sha256.lower():
         os.remove(part)
+        origin = (
+            f"the hash recorded when this file was first downloaded (no hash is published for "
+            f"it; trust on first use). If the file changed upstream on purpose, delete "
+            f"{_record_path(target)} to accept the new one"
+            if first_use
+            else "the published hash"
+        )
         raise WeightsDownloadError(
-            f"{label}: the downloaded file's sha256 is {observed}, expected {sha256}; the "
-            f"download was corrupted or the file changed upstream, so it was discarded.\n"
-            f"  URL:        {url}\n  Cache path: {target}\n" + _manual_hint(url, target, sha256)
+            f"{label}: the downloaded file's sha256 is {observed}, expected {sha256}, "
+            f"{origin}. The download was corrupted or the file changed upstream, so it was "
+            f"discarded.\n  URL:        {url}\n  Cache path: {target}\n"
+            + _manual_hint(url, target, sha256)
         )
     os.replace(part, target)
     write_record(target, observed)
@@ -271,17 +284,20 @@ def download_file(url: str, target: str, sha256: str | None, label: str) -> str:
 
 
 def ensure_file(url: str, target: str, sha256: str | None, label: str) -> str:
-    """Return `target`, downloading it first unless a verified copy is already cached."""
+    """Return `target`, downloading it first unless a verified copy is already cached.
+
+    Without a published `sha256` the hash recorded at the first download is the reference
+    (trust on first use): a cached copy must match it, and so must a re-download, until the
+    record is deleted by hand.
+    """
     offline()  # a misspelt setting is reported whether or not this file is cached
+    record = read_record(target)
+    recorded = record.get("sha256") if record else None
+    expected = sha256.lower() if sha256 else recorded
     if os.path.isfile(target):
         observed = cached_sha256(target)
-        if sha256 is None:
-            record = read_record(target)
-            expected = record.get("sha256") if record else None
-        else:
-            expected = sha256.lower()
         if expected is None or observed == expected:
-            if sha256 is not None and read_record(target) is None:
+            if read_record(target) is None:
                 write_record(target, observed)
             return target
         print(
@@ -289,11 +305,7 @@ def ensure_file(url: str, target: str, sha256: str | None, label: str) -> str:
             "downloading it again."
         )
         os.remove(target)
-        try:
-            os.remove(_record_path(target))
-        except OSError:
-            pass
-    return download_file(url, target, sha256, label)
+    return download_file(url, target, expected, label, first_use=not sha256 and bool(recorded))
 
 
 def fetch_entry(entry: dict) -> str:

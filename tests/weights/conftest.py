@@ -72,4 +72,6 @@ def keras_home(tmp_path, monkeypatch):
     home = tmp_path / "keras_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.delenv("KERAS_VTN_OFFLINE", raising=False)
+    # A download that stalls fails the test in seconds instead of blocking the suite.
+    monkeypatch.setenv("KERAS_VTN_DOWNLOAD_TIMEOUT", "10")
     return home

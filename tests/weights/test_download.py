@@ -211,3 +211,26 @@ def test_offline_variable_with_an_unrecognised_value_is_a_clear_error(
     for accepted in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         assert accepted in message
     assert server.hits == []
+
+
+def test_trust_on_first_use_holds_across_re_downloads(keras_home, server, entry_factory):
+    """No published hash: the first download's hash is the reference for later downloads too."""
+    from keras_vtn.weights import download
+
+    server.files["toy.pth"] = PAYLOAD
+    entry = entry_factory(f"{server.base}/files/toy.pth", None)
+    path = download.fetch_entry(entry)
+    record = path + ".sha256.json"
+    # The local copy is damaged and, meanwhile, the file changed upstream.
+    server.files["toy.pth"] = b"something else entirely"
+    with open(path, "r+b") as handle:
+        handle.write(b"X" * 10)
+    os.utime(path, ns=(1, 1))
+    for _ in range(2):  # refused now and on the next run: the record is kept
+        with pytest.raises(WeightsDownloadError) as info:
+            download.fetch_entry(entry)
+        message = str(info.value)
+        assert SHA in message and "first downloaded" in message and record in message
+        assert _leftovers(keras_home) == ["toy.pth.sha256.json"]
+    os.remove(record)  # the documented way to accept the new upstream file
+    assert open(download.fetch_entry(entry), "rb").read() == b"something else entirely"
