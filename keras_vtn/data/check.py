@@ -1,7 +1,11 @@
 """`keras-vtn check-videos ROOT [--csv train.csv]`: find missing, undecodable and short videos.
 
-Every file is opened, its first frame decoded and a frame near its end decoded (a truncated
-file fails there). With `--csv` the scan also reports the share of the official list present.
+Every frame of every file is decoded (no colour conversion): damaged data anywhere shows as
+`decode_error`, a file whose frames stop short of the count or duration its header declares as
+`truncated`. `--quick` decodes only the first frame and one near the end instead (catches cut
+files, not damage in the middle). With `--csv` the scan also reports the share of the official
+list present. Folder scans list each real file once; the second paths of a file and symlink
+loops are reported under `skipped`.
 
 >>> import os, tempfile
 >>> from keras_vtn.data.testing import write_video
@@ -22,24 +26,52 @@ import sys
 from collections import Counter
 
 from keras_vtn.data import layouts
-from keras_vtn.data.decode import DecodeError, probe, read_frames
+from keras_vtn.data.decode import DecodeError, probe, read_frames, scan, stops_short
 from keras_vtn.io_utils import write_json
 
 
-def check_file(path: str, min_frames: int = 1, min_seconds: float = 0.0) -> tuple[str, str]:
-    """`("ok", "")` or `(reason, detail)` for one video."""
+def check_file(
+    path: str, min_frames: int = 1, min_seconds: float = 0.0, full: bool = True
+) -> tuple[str, str]:
+    """`("ok", "")` or `(reason, detail)` for one video.
+
+    `full` decodes every frame; otherwise only the first frame and one near the end.
+    """
     try:
-        info = probe(path)
-        last = max(info.num_frames - 2, 0)
-        _, decoded = read_frames(path, [last], short_side=32)
-        if decoded.truncated:
-            return "truncated", f"stream ends before frame {last} of {info.num_frames}"
+        if full:
+            result = scan(path)
+            info, declared = result.info, result.info.num_frames
+            if result.frames == 0:
+                if result.errors:
+                    return "decode_error", f"no frame decodes ({result.first_error})"
+                return "no_frames", "the video stream holds no frame"
+            damaged = result.errors and result.good_after_error
+            if not damaged and stops_short(result.frames, declared):
+                # a cut file: whatever error there was, nothing decodes after it
+                return "truncated", (
+                    f"frames stop after {result.frames} of the {declared} the header declares "
+                    f"({info.duration:.2f} s at {info.fps:.2f} fps)"
+                    + (f"; {result.first_error}" if result.errors else "")
+                )
+            if result.errors:
+                return "decode_error", (
+                    f"{result.errors} damaged packets, the first {result.first_error}; "
+                    f"{result.frames} of {declared} frames decode"
+                )
+            num_frames = result.frames
+        else:
+            info = probe(path)
+            last = max(info.num_frames - 2, 0)
+            _, decoded = read_frames(path, [last], short_side=32)
+            if decoded.truncated:
+                return "truncated", decoded.stop_detail
+            num_frames = info.num_frames
     except DecodeError as error:
         return error.reason, error.detail
     except Exception as error:
         return "decode_error", repr(error)
-    if info.num_frames < min_frames or info.num_frames / max(info.fps, 1e-6) < min_seconds:
-        return "too_short", f"{info.num_frames} frames at {info.fps:.2f} fps"
+    if num_frames < min_frames or num_frames / max(info.fps, 1e-6) < min_seconds:
+        return "too_short", f"{num_frames} frames at {info.fps:.2f} fps"
     return "ok", ""
 
 
@@ -51,21 +83,29 @@ def check_videos(
     min_seconds: float = 0.0,
     workers: int | None = None,
     progress: bool = False,
+    full: bool = True,
 ) -> dict:
-    """Scan `root` (and the videos listed in `csv`); returns counts and per-file problems."""
+    """Scan `root` (and the videos listed in `csv`); returns counts and per-file problems.
+
+    Each file is checked once (`num_files` counts distinct files); `skipped` maps the paths a
+    folder scan left out (a second path to a file already listed, a symlink loop) to why.
+    """
     missing: list[str] = []
+    skipped: dict[str, str] = {}
     if csv:
         records = layouts.kinetics_csv(csv, root) if layouts.is_kinetics_csv(csv) else \
             layouts.list_file(csv, root)
-        paths, missing = records.paths, records.missing
-        listed = len(paths) + len(missing)
+        # two rows naming one file are one file to check
+        paths, missing = list(dict.fromkeys(records.paths)), records.missing
+        listed = len(records.paths) + len(missing)
+        skipped = records.skipped
     else:
-        paths = layouts._scan(root, layouts.VIDEO_EXTENSIONS)
+        paths = layouts._scan(root, layouts.VIDEO_EXTENSIONS, skipped)
         listed = None
     results: dict[str, tuple[str, str]] = {}
     workers = workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(check_file, p, min_frames, min_seconds): p for p in paths}
+        futures = {pool.submit(check_file, p, min_frames, min_seconds, full): p for p in paths}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             results[futures[future]] = future.result()
             if progress and (done % 100 == 0 or done == len(paths)):
@@ -82,6 +122,7 @@ def check_videos(
         "files": {p: {"reason": r, "detail": d} for p, (r, d) in sorted(bad.items())},
         "listed": listed,
         "missing": missing,
+        "skipped": dict(sorted(skipped.items())),
         "present_fraction": None if listed is None else (len(paths) / listed if listed else 0.0),
     }
 
@@ -90,7 +131,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "check-videos",
         help="scan a video folder for missing, undecodable and too-short files",
-        description="Open every video, decode its first and last frames, and report problems. "
+        description="Open every video, decode all its frames, and report problems. "
         "With --csv (official Kinetics CSV or 'path label' list) also report which listed "
         "videos are missing and the share present.",
     )
@@ -101,13 +142,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--output", help="write the full report as JSON here")
     parser.add_argument("--list", action="store_true", help="print every problem file")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="decode only the first frame and one near the end (misses damage in the middle)",
+    )
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     result = check_videos(
         args.root, args.csv, min_frames=args.min_frames, min_seconds=args.min_seconds,
-        workers=args.workers, progress=sys.stderr.isatty(),
+        workers=args.workers, progress=sys.stderr.isatty(), full=not args.quick,
     )
     print(f"{result['num_files']} video files, {result['num_ok']} ok")
     for reason, count in sorted(result["problems"].items()):
@@ -115,11 +160,21 @@ def _main(args: argparse.Namespace) -> int:
     if result["listed"] is not None:
         print(f"{len(result['missing'])} of {result['listed']} listed videos missing; "
               f"{100 * result['present_fraction']:.1f}% present")
+    if result["skipped"]:
+        print(f"{len(result['skipped'])} paths skipped (second paths to listed files, "
+              "symlink loops)")
     if args.list:
         for path, problem in result["files"].items():
-            print(f"{problem['reason']}\t{path}\t{problem['detail'][:120]}")
+            print(f"{problem['reason']}\t{_printable(path)}\t{_printable(problem['detail'])[:120]}")
         for name in result["missing"]:
-            print(f"missing\t{name}")
+            print(f"missing\t{_printable(name)}")
+        for path, why in result["skipped"].items():
+            print(f"skipped\t{_printable(path)}\t{_printable(why)[:120]}")
     if args.output:
         write_json(args.output, result, indent=1)
     return 0 if not result["problems"] else 1
+
+
+def _printable(text: str) -> str:
+    # File names that are not UTF-8 arrive as surrogate escapes, which print() cannot encode.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

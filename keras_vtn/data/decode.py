@@ -19,16 +19,23 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
 
 # Failure reasons, in the order they are checked; `DecodeReport` counts them by name.
+# not_a_file: a folder, FIFO or device with a video name (opening a FIFO would block);
+# not_a_video: an image FFmpeg reads as one frame; bad_dimensions: a header asking for
+# frames no real video has (allocating them could exhaust memory).
 REASONS = (
-    "missing", "empty", "unreadable", "no_video_stream", "no_frames", "decode_error", "too_short",
-    "truncated",
+    "missing", "not_a_file", "empty", "unreadable", "not_a_video", "no_video_stream",
+    "bad_dimensions", "no_frames", "decode_error", "too_short", "truncated",
 )
+
+# Larger than 8K UHD (33 Mpixel) with room to spare; a header beyond this is damaged.
+MAX_PIXELS = 1 << 26
 
 # Seek again when the next wanted frame is further ahead than this (in frames). Decoding
 # forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's worth of decoding.
@@ -56,20 +63,52 @@ class VideoInfo:
     duration: float = 0.0
     # set by `read_frames`: the stream ended well before the frame count in its header
     truncated: bool = False
+    # with `truncated`: where the frames stop, and the decoder's error if one stopped them
+    stop_detail: str = ""
+
+
+def stops_short(count: int, declared: int) -> bool:
+    """True when `count` decoded frames fall short of a header's `declared` count.
+
+    Headers often over-count by a frame or two, and a count derived from duration x fps can
+    be off by a little more; beyond that the file is cut or damaged.
+    """
+    return count < declared - max(2, int(0.02 * declared))
 
 
 def _open(path: str):
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise DecodeError("missing", f"{path}: dangling symlink to {os.readlink(path)}")
         raise DecodeError("missing", path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise DecodeError("unreadable", f"{path}: {error}") from None
+    if not stat.S_ISREG(mode):
+        kind = "folder" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else "special file"
+        raise DecodeError("not_a_file", f"{path}: a {kind}, not a file")
     if os.path.getsize(path) == 0:
         raise DecodeError("empty", path)
     try:
         container = av.open(path, metadata_errors="ignore")
     except Exception as error:  # FFmpeg raises many error types for bad input
         raise DecodeError("unreadable", f"{path}: {error}") from None
-    if not container.streams.video:
+    try:
+        name = container.format.name
+        # FFmpeg reads a PNG/JPEG with any name as a one-frame "video"
+        if name in ("image2", "image2pipe") or name.endswith("_pipe"):
+            raise DecodeError("not_a_video", f"{path}: a {name.split('_')[0]} image")
+        if not container.streams.video:
+            raise DecodeError("no_video_stream", path)
+        context = container.streams.video[0].codec_context
+        if context.width * context.height > MAX_PIXELS:
+            raise DecodeError(
+                "bad_dimensions", f"{path}: header declares {context.width}x{context.height}"
+            )
+    except BaseException:
         container.close()
-        raise DecodeError("no_video_stream", path)
+        raise
     return container
 
 
@@ -114,6 +153,53 @@ def probe(path: str) -> VideoInfo:
         if info.rotation % 180:
             info.width, info.height = info.height, info.width
         return info
+    finally:
+        container.close()
+
+
+@dataclasses.dataclass
+class StreamScan:
+    """Result of `scan`: what the header declares against what really decodes."""
+
+    info: VideoInfo
+    frames: int  # frames that decoded
+    errors: int  # packets the demuxer or decoder rejected
+    first_error: str = ""
+    # packets that decoded after the first error: damage in the middle, not a cut file
+    good_after_error: int = 0
+
+
+def scan(path: str) -> StreamScan:
+    """Decode every frame of the first video stream (without converting it to RGB).
+
+    The slow, thorough check behind `check-videos`: damaged data anywhere in the file shows
+    as `errors`, a cut file as `frames` short of `info.num_frames`. Raises `DecodeError` for
+    files that do not open (see `probe`).
+    """
+    container = _open(path)
+    try:
+        info = _stream_info(container)
+        frames = errors = recovered = 0
+        first_error = ""
+        packets = container.demux(container.streams.video[0])
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except Exception as error:  # the demuxer cannot go on: the data ends here
+                errors += 1
+                first_error = first_error or f"after frame {frames}: {error}"
+                break
+            try:
+                frames += len(packet.decode())
+            except Exception as error:  # one damaged packet; the decoder resyncs later
+                errors += 1
+                first_error = first_error or f"after frame {frames}: {error}"
+                continue
+            if errors and packet.size:  # (the empty packet at the end only flushes)
+                recovered += 1
+        return StreamScan(info, frames, errors, first_error, recovered)
     finally:
         container.close()
 
@@ -254,6 +340,9 @@ def read_frames(
         images, real_count = _decode_wanted(reader, wanted)
         if real_count > 0:
             info.truncated = True
+            info.stop_detail = f"frames stop after {real_count} of the {info.num_frames} declared"
+            if reader.error is not None:  # cut or damaged data, not a plain end of stream
+                info.stop_detail += f" ({reader.error})"
             if info_callback is not None:
                 # A cut file: sample again within the frames that really exist.
                 info.num_frames = real_count
@@ -319,7 +408,7 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
     real_count = -1
     if pos < len(wanted):  # past the real end: repeat the last frame
         # Headers often over-count by a frame or two; more than that means a cut file.
-        if last_index < reader.info.num_frames - 3:
+        if stops_short(last_index + 1, reader.info.num_frames):
             real_count = last_index + 1
         image = reader.to_rgb(last_frame)
         for i in wanted[pos:]:

@@ -16,6 +16,7 @@ codecs, so a reader can tell exactly which source frames a sampler returned.
 from __future__ import annotations
 
 import fractions
+from collections.abc import Sequence
 
 import av
 import numpy as np
@@ -82,11 +83,13 @@ def write_video(
     bit_rate: int | None = None,
     seed: int = 0,
     faststart: bool = False,
+    frame_times: Sequence[float] | None = None,
 ) -> None:
     """Encode `num_frames` index-coded frames with PyAV (container from the file extension).
 
     `noise` adds temporal Gaussian noise of that standard deviation (realistic decode cost);
-    `faststart` puts an mp4's index first (so a cut file still opens).
+    `faststart` puts an mp4's index first (so a cut file still opens); `frame_times` (seconds,
+    increasing, one per frame) gives a variable frame rate, with `fps` only the nominal rate.
     """
     ext = path[path.rfind(".") :].lower()
     fmt, default_codec, default_pix = _CONTAINER_CODEC[ext]
@@ -109,6 +112,8 @@ def write_video(
             stream.codec_context.qmax = 4
         if rotation:
             stream.set_display_rotation(rotation)
+        if frame_times is not None:
+            stream.codec_context.time_base = fractions.Fraction(1, 1000)
         for i in range(num_frames):
             extra = None
             if noise:
@@ -117,8 +122,12 @@ def write_video(
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             if pix_fmt != "rgb24":
                 frame = frame.reformat(format=pix_fmt)
-            frame.pts = i
-            frame.time_base = fractions.Fraction(1, fps)
+            if frame_times is None:
+                frame.pts = i
+                frame.time_base = fractions.Fraction(1, fps)
+            else:
+                frame.pts = int(round(frame_times[i] * 1000))
+                frame.time_base = fractions.Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 
@@ -137,3 +146,13 @@ def write_audio_only(path: str, seconds: float = 1.0) -> None:
             frame.pts = start
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def damage(path: str, start: float, stop: float, seed: int = 0) -> None:
+    """Overwrite the bytes between fractions `start` and `stop` of a file with random bytes
+    (a disk or transfer error in the middle of a video)."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, 2)
+        begin, end = int(size * start), int(size * stop)
+        f.seek(begin)
+        f.write(np.random.default_rng(seed).bytes(end - begin))
