@@ -36,31 +36,58 @@ logger = logging.getLogger("keras_vtn.data")
 
 
 class DecodeReport:
-    """Counts of decoded and failed videos of a dataset, by failure reason.
+    """Decoded and failed videos of a dataset, by failure reason; safe to update from the
+    threads of a parallel map.
 
-    A failing file is tried once; later passes skip it without opening it again.
+    A failing file is tried once; later passes skip it without opening it again. A file whose
+    frames stop short of what its header declares (cut, or damaged part-way) is not skipped:
+    its clips are drawn again within the frames that decode, and it is named in `truncated`
+    with where its frames stop. The decoder reads only the sampled frames, so damage outside
+    them goes unseen here; `keras-vtn check-videos` decodes every frame. `skipped` holds the
+    paths a folder scan left out (a second path to a listed file, a symlink loop).
+
+    `end_pass` runs once every element of a pass has been decoded, so `history[i]` holds the
+    exact counts of pass `i`: `decoded` clips plus `failed` videos (new failures and known
+    ones skipped) make `attempted`, the videos of the pass.
     """
 
     def __init__(self, training: bool, max_logged: int = 20):
         self.training = training
         self.max_logged = max_logged
-        self.decoded = 0
+        self.decoded = 0  # clips decoded, all passes together
         self.failed: dict[str, tuple[str, str]] = {}
-        # decodable files whose stream ends well before its header's frame count
-        self.truncated: set[str] = set()
+        self.truncated: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
         self.passes = 0
+        self.history: list[dict[str, int]] = []
+        self._pass = {"decoded": 0, "failed": 0}
         self._lock = threading.Lock()
 
     def ok(self) -> None:
         with self._lock:
             self.decoded += 1
+            self._pass["decoded"] += 1
 
-    def note_truncated(self, path: str) -> None:
+    def known_failure(self, path: str) -> bool:
+        """True (and counted as a failure of this pass) if `path` failed before."""
         with self._lock:
-            self.truncated.add(path)
+            if path in self.failed:
+                self._pass["failed"] += 1
+                return True
+            return False
+
+    def note_truncated(self, path: str, detail: str = "") -> None:
+        with self._lock:
+            new = path not in self.truncated
+            self.truncated[path] = detail
+            count = len(self.truncated)
+        if new and self.training and count <= self.max_logged:
+            logger.warning("truncated %s: sampled within the frames that decode; %s",
+                           path, detail[:200])
 
     def fail(self, path: str, reason: str, detail: str = "") -> None:
         with self._lock:
+            self._pass["failed"] += 1
             if path in self.failed:
                 return
             self.failed[path] = (reason, detail)
@@ -72,30 +99,47 @@ class DecodeReport:
     @property
     def counts(self) -> dict[str, int]:
         """Failed files per reason (each file once)."""
-        return dict(Counter(reason for reason, _ in self.failed.values()))
+        with self._lock:
+            return dict(Counter(reason for reason, _ in self.failed.values()))
 
     @property
     def num_failed(self) -> int:
         return len(self.failed)
 
     def summary(self) -> str:
+        """The last finished pass (or the pass under way before the first one ends)."""
         with self._lock:
-            failed = dict(self.failed)
+            failed, truncated = dict(self.failed), dict(self.truncated)
+            counts = self.history[-1] if self.history else dict(self._pass)
+            label = f" pass {len(self.history)}" if self.history else ""
         action = "skipped" if self.training else "failed"
-        cut = (f" {len(self.truncated)} truncated videos were sampled within their real length."
-               if self.truncated else "")
-        if not failed:
-            return f"keras_vtn.data: {self.decoded} clips decoded, no broken videos.{cut}"
-        by_reason = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items()))
-        lines = [f"keras_vtn.data: {self.decoded} clips decoded, {len(failed)} videos {action} "
-                 f"({by_reason}).{cut}"]
+        head = f"keras_vtn.data{label}: {counts['decoded']} clips decoded"
+        if counts["failed"]:
+            by_reason = ", ".join(
+                f"{n} {r}" for r, n in sorted(Counter(r for r, _ in failed.values()).items())
+            )
+            head += f", {counts['failed']} videos {action} ({by_reason})"
+        else:
+            head += ", no broken videos"
+        head += "."
+        if truncated:
+            head += (f" {len(truncated)} truncated videos were sampled within the frames that "
+                     "decode.")
+        if self.skipped:
+            head += f" {len(self.skipped)} paths left out of the listing (see report.skipped)."
+        lines = [head]
         if not self.training:
             lines += [f"  {path}: {reason}" for path, (reason, _) in sorted(failed.items())]
+            lines += [f"  {path}: truncated, {why}" for path, why in sorted(truncated.items())]
         return "\n".join(lines)
 
     def end_pass(self) -> None:
-        self.passes += 1
-        if self.failed or self.truncated:
+        with self._lock:
+            self.passes += 1
+            self.history.append({**self._pass, "attempted": sum(self._pass.values())})
+            self._pass = {"decoded": 0, "failed": 0}
+            noteworthy = self.history[-1]["failed"] or self.truncated
+        if noteworthy:
             logger.warning("%s", self.summary())
 
     def __repr__(self) -> str:
@@ -120,10 +164,11 @@ class _Loader:
 
     def __call__(self, index, seed):
         index = int(index)
-        if index < 0:  # end-of-pass marker
+        if index < 0:  # end-of-pass marker, reached once the whole pass is decoded
+            self.report.end_pass()
             return (*self._empty, np.int32(-1))
         path = self.paths[index]
-        if path in self.report.failed:
+        if self.report.known_failure(path):
             return (*self._empty, np.int32(1))
         rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
         picked = []
@@ -150,7 +195,7 @@ class _Loader:
             return (*self._empty, np.int32(1))
         self.report.ok()
         if info.truncated:
-            self.report.note_truncated(path)
+            self.report.note_truncated(path, info.stop_detail)
         return frames, picked[-1][1], np.int32(0)  # [-1]: re-sampled if the file was cut
 
 
@@ -283,16 +328,14 @@ class ClipConfig:
             return {"frames": clips, "frame_indices": tf.cast(frame_idx, tf.int32)}, label
         return clips, label
 
-    def finish(self, ds, num_classes: int, report: DecodeReport | None = None):
-        """Elements `(frames, idx, status, label, clip_seed)` -> batched, mixed, prefetched."""
+    def finish(self, ds, num_classes: int):
+        """Elements `(frames, idx, status, label, clip_seed)` -> batched, mixed, prefetched.
+
+        Only status 0 (a decoded clip) goes on: 1 is a broken video, -1 an end-of-pass marker.
+        """
 
         def keep(frames, idx, status, label, clip_seed):
-            def end():
-                if report is not None:
-                    tf.numpy_function(lambda: (report.end_pass(), np.bool_(False))[1], [], tf.bool)
-                return tf.constant(False)
-
-            return tf.cond(status < 0, end, lambda: tf.equal(status, 0))
+            return tf.equal(status, 0)
 
         def spatial(frames, idx, status, label, clip_seed):
             return self.spatial(frames, idx, label, clip_seed, num_classes)
@@ -340,7 +383,11 @@ def video_dataset(
         input_context: from `strategy.distribute_datasets_from_function`; each input
             pipeline reads its own share of the videos.
         training: random sampling and augmentation (default False). Broken files are skipped
-            either way; evaluation lists each of them in the summary.
+            either way; evaluation lists each of them in the summary. A file whose frames stop
+            short of its header's count (cut, or damaged part-way) is kept in both modes: its
+            clips are drawn again within the frames that decode, and `report.truncated` names
+            it with where its frames stop (logged when found in training, listed in the
+            evaluation summary). A video shorter than a clip loops (see `samplers`).
         num_frames, sampling, frame_stride, target_fps: the temporal sampler (`"dense"`
             (default, stride 2), `"uniform"` or `"time"`; see `keras_vtn.data.samplers`).
         num_clips, num_crops: evaluation views (`num_crops` 1 = centre, 3 = along the long
@@ -368,7 +415,8 @@ def video_dataset(
             `idx` are the sampled positions in the source video (VTN's `frame_indices`).
 
     The returned dataset carries `label_names`, `label_map`, `records`, `sampler` and
-    `report` (a `DecodeReport` of decoded / skipped videos by reason).
+    `report` (a `DecodeReport` of decoded / skipped videos by reason, with exact counts per
+    pass in `report.history`).
     """
     records = layouts.resolve(source, root, label_names)
     if len(records) == 0:
@@ -397,14 +445,22 @@ def video_dataset(
         indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if config.shuffle:
         indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
-    # A -1 marks the end of each pass, where the report prints its summary.
-    indices = indices.concatenate(tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64)))
-    if config.repeat:
-        indices = indices.repeat()
     seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((indices, seeds))
     ds = ds.map(decode, num_parallel_calls=config.parallel, deterministic=config.deterministic)
-    ds = config.finish(ds, num_classes, report)
+    # The end-of-pass marker (index -1, where the report closes the pass) comes after the
+    # parallel map, not through it: concatenate reaches it only once every element of the pass
+    # has left the map, so no decode of this pass is still running and none of the next has
+    # started, whatever order the map returns elements in.
+    marker = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)))
+    ds = ds.concatenate(marker.map(decode))
+    if config.repeat:
+        ds = ds.repeat()
+    ds = config.finish(ds, num_classes)
+    if records.skipped:
+        report.skipped.update(records.skipped)
+        logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
+            f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
     return _annotate(ds, records.label_names, report, config, records)
 
 
