@@ -6,7 +6,8 @@ plus `video/fps` (of the stored frames), `video/num_frames`, `video/filename` an
 `video/frame_index` (each stored frame's index in the source video). The reader chooses frame
 indices first and decodes only those JPEGs, in the graph.
 
-CLI: `keras-vtn prepare SOURCE OUT_DIR [--root R] [--short-side 256] [--fps F] [--shards N]`.
+CLI: `keras-vtn prepare SOURCE OUT_DIR [--root R] [--short-side 256] [--fps F] [--shards N]
+[--overwrite]`.
 
 >>> import os, tempfile
 >>> from keras_vtn.data.testing import write_video
@@ -27,12 +28,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import glob
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +47,27 @@ from keras_vtn.data.decode import DecodeError, _Reader
 from keras_vtn.io_utils import atomic_path, write_json
 
 MANIFEST = "manifest.json"
+
+# Completion markers of shards and the temporary names of killed writes: with the manifest and
+# the shards it lists, what `overwrite=True` removes. Other files in the folder are left alone.
+_MARKER = re.compile(r"^.+-\d{5}-of-\d{5}\.tfrecord\.json$")
+_PARTIAL = re.compile(r"^\.(.+-\d{5}-of-\d{5}\.tfrecord(\.json)?|manifest\.json)\.tmp-")
+
+# argument -> how the command line spells it, for the message refusing a resume.
+_ARGUMENT_NAMES = {
+    "videos": "the source videos (SOURCE, --root)",
+    "label_names": "label_names (--kinetics400)",
+    "num_shards": "num_shards (--shards, --videos-per-shard)",
+    "short_side": "short_side (--short-side)",
+    "fps": "fps (--fps)",
+    "jpeg_quality": "jpeg_quality (--quality)",
+    "prefix": "prefix (--prefix)",
+    "seed": "seed",
+}
+
+
+class PrepareArgumentsError(ValueError):
+    """`prepare` was asked to resume a folder started with other arguments."""
 
 
 def _shard_name(prefix: str, index: int, count: int) -> str:
@@ -133,6 +158,7 @@ def prepare(
     prefix: str = "videos",
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Convert videos to sharded TFRecords of JPEG frames; finished shards are kept.
 
@@ -146,26 +172,86 @@ def prepare(
         workers: parallel shard writers (threads; PyAV and JPEG encoding release the GIL).
         seed: videos are spread over shards in a seeded random order, so each shard mixes
             classes.
+        overwrite: start over: remove what an earlier `prepare` wrote in `output_dir`
+            (manifest, shards, their markers) first.
 
     Re-running with the same arguments skips shards that are already complete (a shard is
-    written to a temporary name and renamed when done). Returns the manifest dictionary.
+    written to a temporary name and renamed when done). Re-running with other arguments
+    (videos, labels, shards, frame size, fps, quality, prefix, seed) raises
+    `PrepareArgumentsError` naming each difference, unless `overwrite=True`. `manifest.json`
+    exists from the start and says which shards are complete (`"complete": false` until all
+    are). Returns the manifest dictionary.
     """
     records = layouts.resolve(source, root, label_names)
-    os.makedirs(output_dir, exist_ok=True)
     n = len(records)
     if n == 0:
         raise ValueError(f"No videos found for {source!r}.")
     num_shards = num_shards or max(1, math.ceil(n / videos_per_shard))
+    arguments = {
+        "videos": {
+            "count": n,
+            "sha256": hashlib.sha256(json.dumps(
+                [[os.path.abspath(p), int(label)]
+                 for p, label in zip(records.paths, records.labels, strict=True)]
+            ).encode()).hexdigest(),
+        },
+        "label_names": list(records.label_names),
+        "num_shards": num_shards,
+        "short_side": short_side,
+        "fps": fps,
+        "jpeg_quality": jpeg_quality,
+        "prefix": prefix,
+        "seed": seed,
+    }
+    fingerprint = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+    os.makedirs(output_dir, exist_ok=True)
+    if overwrite:
+        _remove_outputs(output_dir)
+    else:
+        _check_resume(output_dir, arguments)
+        # Temporary files of writes a kill interrupted; their shards are written again.
+        for name in os.listdir(output_dir):
+            if _PARTIAL.match(name):
+                os.remove(os.path.join(output_dir, name))
     order = np.random.default_rng(seed).permutation(n)
     shards = [order[i::num_shards] for i in range(num_shards)]
+    names = [_shard_name(prefix, i, num_shards) for i in range(num_shards)]
     base = root if root is not None else (source if isinstance(source, str) else None)
     if base is not None and not os.path.isdir(base):
         base = os.path.dirname(base)
-    todo = []
-    for i, members in enumerate(shards):
-        name = _shard_name(prefix, i, num_shards)
-        if not os.path.exists(os.path.join(output_dir, name + ".json")):
-            todo.append((i, name, members))
+    done = {}
+    for name in names:
+        meta = _shard_meta(output_dir, name, fingerprint)
+        if meta is not None:
+            done[name] = meta
+    todo = [(i, names[i], members) for i, members in enumerate(shards) if names[i] not in done]
+    lock = threading.Lock()
+
+    def write_manifest() -> dict:
+        failed = {}
+        for name in names:
+            failed.update(done.get(name, {}).get("failed", {}))
+        manifest = {
+            "complete": len(done) == num_shards,
+            "label_names": list(records.label_names),
+            "num_videos": sum(meta["videos"] for meta in done.values()),
+            "num_failed": len(failed),
+            "failed": failed,
+            "missing": list(records.missing),
+            "shards": names,
+            "complete_shards": [name for name in names if name in done],
+            "shard_videos": [len(members) for members in shards],
+            "short_side": short_side,
+            "fps": fps,
+            "jpeg_quality": jpeg_quality,
+            "arguments": arguments,
+            "fingerprint": fingerprint,
+        }
+        write_json(os.path.join(output_dir, MANIFEST), manifest, indent=1)
+        return manifest
+
+    # Written before any shard, so an interrupted folder still records what it is meant to be.
+    write_manifest()
     bar = _Progress(sum(len(m) for _, _, m in todo), progress)
 
     def write(shard):
@@ -187,35 +273,94 @@ def prepare(
                 except Exception as error:  # a broken file must not stop the conversion
                     failed[path] = f"decode_error: {error!r}"[:300]
                 bar.step()
-        # Written last: marks the shard complete.
-        write_json(target + ".json", {"videos": written, "failed": failed})
+        meta = {"videos": written, "failed": failed, "fingerprint": fingerprint}
+        # Written last: marks the shard complete (for these arguments only).
+        write_json(target + ".json", meta)
+        with lock:
+            done[name] = meta
+            write_manifest()
 
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(write, s) for s in todo]:
             future.result()
-    num_videos, failed = 0, {}
-    for i in range(num_shards):
-        with open(os.path.join(output_dir, _shard_name(prefix, i, num_shards) + ".json")) as f:
-            meta = json.load(f)
-        num_videos += meta["videos"]
-        failed.update(meta["failed"])
-    manifest = {
-        "label_names": list(records.label_names),
-        "num_videos": num_videos,
-        "num_failed": len(failed),
-        "failed": failed,
-        "missing": list(records.missing),
-        "shards": [_shard_name(prefix, i, num_shards) for i in range(num_shards)],
-        "short_side": short_side,
-        "fps": fps,
-        "jpeg_quality": jpeg_quality,
-    }
-    write_json(os.path.join(output_dir, MANIFEST), manifest, indent=1)
-    if failed and progress:
-        sys.stderr.write(f"prepare: {len(failed)} videos failed and were left out "
+    manifest = write_manifest()
+    if manifest["failed"] and progress:
+        sys.stderr.write(f"prepare: {manifest['num_failed']} videos failed and were left out "
                          f"(listed in {os.path.join(output_dir, MANIFEST)})\n")
     return manifest
+
+
+def _shard_meta(folder: str, name: str, fingerprint: str | None) -> dict | None:
+    """The completion marker of shard `name` if the shard is complete (for `fingerprint`)."""
+    if not os.path.exists(os.path.join(folder, name)):
+        return None
+    try:
+        with open(os.path.join(folder, name + ".json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        return None
+    return meta
+
+
+def _read_manifest(folder: str) -> dict | None:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_resume(folder: str, arguments: dict) -> None:
+    try:
+        manifest = _read_manifest(folder)
+    except (OSError, ValueError):
+        manifest = {}
+    if manifest is None and not any(_MARKER.match(n) for n in os.listdir(folder)):
+        return  # a new folder
+    old = (manifest or {}).get("arguments")
+    if old is None:
+        raise PrepareArgumentsError(
+            f"{folder} holds shards of an earlier `prepare` that recorded no arguments, so it "
+            "cannot be resumed safely; start over with overwrite=True (--overwrite)."
+        )
+    differences = [
+        f"{_ARGUMENT_NAMES.get(key, key)}: {_describe(key, old.get(key))} before, "
+        f"{_describe(key, value)} now"
+        for key, value in arguments.items() if old.get(key) != value
+    ]
+    if differences:
+        raise PrepareArgumentsError(
+            f"{folder} was started by `prepare` with other arguments, and resuming would mix "
+            "shards: " + "; ".join(differences) + ". Rerun with the earlier arguments to "
+            "resume, or pass overwrite=True (--overwrite) to start over."
+        )
+
+
+def _describe(key: str, value) -> str:
+    if key == "videos" and isinstance(value, dict):
+        return f"{value.get('count')} videos (list sha256 {str(value.get('sha256'))[:12]})"
+    if key == "label_names" and isinstance(value, list) and len(value) > 6:
+        return f"{len(value)} names ({value[0]!r} ... {value[-1]!r})"
+    return repr(value)
+
+
+def _remove_outputs(folder: str) -> None:
+    try:
+        listed = (_read_manifest(folder) or {}).get("shards", [])
+    except (OSError, ValueError):
+        listed = []
+    present = os.listdir(folder)
+    shards = set(listed) | {n[: -len(".json")] for n in present if _MARKER.match(n)}
+    doomed = [n for n in present if _PARTIAL.match(n)]
+    doomed += [n for s in sorted(shards) for n in (s + ".json", s)]
+    # The manifest first: a kill half-way leaves shards without one, which no resume trusts.
+    for name in [MANIFEST, *doomed]:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 _CONTEXT = {
@@ -233,12 +378,18 @@ def tfrecord_dataset(
     input_context: tf.distribute.InputContext | None = None,
     cycle_length: int | None = None,
     shuffle_buffer: int = 256,
+    allow_incomplete: bool = False,
     **kwargs,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(clip, label)` from `prepare`'s shards.
 
     Args:
-        path: the output folder of `prepare`, a glob pattern or a list of files.
+        path: the output folder of `prepare`, a glob pattern or a list of files. A folder is
+            read through its `manifest.json`: only the shards it lists (other `.tfrecord`
+            files there are ignored), and only once `prepare` finished them all.
+        allow_incomplete: read a folder whose `prepare` was interrupted: its complete shards
+            only, with a warning saying how many shards and videos are missing (by default
+            such a folder is an error).
         label_names: default from the folder's `manifest.json`.
         input_context: from `strategy.distribute_datasets_from_function`; each input pipeline
             reads its own subset of shards.
@@ -252,10 +403,7 @@ def tfrecord_dataset(
     if isinstance(path, (list, tuple)):
         files = sorted(str(p) for p in path)
     elif os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "*.tfrecord")))
-        if os.path.exists(os.path.join(path, MANIFEST)):
-            with open(os.path.join(path, MANIFEST)) as f:
-                manifest = json.load(f)
+        files, manifest = _folder_shards(path, allow_incomplete)
     else:
         files = sorted(glob.glob(path))
     if not files:
@@ -327,6 +475,51 @@ def tfrecord_dataset(
     return _annotate(ds, names, report, config)
 
 
+def _folder_shards(folder: str, allow_incomplete: bool) -> tuple[list[str], dict]:
+    """The shard files to read in a `prepare` folder, and its manifest."""
+    try:
+        manifest = _read_manifest(folder)
+    except ValueError as error:
+        raise ValueError(f"{os.path.join(folder, MANIFEST)} is unreadable ({error}); rerun "
+                         "`keras-vtn prepare` with --overwrite.") from None
+    if manifest is None:
+        markers = sorted(n for n in os.listdir(folder) if _MARKER.match(n))
+        if not markers:  # TFRecords from elsewhere: every file is meant to be read
+            return sorted(glob.glob(os.path.join(folder, "*.tfrecord"))), {}
+        # An earlier `prepare` killed before it wrote its manifest: the total is unknown.
+        complete = [n[: -len(".json")] for n in markers
+                    if _shard_meta(folder, n[: -len(".json")], None) is not None]
+        missing = "an unknown number of shards and videos are missing (no manifest.json)"
+        manifest = {}
+    else:
+        shards = manifest["shards"]
+        if manifest.get("complete", True):
+            absent = [s for s in shards if not os.path.exists(os.path.join(folder, s))]
+            if absent:
+                raise FileNotFoundError(
+                    f"{folder}: {len(absent)} of the {len(shards)} shards listed in {MANIFEST} "
+                    f"are missing (e.g. {absent[0]}); rerun `keras-vtn prepare`."
+                )
+            return [os.path.join(folder, s) for s in shards], manifest
+        fingerprint = manifest.get("fingerprint")
+        complete = [s for s in shards if _shard_meta(folder, s, fingerprint) is not None]
+        sizes = dict(zip(shards, manifest.get("shard_videos", []), strict=False))
+        planned = sum(sizes.values())
+        absent_videos = sum(sizes.get(s, 0) for s in shards if s not in complete)
+        missing = (f"{len(shards) - len(complete)} of {len(shards)} shards "
+                   f"({absent_videos} of {planned} videos) are missing")
+    if not allow_incomplete:
+        raise ValueError(
+            f"{folder} is incomplete: `prepare` was interrupted and {missing}. Rerun the same "
+            "`keras-vtn prepare` command to finish it, or pass allow_incomplete=True to read "
+            "the complete shards only."
+        )
+    if not complete:
+        raise FileNotFoundError(f"{folder} has no complete shard yet ({missing}).")
+    warnings.warn(f"Reading the incomplete TFRecord folder {folder}: {missing}.", stacklevel=3)
+    return [os.path.join(folder, s) for s in complete], manifest
+
+
 def _resize(frames, short):
     from keras_vtn.data.transforms import resize_short_side
 
@@ -338,7 +531,9 @@ def add_parser(subparsers) -> None:
         "prepare",
         help="convert videos to sharded TFRecords of JPEG frames",
         description="Decode each video once and write sharded TFRecords of SequenceExamples "
-        "(JPEG frames, DMVR layout). Re-running resumes: complete shards are kept.",
+        "(JPEG frames, DMVR layout). Re-running the same command resumes: complete shards "
+        "are kept. A re-run with other arguments is refused (the message names each "
+        "difference) unless --overwrite starts over.",
     )
     parser.add_argument("source", help="Kinetics CSV, 'path label' list file or class-folder root")
     parser.add_argument("output_dir")
@@ -352,17 +547,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--prefix", default="videos")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over: remove the shards and manifest of an earlier run first")
     parser.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     names = layouts.KINETICS400_LABELS if args.kinetics400 else None
-    manifest = prepare(
-        args.source, args.output_dir, root=args.root, label_names=names,
-        num_shards=args.shards, videos_per_shard=args.videos_per_shard,
-        short_side=args.short_side or None, fps=args.fps, jpeg_quality=args.quality,
-        workers=args.workers, prefix=args.prefix,
-    )
+    try:
+        manifest = prepare(
+            args.source, args.output_dir, root=args.root, label_names=names,
+            num_shards=args.shards, videos_per_shard=args.videos_per_shard,
+            short_side=args.short_side or None, fps=args.fps, jpeg_quality=args.quality,
+            workers=args.workers, prefix=args.prefix, overwrite=args.overwrite,
+        )
+    except PrepareArgumentsError as error:
+        print(f"keras-vtn prepare: {error}", file=sys.stderr)
+        return 2
     print(f"{manifest['num_videos']} videos in {len(manifest['shards'])} shards at "
           f"{args.output_dir}; {manifest['num_failed']} failed, "
           f"{len(manifest['missing'])} listed but missing.")
