@@ -91,56 +91,106 @@ def test_every_file_is_pinned_by_sha256_or_marked_trust_on_first_use():
 
 
 VTN_FIXTURES = os.path.join(ROOT, "tests", "fixtures", "vtn")
+# family -> (fixture checkpoint, head counts it was made with, extra config, mean/std)
+TINY = {
+    "linear_vtn": ("lin_vtn.pth", {"num_spatial_heads": 2}, {}, (0.5, 0.5)),
+    "vtn": (
+        "vtn.pyth",
+        {"num_spatial_heads": 2, "num_temporal_heads": 2},
+        {"attention_window": 4},
+        (0.45, 0.225),
+    ),
+}
 
 
-def _tiny_linear_vtn_entry(url: str, **config) -> dict:
-    from keras_vtn.models import linear_vtn_convert
+def _tiny_entry(family: str, url: str, **config) -> dict:
+    """A registry entry for a tiny fixture checkpoint (hidden_dim 32, not 768)."""
+    from keras_vtn.models import linear_vtn_convert, vtn_convert
 
-    state = read_checkpoint(os.path.join(VTN_FIXTURES, "lin_vtn.pth"))
-    found = linear_vtn_convert.config_from_checkpoint(state)
-    found.update(size="base", num_classes=5, **config)
+    fname, _, extra, (mean, std) = TINY[family]
+    reader = {"linear_vtn": linear_vtn_convert, "vtn": vtn_convert}[family]
+    found = reader.config_from_checkpoint(read_checkpoint(os.path.join(VTN_FIXTURES, fname)))
+    found.update(size="base", num_classes=5, **extra, **config)
     return {
-        "id": "linear_vtn/tiny_registered",
+        "id": f"{family}/tiny_registered",
         "name": "tiny_registered",
-        "family": "linear_vtn",
+        "family": family,
         "match": {"size": "base"},
         "kind": "video",
         "config": found,
         "format": "pytorch",
-        "files": [{"url": url, "fname": "lin_vtn.pth", "sha256": None}],
-        "cache_dir": "test/tiny_registered",
-        "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        "files": [{"url": url, "fname": fname, "sha256": None}],
+        "cache_dir": f"test/tiny_registered/{family}",
+        "preprocessing": {"mean": [mean] * 3, "std": [std] * 3},
     }
+
+
+def _build_registered(family: str, **kwargs):
+    from keras_vtn.models.linear_vtn import LinearVTN
+    from keras_vtn.models.vtn import VTN
+
+    if family == "vtn":
+        return VTN(weights="tiny_registered", num_frames=10, frame_indices=True, **kwargs)
+    return LinearVTN(weights="tiny_registered", **kwargs)
+
+
+def _fixture_logits(family: str, model) -> tuple[np.ndarray, np.ndarray]:
+    def load(name):
+        return np.load(os.path.join(VTN_FIXTURES, name))
+
+    if family == "vtn":
+        inputs = {
+            "frames": load("vtn_input.npy").astype("float32"),
+            "frame_indices": load("vtn_frame_indices_dense.npy"),
+        }
+        expected = load("vtn_logits_dense.npy")
+    else:
+        inputs, expected = load("lin_vtn_input.npy").astype("float32"), load("lin_vtn_logits.npy")
+    return np.asarray(keras.ops.convert_to_numpy(model(inputs))), expected
+
+
+@pytest.fixture
+def registered(keras_home, server):
+    """Registers the tiny entry of a family, served by the 127.0.0.1 test server."""
+    added = []
+
+    def make(family: str, **config) -> dict:
+        fname = TINY[family][0]
+        with open(os.path.join(VTN_FIXTURES, fname), "rb") as handle:
+            server.files[fname] = handle.read()
+        entry = _tiny_entry(family, f"{server.base}/files/{fname}", **config)
+        register(entry)
+        added.append(entry["id"])
+        return entry
+
+    yield make
+    for entry_id in added:
+        unregister(entry_id)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="needs keras_vtn/models/frame_temporal.py spatial_vit to keep a head count given by "
-    "the entry config (it derives hidden_dim // 64 whenever no builder argument is given); "
-    "remove this marker with that fix",
+    raises=AssertionError,  # wrong logits; any other error is a real failure
+    reason="needs keras_vtn/models/frame_temporal.py spatial_vit (and vtn.py's temporal head "
+    "rule) to keep a head count given by the entry config: today hidden_dim // 64 replaces "
+    "it whenever no builder argument is given; remove this marker with that fix",
 )
-def test_registered_entry_head_count_wins_over_the_derived_default(keras_home, server):
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_registered_entry_head_counts_win_over_the_derived_default(registered, family):
     """hidden_dim 32 is not 768: the derived 64-wide default would give 1 head; the entry
     says 2 (what the checkpoint was trained with), and the entry must win."""
-    from keras_vtn.models.linear_vtn import LinearVTN
-
-    with open(os.path.join(VTN_FIXTURES, "lin_vtn.pth"), "rb") as handle:
-        server.files["lin_vtn.pth"] = handle.read()
-    entry = _tiny_linear_vtn_entry(f"{server.base}/files/lin_vtn.pth", num_spatial_heads=2)
+    entry = registered(family, **TINY[family][1])
     assert entry["config"]["hidden_dim"] != 768
-    register(entry)
-    try:
-        model = LinearVTN(weights="tiny_registered", num_classes=5)
-        clip = np.load(os.path.join(VTN_FIXTURES, "lin_vtn_input.npy")).astype("float32")
-        logits = np.asarray(keras.ops.convert_to_numpy(model(clip)))
-        expected = np.load(os.path.join(VTN_FIXTURES, "lin_vtn_logits.npy"))
-        tolerance = 2e-5 if keras.backend.backend() == "tensorflow" else 1e-4
-        assert np.abs(logits - expected).max() <= tolerance
-        # A builder argument that contradicts the registered entry is an error.
-        with pytest.raises(ValueError, match="num_spatial_heads"):
-            LinearVTN(weights="tiny_registered", num_classes=5, num_spatial_heads=1)
-    finally:
-        unregister(entry["id"])
+    logits, expected = _fixture_logits(family, _build_registered(family, num_classes=5))
+    tolerance = 2e-5 if keras.backend.backend() == "tensorflow" else 1e-4
+    assert np.abs(logits - expected).max() <= tolerance
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_builder_argument_contradicting_a_registered_entry_is_an_error(registered, family):
+    registered(family, **TINY[family][1])
+    with pytest.raises(ValueError, match="num_spatial_heads=1 conflicts"):
+        _build_registered(family, num_classes=5, num_spatial_heads=1)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +202,7 @@ def test_registered_entry_head_count_wins_over_the_derived_default(keras_home, s
     ],
 )
 def test_register_refuses_a_self_contradictory_entry(config, fragment):
-    entry = _tiny_linear_vtn_entry("http://127.0.0.1:9/none.pth")
+    entry = _tiny_entry("linear_vtn", "http://127.0.0.1:9/none.pth")
     entry["config"] = dict(entry["config"], **config)
     try:
         with pytest.raises(ValueError, match=fragment) as info:
@@ -171,7 +221,7 @@ def test_register_refuses_a_self_contradictory_entry(config, fragment):
     ],
 )
 def test_register_refuses_a_malformed_hash_or_trust(item, fragment):
-    entry = _tiny_linear_vtn_entry("http://127.0.0.1:9/none.pth")
+    entry = _tiny_entry("linear_vtn", "http://127.0.0.1:9/none.pth")
     entry["files"][0] = dict(entry["files"][0], **item)
     try:
         with pytest.raises(ValueError, match=fragment) as info:
