@@ -8,6 +8,7 @@ sees the whole clip.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import keras
@@ -15,6 +16,14 @@ import numpy as np
 
 from keras_vtn.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerBlock
 from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.models.convert_utils import (
+    agree,
+    check_limits,
+    count_blocks,
+    shape_of,
+    tensor_name,
+)
+from keras_vtn.weights.errors import CheckpointError
 
 VIT_SIZES: dict[str, dict] = {
     "base": dict(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
@@ -198,3 +207,112 @@ def google_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: st
     out[f"{prefix}norm/gamma"] = take("Transformer/encoder_norm/scale")
     out[f"{prefix}norm/beta"] = take("Transformer/encoder_norm/bias")
     return out
+
+
+def _square_patch(state, key: str, height: int, width: int) -> int:
+    if height != width:
+        raise CheckpointError(
+            f"Tensor {tensor_name(state, key)!r} has {height}x{width} patches; these models use "
+            "square patches."
+        )
+    return height
+
+
+def _image_size(tokens: int, patch: int) -> dict:
+    """`image_size` when a position table of `tokens` rows (CLS included) is a square grid."""
+    side = math.isqrt(tokens - 1)
+    return {"image_size": side * patch} if side * side == tokens - 1 else {}
+
+
+def vit_config(state) -> dict:
+    """The checked architecture of a timm ViT state dict (no outer prefix).
+
+    Keys: patch_size, hidden_dim, num_layers, mlp_dim, qkv_bias, image_size (square
+    position grids only) and num_classes (with a `head`). The width must agree across the
+    tensors it is read from, and every value must be within `convert_utils` limits.
+    """
+    patch_key, qkv = "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"
+    fc1 = "blocks.0.mlp.fc1.weight"
+    hidden, _, height, width = shape_of(state, patch_key, 4)
+    patch = _square_patch(state, patch_key, height, width)
+    _, tokens, pos_width = shape_of(state, "pos_embed", 3)
+    mlp, fc1_in = shape_of(state, fc1, 2)
+    qkv_out, qkv_in = shape_of(state, qkv, 2)
+    readings = {
+        patch_key: hidden,
+        "pos_embed": pos_width,
+        "cls_token": shape_of(state, "cls_token", 3)[-1],
+        qkv: qkv_in,
+        f"{qkv} (rows / 3)": qkv_out / 3,
+        fc1: fc1_in,
+        "norm.weight": shape_of(state, "norm.weight", 1)[0],
+    }
+    config = {}
+    if "head.weight" in state:
+        config["num_classes"], readings["head.weight"] = shape_of(state, "head.weight", 2)
+        check_limits(state, classes=(config["num_classes"], "head.weight"))
+    agree("width", readings, state)
+    check_limits(
+        state,
+        width=(hidden, patch_key),
+        patch=(patch, patch_key),
+        frame_positions=(tokens, "pos_embed"),
+        mlp_width=(mlp, fc1),
+    )
+    config.update(
+        patch_size=patch,
+        hidden_dim=hidden,
+        num_layers=count_blocks(state, "blocks."),
+        mlp_dim=mlp,
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        **_image_size(tokens, patch),
+    )
+    return config
+
+
+def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
+                      mlp: str = "MlpBlock_3") -> dict:
+    """The checked architecture of a Google (Flax) ViT image checkpoint ('/'-joined names).
+
+    Keys: patch_size, hidden_dim, num_heads, num_layers, mlp_dim, image_size (square grids)
+    and num_classes (with a `head`). `attention`/`mlp` name the block modules (pre-Linen
+    `_1`/`_3` in the released `.npz` files, `_0` once renamed to Linen names).
+    """
+    block = "Transformer/encoderblock_0/"
+    query, dense0 = f"{block}{attention}/query/kernel", f"{block}{mlp}/Dense_0/kernel"
+    height, width, _, hidden = shape_of(state, "embedding/kernel", 4)
+    patch = _square_patch(state, "embedding/kernel", height, width)
+    query_in, heads, head_dim = shape_of(state, query, 3)
+    mlp_in, mlp_width = shape_of(state, dense0, 2)
+    _, tokens, pos_width = shape_of(state, "Transformer/posembed_input/pos_embedding", 3)
+    readings = {
+        "embedding/kernel": hidden,
+        "Transformer/posembed_input/pos_embedding": pos_width,
+        query: query_in,
+        f"{query} (heads × head_dim)": heads * head_dim,
+        dense0: mlp_in,
+    }
+    config = {}
+    if "head/kernel" in state:
+        head_in, config["num_classes"] = shape_of(state, "head/kernel", 2)
+        if "pre_logits/kernel" not in state:  # else the head reads the representation layer
+            readings["head/kernel"] = head_in
+        check_limits(state, classes=(config["num_classes"], "head/kernel"))
+    agree("width", readings, state)
+    check_limits(
+        state,
+        width=(hidden, "embedding/kernel"),
+        patch=(patch, "embedding/kernel"),
+        heads=(heads, query),
+        frame_positions=(tokens, "Transformer/posembed_input/pos_embedding"),
+        mlp_width=(mlp_width, dense0),
+    )
+    config.update(
+        patch_size=patch,
+        hidden_dim=hidden,
+        num_heads=heads,
+        num_layers=count_blocks(state, "Transformer/encoderblock_"),
+        mlp_dim=mlp_width,
+        **_image_size(tokens, patch),
+    )
+    return config

@@ -70,9 +70,10 @@ def test_config_from_checkpoint(name):
 
 def test_per_head_k_width_is_split_into_elb3k_128_wide_heads():
     state = kvw.read_checkpoint(FIXTURES / "lin_vtn_miil.pth")
-    layer0 = "module.temporal_transformer.layers.0.0.fn.fn."
-    state[layer0 + "to_q.weight"] = np.zeros((256, 32), "float32")
-    state[layer0 + "to_k.weight"] = np.zeros((256, 32), "float32")
+    for j in range(2):  # every layer: layers that differ are refused as inconsistent
+        layer = f"module.temporal_transformer.layers.{j}.0.fn.fn."
+        state[layer + "to_q.weight"] = np.zeros((256, 32), "float32")
+        state[layer + "to_k.weight"] = np.zeros((256, 32), "float32")
     config = linear_vtn_convert.config_from_checkpoint(state)
     assert config["one_kv_head"] is False
     assert (config["num_temporal_heads"], config["temporal_head_dim"]) == (2, 128)
