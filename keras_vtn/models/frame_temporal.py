@@ -16,6 +16,7 @@ from keras import ops
 
 import keras_vtn.weights as kvw
 from keras_vtn.layers import TokenPooling
+from keras_vtn.models.convert_utils import naming_file
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -254,7 +255,8 @@ def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Cal
         state, found = None, dict(source.entry["config"])
     else:
         state = kvw.read_checkpoint(source.path)
-        found = config_from_checkpoint(state)
+        with naming_file(source.path):
+            found = config_from_checkpoint(state)
     for key in ("size", "num_classes"):
         found.pop(key, None)
     if "image_size" in found:
@@ -274,9 +276,10 @@ def load_weights(model, weights, source, state, family: str, converter: Callable
     """Fills the built `model` through `keras_vtn.weights` (shape-checked, head rule)."""
     if source is None:
         return
-    if state is not None:
-        # An original file already read: convert and assign (a head of another size stays
-        # fresh, with a warning; a model without top ignores it).
-        kvw.assign_weights(model, converter(state, model))
-    else:
-        kvw.load_weights(model, weights, family, converter=converter, size=size)
+    with naming_file(source.path):
+        if state is not None:
+            # An original file already read: convert and assign (a head of another size stays
+            # fresh, with a warning; a model without top ignores it).
+            kvw.assign_weights(model, converter(state, model))
+        else:
+            kvw.load_weights(model, weights, family, converter=converter, size=size)

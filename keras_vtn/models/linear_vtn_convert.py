@@ -3,21 +3,32 @@
 The released files are bare `torch.save(model.state_dict())` dicts of an `nn.DataParallel`
 model, so every name starts with `module.`. They hold the timm ViT's classifier
 `spatial_transformer.head.*`, which the model never uses (it calls `forward_features`): it is
-ignored. Everything else must map, or a ValueError names the leftovers.
+ignored. Everything else must map, or a CheckpointError names the leftovers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from keras_vtn.models.convert_utils import check_no_leftovers, count_blocks, strip_prefix
-from keras_vtn.models.vit import timm_vit_mapping
+from keras_vtn.models.convert_utils import (
+    agree,
+    check_limit,
+    check_limits,
+    check_no_leftovers,
+    check_nonempty,
+    count_blocks,
+    shape_of,
+    strip_prefix,
+)
+from keras_vtn.models.vit import timm_vit_mapping, vit_config
+from keras_vtn.weights.errors import CheckpointError
 
 SPATIAL = "spatial_transformer."
 TEMPORAL = "temporal_transformer."
 # Documented ignorables: the unused timm classifier of the per-frame ViT.
 IGNORED = (SPATIAL + "head.weight", SPATIAL + "head.bias")
 ELB3K_HEAD_DIM = 128  # dim_head of every elb3k Linformer config
+FAMILY = "elb3k Linformer-VTN"
 
 
 def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
@@ -28,40 +39,79 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     (num_frames + 1, k); `num_classes` from the classifier. Head counts are not recorded in
     the tensors, except the temporal ones when one_kv_head is True (heads = to_q width /
     to_k width); with per-head K the width is split into elb3k's 128-wide heads when it can be.
+
+    Every value is checked before it is returned (see `convert_utils`): a CheckpointError
+    names the tensor that is missing, empty, inconsistent or out of bounds.
     """
-    state = strip_prefix(state, "module.")
+    state = strip_prefix(state, "module.", FAMILY)
     if SPATIAL + "patch_embed.proj.weight" not in state or TEMPORAL + "pos_embedding" not in state:
-        raise ValueError(
+        raise CheckpointError(
             "Not an elb3k Linformer-VTN checkpoint: expected `spatial_transformer.*` and "
             "`temporal_transformer.*` tensors (with or without `module.`)."
         )
-    patch = state[SPATIAL + "patch_embed.proj.weight"]
-    hidden, _, patch_size, _ = patch.shape
-    grid_tokens = state[SPATIAL + "pos_embed"].shape[1] - 1
-    side = int(round(grid_tokens**0.5))
+    check_nonempty(state)
+    spatial = vit_config(state.under(SPATIAL))
     layer0 = TEMPORAL + "layers.0.0.fn.fn."
-    proj_k = state[layer0 + "proj_k"]
-    q_width = state[layer0 + "to_q.weight"].shape[0]
-    k_width = state[layer0 + "to_k.weight"].shape[0]
-    config = dict(
-        patch_size=int(patch_size),
-        hidden_dim=int(hidden),
-        num_spatial_layers=count_blocks(state, SPATIAL + "blocks."),
-        spatial_mlp_dim=int(state[SPATIAL + "blocks.0.mlp.fc1.weight"].shape[0]),
-        spatial_qkv_bias=SPATIAL + "blocks.0.attn.qkv.bias" in state,
-        num_temporal_layers=count_blocks(state, TEMPORAL + "layers."),
-        temporal_mlp_dim=int(state[TEMPORAL + "layers.0.1.fn.fn.net.0.weight"].shape[0]),
-        linformer_k=int(proj_k.shape[1]),
-        one_kv_head=k_width != q_width,
-        share_kv=layer0 + "to_v.weight" not in state,
-        num_frames=int(proj_k.shape[0]) - 1,
-        num_classes=int(state["mlp_head.1.weight"].shape[0]),
+    mlp0 = TEMPORAL + "layers.0.1.fn.fn.net.0.weight"
+    rows, k = shape_of(state, layer0 + "proj_k", 2)
+    _, positions, pos_width = shape_of(state, TEMPORAL + "pos_embedding", 3)
+    q_width, q_in = shape_of(state, layer0 + "to_q.weight", 2)
+    k_width, k_in = shape_of(state, layer0 + "to_k.weight", 2)
+    temporal_mlp, mlp_in = shape_of(state, mlp0, 2)
+    num_classes, head_in = shape_of(state, "mlp_head.1.weight", 2)
+    agree(
+        "width",
+        {
+            SPATIAL + "patch_embed.proj.weight": spatial["hidden_dim"],
+            TEMPORAL + "pos_embedding": pos_width,
+            layer0 + "to_q.weight": q_in,
+            layer0 + "to_k.weight": k_in,
+            mlp0: mlp_in,
+            "mlp_head.1.weight": head_in,
+        },
+        state,
     )
-    if side * side == grid_tokens:
-        config["image_size"] = side * int(patch_size)
-    if config["one_kv_head"]:
-        config["temporal_head_dim"] = int(k_width)
-        config["num_temporal_heads"] = int(q_width // k_width)
+    frames = agree(
+        "number of frames + CLS",
+        {layer0 + "proj_k": rows, TEMPORAL + "pos_embedding": positions},
+        state,
+    ) - 1
+    one_kv_head = k_width != q_width
+    check_limits(
+        state,
+        linformer_frames=(frames, layer0 + "proj_k"),
+        linformer_k=(k, layer0 + "proj_k"),
+        attention_width=(q_width, layer0 + "to_q.weight"),
+        mlp_width=(temporal_mlp, mlp0),
+        classes=(num_classes, "mlp_head.1.weight"),
+    )
+    config = dict(
+        patch_size=spatial["patch_size"],
+        hidden_dim=spatial["hidden_dim"],
+        num_spatial_layers=spatial["num_layers"],
+        spatial_mlp_dim=spatial["mlp_dim"],
+        spatial_qkv_bias=spatial["qkv_bias"],
+        num_temporal_layers=count_blocks(state, TEMPORAL + "layers."),
+        temporal_mlp_dim=temporal_mlp,
+        linformer_k=k,
+        one_kv_head=one_kv_head,
+        share_kv=layer0 + "to_v.weight" not in state,
+        num_frames=frames,
+        num_classes=num_classes,
+    )
+    if "image_size" in spatial:
+        config["image_size"] = spatial["image_size"]
+    if one_kv_head:
+        if q_width % k_width:
+            raise CheckpointError(
+                f"Tensor {state.display(layer0 + 'to_q.weight')!r} is {q_width} wide, not a "
+                f"multiple of the shared K/V head ({k_width} wide, "
+                f"{state.display(layer0 + 'to_k.weight')!r})."
+            )
+        config["temporal_head_dim"] = check_limit("head_dim", k_width, layer0 + "to_k.weight")
+        config["num_temporal_heads"] = check_limit(
+            "heads", q_width // k_width, layer0 + "to_q.weight"
+        )
     elif q_width % ELB3K_HEAD_DIM == 0:
         # Per-head K: only the width heads × head_dim is recorded; elb3k uses 128-wide heads
         # (LinearVTN accepts any explicit split of the same width).
@@ -77,11 +127,10 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     `head/*` is always returned (the loader drops it when `num_classes` differs or the model
     has no head); `head_norm/*` only when the model has it.
     """
-    state = strip_prefix(state, "module.")
+    state = strip_prefix(state, "module.", FAMILY)
     for key in IGNORED:
         state.pop(key, None)
-    spatial = {k[len(SPATIAL) :]: v for k, v in state.items() if k.startswith(SPATIAL)}
-    rest = {k: v for k, v in state.items() if not k.startswith(SPATIAL)}
+    spatial, rest = state.under(SPATIAL), state.outside(SPATIAL)
     num_spatial = count_blocks(spatial, "blocks.")
     out = timm_vit_mapping(spatial, num_spatial)
 

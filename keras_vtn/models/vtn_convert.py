@@ -3,66 +3,100 @@
 A PySlowFast checkpoint is a dict `{epoch, model_state, optimizer_state, cfg}`; only
 `model_state` holds the model (no `module.` prefix). It carries the Hugging Face Longformer
 buffer `temporal_encoder.embeddings.position_ids` (persistent in transformers 4.3), which is
-not a weight and is dropped. Everything else must map, or a ValueError names the leftovers.
+not a weight and is dropped. Everything else must map, or a CheckpointError names the
+leftovers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from keras_vtn.models.convert_utils import check_no_leftovers, count_blocks, strip_prefix
-from keras_vtn.models.vit import timm_vit_mapping
+from keras_vtn.models.convert_utils import (
+    CheckpointState,
+    agree,
+    as_state,
+    check_limits,
+    check_no_leftovers,
+    check_nonempty,
+    count_blocks,
+    shape_of,
+    strip_prefix,
+)
+from keras_vtn.models.vit import timm_vit_mapping, vit_config
+from keras_vtn.weights.errors import CheckpointError
 
 BACKBONE = "backbone."
 ENCODER = "temporal_encoder."
 # Documented ignorables: HF's position-id buffer (an arange, not a weight).
 IGNORED = (ENCODER + "embeddings.position_ids",)
+FAMILY = "bomri/SlowFast VTN"
 GLOBAL_PROJECTIONS = ("query", "key", "value", "query_global", "key_global", "value_global")
 
 
-def model_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def model_state(state: dict[str, np.ndarray]) -> CheckpointState:
     """The model tensors of a flattened PySlowFast checkpoint (or of a bare state dict)."""
+    state = as_state(state, FAMILY)
     if any(k.startswith("model_state.") for k in state):
-        return {
-            k[len("model_state.") :]: v for k, v in state.items() if k.startswith("model_state.")
-        }
-    return strip_prefix(state, "module.")
+        return state.under("model_state.")
+    return strip_prefix(state, "module.", FAMILY)
 
 
 def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
     """Architecture arguments that the tensor names and shapes determine.
 
-    Head counts and `attention_window` are not recorded in the tensors.
+    Head counts and `attention_window` are not recorded in the tensors. Every value is
+    checked before it is returned (see `convert_utils`): a CheckpointError names the tensor
+    that is missing, empty, inconsistent or out of bounds.
     """
     state = model_state(state)
-    if (
-        BACKBONE + "patch_embed.proj.weight" not in state
-        or ENCODER + ("embeddings.position_embeddings.weight") not in state
-    ):
-        raise ValueError(
+    positions_key = ENCODER + "embeddings.position_embeddings.weight"
+    if BACKBONE + "patch_embed.proj.weight" not in state or positions_key not in state:
+        raise CheckpointError(
             "Not a bomri/SlowFast VTN checkpoint: expected `backbone.*` and "
             "`temporal_encoder.*` tensors (under `model_state`)."
         )
-    hidden, _, patch_size, _ = state[BACKBONE + "patch_embed.proj.weight"].shape
-    grid_tokens = state[BACKBONE + "pos_embed"].shape[1] - 1
-    side = int(round(grid_tokens**0.5))
+    check_nonempty(state.outside(IGNORED[0]))
+    spatial = vit_config(state.under(BACKBONE))
     layer0 = ENCODER + "encoder.layer.0."
-    config = dict(
-        patch_size=int(patch_size),
-        hidden_dim=int(hidden),
-        num_spatial_layers=count_blocks(state, BACKBONE + "blocks."),
-        spatial_mlp_dim=int(state[BACKBONE + "blocks.0.mlp.fc1.weight"].shape[0]),
-        spatial_qkv_bias=BACKBONE + "blocks.0.attn.qkv.bias" in state,
-        num_temporal_layers=count_blocks(state, ENCODER + "encoder.layer."),
-        temporal_mlp_dim=int(state[layer0 + "intermediate.dense.weight"].shape[0]),
-        max_position_embeddings=int(
-            state[ENCODER + "embeddings.position_embeddings.weight"].shape[0]
-        ),
-        head_hidden_dim=int(state["mlp_head.1.weight"].shape[0]),
-        num_classes=int(state["mlp_head.4.weight"].shape[0]),
+    mlp_key, query = layer0 + "intermediate.dense.weight", layer0 + "attention.self.query.weight"
+    positions, positions_width = shape_of(state, positions_key, 2)
+    temporal_mlp, mlp_in = shape_of(state, mlp_key, 2)
+    head_hidden, head_hidden_in = shape_of(state, "mlp_head.1.weight", 2)
+    num_classes, head_in = shape_of(state, "mlp_head.4.weight", 2)
+    agree(
+        "width",
+        {
+            BACKBONE + "patch_embed.proj.weight": spatial["hidden_dim"],
+            "cls_token": shape_of(state, "cls_token", 3)[-1],
+            positions_key: positions_width,
+            query: shape_of(state, query, 2)[1],
+            mlp_key: mlp_in,
+            "mlp_head.1.weight": head_hidden_in,
+        },
+        state,
     )
-    if side * side == grid_tokens:
-        config["image_size"] = side * int(patch_size)
+    agree("head width", {"mlp_head.1.weight": head_hidden, "mlp_head.4.weight": head_in}, state)
+    check_limits(
+        state,
+        longformer_positions=(positions, positions_key),
+        mlp_width=(temporal_mlp, mlp_key),
+        width=(head_hidden, "mlp_head.1.weight"),
+        classes=(num_classes, "mlp_head.4.weight"),
+    )
+    config = dict(
+        patch_size=spatial["patch_size"],
+        hidden_dim=spatial["hidden_dim"],
+        num_spatial_layers=spatial["num_layers"],
+        spatial_mlp_dim=spatial["mlp_dim"],
+        spatial_qkv_bias=spatial["qkv_bias"],
+        num_temporal_layers=count_blocks(state, ENCODER + "encoder.layer."),
+        temporal_mlp_dim=temporal_mlp,
+        max_position_embeddings=positions,
+        head_hidden_dim=head_hidden,
+        num_classes=num_classes,
+    )
+    if "image_size" in spatial:
+        config["image_size"] = spatial["image_size"]
     return config
 
 
@@ -76,8 +110,7 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     state = model_state(state)
     for key in IGNORED:
         state.pop(key, None)
-    spatial = {k[len(BACKBONE) :]: v for k, v in state.items() if k.startswith(BACKBONE)}
-    rest = {k: v for k, v in state.items() if not k.startswith(BACKBONE)}
+    spatial, rest = state.under(BACKBONE), state.outside(BACKBONE)
     out = timm_vit_mapping(spatial, count_blocks(spatial, "blocks."))
 
     def take(key):
