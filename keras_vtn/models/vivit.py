@@ -25,6 +25,7 @@ from keras_vtn.layers import (
 )
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import to_tuple
+from keras_vtn.models.convert_utils import naming_file
 from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
 VARIANTS = (
@@ -192,15 +193,16 @@ def ViViT(
         else:
             state = weights_lib.read_checkpoint(source.path)
             state_is_image = vivit_convert.is_image_vit(state)
-            if state_is_image:
-                checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
-            else:
-                hf_config = (
-                    weights_lib.readers.read_hf_config(source.path)
-                    if source.format == "hf_folder"
-                    else None
-                )
-                checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
+            with naming_file(source.path):
+                if state_is_image:
+                    checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
+                else:
+                    hf_config = (
+                        weights_lib.readers.read_hf_config(source.path)
+                        if source.format == "hf_folder"
+                        else None
+                    )
+                    checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
         image = source.entry["kind"] != "video" if source.entry else state_is_image
         if image:
             # An image ViT: its depth is the (spatial) encoder's.
@@ -361,16 +363,17 @@ def _load(model, source, state, source_grid, weights_lib):
     def convert(checkpoint, target):
         return convert_vivit(checkpoint, target, source_grid=source_grid)
 
-    if state is None:  # a Keras file, or a registry download
-        return weights_lib.load_weights(
-            model,
-            source.path if source.entry is None else source.entry["name"],
-            "vivit",
-            converter=convert,
-            **(source.entry or {}).get("match", {}),
-        )
-    mapping = convert(state, model)
-    return weights_lib.assign_weights(model, mapping, allow_missing=source.partial)
+    with naming_file(source.path):
+        if state is None:  # a Keras file, or a registry download
+            return weights_lib.load_weights(
+                model,
+                source.path if source.entry is None else source.entry["name"],
+                "vivit",
+                converter=convert,
+                **(source.entry or {}).get("match", {}),
+            )
+        mapping = convert(state, model)
+        return weights_lib.assign_weights(model, mapping, allow_missing=source.partial)
 
 
 def _load_original(model: keras.Model, path, source_grid=None):

@@ -22,7 +22,19 @@ import re
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding, TubeletEmbedding
-from keras_vtn.models.convert_utils import count_blocks
+from keras_vtn.models.convert_utils import (
+    CheckpointState,
+    agree,
+    as_state,
+    check_limit,
+    check_limits,
+    check_nonempty,
+    count_blocks,
+    shape_of,
+    tensor_name,
+)
+from keras_vtn.models.vit import google_vit_config
+from keras_vtn.weights.errors import CheckpointError
 
 _SCENIC_BLOCK = {
     "LayerNorm_0": "norm1",
@@ -45,6 +57,17 @@ _PRE_LINEN = {
     "MlpBlock_3": "MlpBlock_0",
 }
 _SCENIC_IGNORED_TOP = ("global_step", "rng", "accum_train_time", "metadata", "opt_state")
+FAMILY = "ViViT (scenic, Hugging Face) or Google ViT"
+# Legacy names back to transformers 5.x names (errors name tensors as the file spells them).
+_HF_LEGACY_TO_V5 = [
+    (r"^encoder\.layer\.", "layers."),
+    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
+    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
+    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"(?<!attention)\.output\.dense\.", ".mlp.fc2."),
+]
 _HF_V5_TO_LEGACY = [
     (r"^layers\.", "encoder.layer."),
     (r"\.attention\.q_proj\.", ".attention.attention.query."),
@@ -65,14 +88,15 @@ def _is_hf(state) -> bool:
     )
 
 
-def _scenic_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _scenic_params(state: dict[str, np.ndarray]) -> CheckpointState:
     """The parameter subtree of a scenic TrainState (or of a bare parameter dict)."""
+    state = as_state(state, FAMILY)
     for prefix in ("optimizer/target/", "params/", "opt/target/", ""):
-        params = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        params = state.under(prefix)
         if "embedding/kernel" in params:
             break
     else:
-        raise ValueError(
+        raise CheckpointError(
             "Not a ViViT/ViT Flax checkpoint: no `embedding/kernel` at the top level, under "
             "`optimizer/target/` or under `params/`. Found e.g. "
             f"{sorted(state)[:5]}."
@@ -86,11 +110,11 @@ def _scenic_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             and k.split("/")[0] not in _SCENIC_IGNORED_TOP
         )
         if extra:
-            raise ValueError(f"Unexpected entries next to the weights: {extra[:8]}")
+            raise CheckpointError(f"Unexpected entries next to the weights: {extra[:8]}")
     return params
 
 
-def _hf_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _hf_params(state: dict[str, np.ndarray]) -> CheckpointState:
     """HF names without the `vivit.` prefix, transformers 5.x names mapped to legacy names."""
     out = {}
     for key, value in state.items():
@@ -100,7 +124,16 @@ def _hf_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for pattern, repl in _HF_V5_TO_LEGACY:
             name = re.sub(pattern, repl, name)
         out[name] = value
-    return out
+    prefixed = any(k.startswith("vivit.") for k in state)
+    v5 = any(k.startswith(("vivit.layers.", "layers.")) for k in state)
+
+    def display(name: str) -> str:
+        if v5:
+            for pattern, repl in _HF_LEGACY_TO_V5:
+                name = re.sub(pattern, repl, name)
+        return f"vivit.{name}" if prefixed and not name.startswith("classifier.") else name
+
+    return CheckpointState(out, FAMILY, display)
 
 
 # --- architecture from the tensors ------------------------------------------------------------
@@ -117,36 +150,52 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
     if _is_hf(state):
         return _hf_config_from_state(_hf_params(state), hf_config)
     p = _scenic_params(state)
-    kernel = p["embedding/kernel"]
-    if kernel.ndim != 5:
-        raise ValueError(
-            f"`embedding/kernel` has shape {kernel.shape}: an image ViT, not a ViViT checkpoint. "
-            "Use weights='imagenet21k'-style initialisation (convert_vit_image) for image models."
+    if len(np.shape(p["embedding/kernel"])) != 5:
+        raise CheckpointError(
+            f"`embedding/kernel` has shape {np.shape(p['embedding/kernel'])}: an image ViT, not "
+            "a ViViT checkpoint. Use weights='imagenet21k'-style initialisation "
+            "(convert_vit_image) for image models."
         )
     if "pre_logits/kernel" in p:
-        raise ValueError(
+        raise CheckpointError(
             "This checkpoint has a `pre_logits` layer (representation_size set); no released "
             "ViViT has one and keras_vtn.ViViT does not build it."
         )
-    t, h, w, _, dim = kernel.shape
+    check_nonempty(p)
+    t, h, w, _, dim = shape_of(p, "embedding/kernel", 5)
+    check_limits(
+        p,
+        tubelet_frames=(t, "embedding/kernel"),
+        patch=(_square(p, "embedding/kernel", h, w), "embedding/kernel"),
+        width=(dim, "embedding/kernel"),
+    )
     config = {"tubelet_size": (t, h, w), "hidden_dim": int(dim)}
+    widths = {"embedding/kernel": dim}
     if "output_projection/kernel" in p:
-        config["num_classes"] = int(p["output_projection/kernel"].shape[-1])
+        widths["output_projection/kernel"], classes = shape_of(p, "output_projection/kernel", 2)
+        config["num_classes"] = check_limit("classes", classes, "output_projection/kernel", p)
     if "SpatialTransformer/encoder_norm/scale" in p:
         config["variant"] = "factorised_encoder"
         config["classifier"] = "token" if "cls_SpatialTransformer" in p else "gap"
+        spatial_cls, temporal_cls = "cls_SpatialTransformer", "cls_TemporalTransformer"
+        if (spatial_cls in p) != (temporal_cls in p):  # a token classifier has both CLS
+            raise p.missing(temporal_cls if spatial_cls in p else spatial_cls)
         enc = "SpatialTransformer/encoderblock_0/"
         config["num_spatial_layers"] = count_blocks(p, "SpatialTransformer/encoderblock_")
         config["num_temporal_layers"] = count_blocks(p, "TemporalTransformer/encoderblock_")
         t_enc = "TemporalTransformer/encoderblock_0/"
         for key in ("MultiHeadDotProductAttention_0/query/kernel", "MlpBlock_0/Dense_0/kernel"):
             if t_enc + key in p and p[t_enc + key].shape != p[enc + key].shape:
-                raise ValueError(
+                raise CheckpointError(
                     "The temporal encoder's heads or MLP width differ from the spatial one's "
                     f"({p[t_enc + key].shape} vs {p[enc + key].shape}); keras_vtn.ViViT uses one "
                     "num_heads and mlp_dim for both (as every released config does)."
                 )
         query, mlp = enc + "MultiHeadDotProductAttention_0/query/kernel", enc + "MlpBlock_0"
+        tables = {
+            "SpatialTransformer/posembed_input/pos_embedding": "frame_positions",
+            "TemporalTransformer/posembed_input/pos_embedding": "temporal_tokens",
+        }
     else:
         config["num_layers"] = count_blocks(p, "Transformer/encoderblock_")
         enc = "Transformer/encoderblock_0/"
@@ -158,33 +207,84 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
             if "cls" in p:
                 config["variant"] = "spatio_temporal"
         config["classifier"] = "token" if "cls" in p else "gap"
-    config["num_heads"] = int(p[query].shape[1])
-    config["mlp_dim"] = int(p[mlp + "/Dense_0/kernel"].shape[-1])
+        tables = {"Transformer/posembed_input/pos_embedding": "video_positions"}
+    for table, quantity in tables.items():
+        _, rows, widths[table] = shape_of(p, table, 3)
+        check_limit(quantity, rows, table, p)
+    for cls in ("cls", "cls_SpatialTransformer", "cls_TemporalTransformer"):
+        if cls in p:
+            widths[cls] = shape_of(p, cls, 3)[-1]
+    widths[query], heads, head_dim = shape_of(p, query, 3)
+    widths[f"{query} (heads × head_dim)"] = heads * head_dim
+    mlp = mlp + "/Dense_0/kernel"
+    widths[mlp], mlp_dim = shape_of(p, mlp, 2)
+    agree("width", widths, p)
+    config["num_heads"] = check_limit("heads", heads, query, p)
+    config["mlp_dim"] = check_limit("mlp_width", mlp_dim, mlp, p)
     return config
 
 
+def _square(p, key: str, height: int, width: int) -> int:
+    if height != width:
+        raise CheckpointError(
+            f"Tensor {tensor_name(p, key)!r} has {height}x{width} patches; ViViT tubelets are "
+            "square in space."
+        )
+    return height
+
+
 def _hf_config_from_state(p, hf_config):
-    weight = p["embeddings.patch_embeddings.projection.weight"]  # (D, C, t, h, w)
+    check_nonempty(p)
+    projection = "embeddings.patch_embeddings.projection.weight"
+    dim, _, t, h, w = shape_of(p, projection, 5)  # (D, C, t, h, w)
+    positions = "embeddings.position_embeddings"
+    mlp = "encoder.layer.0.intermediate.dense.weight"
+    query = "encoder.layer.0.attention.attention.query.weight"
+    _, rows, positions_width = shape_of(p, positions, 3)
+    mlp_dim, mlp_in = shape_of(p, mlp, 2)
+    widths = {
+        projection: dim,
+        positions: positions_width,
+        "embeddings.cls_token": shape_of(p, "embeddings.cls_token", 3)[-1],
+        query: shape_of(p, query, 2)[1],
+        mlp: mlp_in,
+    }
     config = {
         "variant": "spatio_temporal",
         "classifier": "token",
-        "tubelet_size": tuple(int(s) for s in weight.shape[2:]),
-        "hidden_dim": int(weight.shape[0]),
+        "tubelet_size": (t, h, w),
+        "hidden_dim": dim,
         "num_layers": count_blocks(p, "encoder.layer."),
-        "mlp_dim": int(p["encoder.layer.0.intermediate.dense.weight"].shape[0]),
+        "mlp_dim": mlp_dim,
     }
     if "classifier.weight" in p:
-        config["num_classes"] = int(p["classifier.weight"].shape[0])
+        config["num_classes"], widths["classifier.weight"] = shape_of(p, "classifier.weight", 2)
+        check_limit("classes", config["num_classes"], "classifier.weight", p)
+    agree("width", widths, p)
+    check_limits(
+        p,
+        tubelet_frames=(t, projection),
+        patch=(_square(p, projection, h, w), projection),
+        width=(dim, projection),
+        video_positions=(rows, positions),
+        mlp_width=(mlp_dim, mlp),
+    )
     if hf_config:
         act = hf_config.get("hidden_act", "gelu_fast")
         if act not in ("gelu_fast", "gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(
+            raise CheckpointError(
                 f"HF config hidden_act={act!r}: keras_vtn.ViViT uses the tanh GELU of the "
                 "original (gelu_fast); this checkpoint would not reproduce its logits."
             )
         if not hf_config.get("qkv_bias", True):
-            raise ValueError("HF config qkv_bias=False is not supported (ViViT uses biases).")
-        config["num_heads"] = int(hf_config["num_attention_heads"])
+            raise CheckpointError("HF config qkv_bias=False is not supported (ViViT uses biases).")
+        heads = check_limit("heads", int(hf_config["num_attention_heads"]), "config.json")
+        if config["hidden_dim"] % heads:
+            raise CheckpointError(
+                f"config.json: num_attention_heads={heads} does not divide the width "
+                f"{config['hidden_dim']} of {tensor_name(p, projection)!r}."
+            )
+        config["num_heads"] = heads
         if "layer_norm_eps" in hf_config:
             config["layer_norm_epsilon"] = float(hf_config["layer_norm_eps"])
     return config
@@ -242,7 +342,7 @@ def _flax_encoder(out, p, src, dst_prefix, num_layers, names, cls_key=None):
 
 def _convert_scenic(state) -> dict[str, np.ndarray]:
     config = config_from_checkpoint(state)
-    p = dict(_scenic_params(state))
+    p = _scenic_params(state)
     out = {}
     _dense(out, "tubelet_embedding", p.pop("embedding/kernel"), p.pop("embedding/bias"))
     variant = config.get("variant")
@@ -271,7 +371,7 @@ def _convert_scenic(state) -> dict[str, np.ndarray]:
     if "output_projection/kernel" in p:
         _dense(out, "head", p.pop("output_projection/kernel"), p.pop("output_projection/bias"))
     if p:
-        raise ValueError(f"Unexpected ViViT checkpoint entries: {sorted(p)[:8]}")
+        raise CheckpointError(f"Unexpected ViViT checkpoint entries: {sorted(p)[:8]}")
     return out
 
 
@@ -309,7 +409,7 @@ def _convert_hf(state) -> dict[str, np.ndarray]:
     if "classifier.weight" in p:
         linear("head", "classifier")
     if p:
-        raise ValueError(f"Unexpected Hugging Face ViViT entries: {sorted(p)[:8]}")
+        raise CheckpointError(f"Unexpected Hugging Face ViViT entries: {sorted(p)[:8]}")
     return out
 
 
@@ -463,7 +563,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
         if key.startswith(("head/", "pre_logits/")):
             del p[key]
     if p:
-        raise ValueError(f"Unexpected ViT image checkpoint entries: {sorted(p)[:8]}")
+        raise CheckpointError(f"Unexpected ViT image checkpoint entries: {sorted(p)[:8]}")
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
@@ -499,15 +599,11 @@ def is_image_vit(state: dict[str, np.ndarray]) -> bool:
 
 
 def config_from_image_checkpoint(state: dict[str, np.ndarray]) -> dict:
-    """hidden_dim, num_heads, mlp_dim, num_layers of a ViT image checkpoint."""
+    """hidden_dim, num_heads, mlp_dim, num_layers of a ViT image checkpoint (checked)."""
     p = _vit_params(state)
-    block = "Transformer/encoderblock_0/"
-    return {
-        "hidden_dim": int(p["embedding/kernel"].shape[-1]),
-        "num_heads": int(p[block + "MultiHeadDotProductAttention_0/query/kernel"].shape[1]),
-        "mlp_dim": int(p[block + "MlpBlock_0/Dense_0/kernel"].shape[-1]),
-        "num_layers": count_blocks(p, "Transformer/encoderblock_"),
-    }
+    check_nonempty(p)
+    config = google_vit_config(p, "MultiHeadDotProductAttention_0", "MlpBlock_0")
+    return {k: config[k] for k in ("hidden_dim", "num_heads", "mlp_dim", "num_layers")}
 
 
 def _vit_params(state):
@@ -517,4 +613,11 @@ def _vit_params(state):
     for key, value in p.items():
         parts = key.split("/")
         out["/".join(_PRE_LINEN.get(part, part) for part in parts)] = value
-    return out
+    if not any(part in _PRE_LINEN for key in p for part in key.split("/")):
+        return CheckpointState(out, FAMILY, p.display)
+    to_pre_linen = {linen: pre for pre, linen in _PRE_LINEN.items()}
+
+    def display(key: str) -> str:
+        return p.display("/".join(to_pre_linen.get(part, part) for part in key.split("/")))
+
+    return CheckpointState(out, FAMILY, display)
