@@ -15,6 +15,7 @@ from keras import ops
 from keras_vtn import weights as kvw
 from keras_vtn.layers import LeapAttention, leap_pairs
 from keras_vtn.models import laps_convert
+from keras_vtn.models.convert_utils import naming_file
 from keras_vtn.models.visformer import (
     VISFORMER_MEAN,
     VISFORMER_SIZES,
@@ -169,7 +170,8 @@ def LAPSTransformer(
             found = dict(source.entry["config"], backbone=backbone)
         else:
             state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
-            found = laps_convert.config_from_checkpoint(state)
+            with naming_file(source.path):
+                found = laps_convert.config_from_checkpoint(state)
         image_size = _fill_from_checkpoint(given, found, backbone, image_size, weights)
     image_size = 224 if image_size is None else image_size
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -254,11 +256,12 @@ def LAPSTransformer(
     model = keras.Model(frames, outputs, name=name or f"laps_{backbone}")
 
     if source is not None:
-        if state is None:  # Keras files, and registry downloads (converted once, then cached)
-            kvw.load_weights(model, weights, "laps", converter=laps_convert.convert_laps,
-                             backbone=backbone)
-        else:
-            _load_original(model, state, partial=source.partial)
+        with naming_file(source.path):
+            if state is None:  # Keras files, and registry downloads (converted once, cached)
+                kvw.load_weights(model, weights, "laps", converter=laps_convert.convert_laps,
+                                 backbone=backbone)
+            else:
+                _load_original(model, state, partial=source.partial)
     return model
 
 

@@ -14,16 +14,32 @@ number of frames come from the builder arguments (the training run name records 
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding
-from keras_vtn.models.convert_utils import count_blocks
-from keras_vtn.models.vit import google_vit_mapping, timm_vit_mapping
+from keras_vtn.models.convert_utils import (
+    CheckpointState,
+    agree,
+    check_limit,
+    check_nonempty,
+    count_blocks,
+    shape_of,
+    tensor_name,
+)
+from keras_vtn.models.vit import (
+    google_vit_config,
+    google_vit_mapping,
+    timm_vit_mapping,
+    vit_config,
+)
+from keras_vtn.weights.errors import CheckpointError
 
 PREFIXES = ("module.", "base_model.")
+FAMILY = "LAPS (ViT or Visformer)"
 # Entries of a training checkpoint that are not weights.
 _TRAINING_ENTRIES = ("epoch", "best_acc1", "optimizer", "scheduler", "arch")
 # BatchNorm's batch counter has no Keras counterpart; the in21k representation layer is
@@ -33,27 +49,33 @@ _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
        "running_var": "moving_variance"}
 
 
-def extract_state(state: dict) -> dict[str, np.ndarray]:
+def extract_state(state: dict) -> CheckpointState:
     """The backbone state dict of any LAPS-related checkpoint, without prefixes.
 
     Accepts a flat dict from `keras_vtn.weights.read_checkpoint` ('.'-joined names, so a
     training checkpoint's weights arrive as `state_dict.module.base_model.*`) or a nested
-    dict as `torch.load` returns it.
+    dict as `torch.load` returns it. Errors name tensors as the file spells them.
     """
+    base = state.display if isinstance(state, CheckpointState) else (lambda key: key)
     state = _flatten(state)
-    for container in ("state_dict.", "model."):
-        if any(k.startswith(container) for k in state):
-            state = {k[len(container):]: v for k, v in state.items() if k.startswith(container)}
+    container = ""
+    for name in ("state_dict.", "model."):
+        if any(k.startswith(name) for k in state):
+            state = {k[len(name):]: v for k, v in state.items() if k.startswith(name)}
+            container = name
             break
     else:
         state = {k: v for k, v in state.items() if k.split(".")[0] not in _TRAINING_ENTRIES}
-    out = {}
+    out, stripped = {}, collections.Counter()
     for key, value in state.items():
+        original = key
         for prefix in PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]
+        stripped[original[: len(original) - len(key)]] += 1
         out[key] = np.asarray(value)
-    return out
+    prefix = container + (stripped.most_common(1)[0][0] if stripped else "")
+    return CheckpointState(out, FAMILY, lambda key: base(prefix + key))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -75,7 +97,7 @@ def checkpoint_backbone(state: dict[str, np.ndarray]) -> str:
         return "vit"
     if "embedding/kernel" in state and "Transformer/encoderblock_0/LayerNorm_0/scale" in state:
         return "vit_google"
-    raise ValueError(
+    raise CheckpointError(
         "Not a LAPS ViT or Visformer checkpoint: found neither 'stem.0.weight' (Visformer) "
         "nor 'patch_embed.proj.weight' (timm ViT) nor 'embedding/kernel' (Google ViT). "
         f"First keys: {sorted(state)[:5]}"
@@ -97,51 +119,65 @@ def config_from_checkpoint(state: dict) -> dict:
     """
     state = extract_state(state) if not _is_extracted(state) else state
     backbone = checkpoint_backbone(state)
-    config: dict = {}
+    check_nonempty(state)
+    if backbone == "visformer":
+        return _visformer_config(state)
     if backbone == "vit_google":
-        patch, _, _, hidden = state["embedding/kernel"].shape
-        block = "Transformer/encoderblock_0/"
-        if "head/kernel" in state:
-            config["num_classes"] = int(state["head/kernel"].shape[-1])
-        config.update(
-            patch_size=int(patch),
-            hidden_dim=int(hidden),
-            num_layers=count_blocks(state, "Transformer/encoderblock_"),
-            num_heads=int(state[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]),
-            mlp_dim=int(state[block + "MlpBlock_3/Dense_0/kernel"].shape[-1]),
-            image_size=int(
-                math.isqrt(state["Transformer/posembed_input/pos_embedding"].shape[1] - 1)
-            )
-            * int(patch),
-        )
-    elif backbone == "vit":
-        hidden, _, patch, _ = state["patch_embed.proj.weight"].shape
-        tokens = state["pos_embed"].shape[1] - 1
-        if "head.weight" in state:
-            config["num_classes"] = int(state["head.weight"].shape[0])
-        config.update(
-            patch_size=int(patch),
-            hidden_dim=int(hidden),
-            num_layers=count_blocks(state, "blocks."),
-            mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
-            image_size=int(math.isqrt(tokens)) * int(patch),
-        )
-        if int(hidden) in VIT_HEADS_BY_WIDTH:
-            config["num_heads"] = VIT_HEADS_BY_WIDTH[int(hidden)]
+        config = google_vit_config(state)
     else:
-        if "head.weight" in state:
-            config["num_classes"] = int(state["head.weight"].shape[0])
-        widths = tuple(int(state[f"patch_embed{i}.proj.weight"].shape[0]) for i in (1, 2, 3))
-        config.update(
-            backbone="visformer_small",
-            stem_width=int(state["stem.0.weight"].shape[0]),
-            widths=widths,
-            depths=tuple(count_blocks(state, f"stage{i}.") for i in (1, 2, 3)),
-            mlp_ratio=state["stage2.0.mlp.conv1.weight"].shape[0] / widths[1],
-            image_size=int(state["pos_embed1"].shape[-1]) * 8,
+        config = vit_config(state)
+        config.pop("qkv_bias")
+        if config["hidden_dim"] in VIT_HEADS_BY_WIDTH:
+            config["num_heads"] = VIT_HEADS_BY_WIDTH[config["hidden_dim"]]
+    if "image_size" not in config:
+        raise CheckpointError(
+            f"The position table {tensor_name(state, _POSITIONS[backbone])!r} is not a CLS "
+            "row plus a square grid."
         )
-        return config
     config["backbone"] = "vit_large" if config["hidden_dim"] == 1024 else "vit_base"
+    return config
+
+
+_POSITIONS = {"vit": "pos_embed", "vit_google": "Transformer/posembed_input/pos_embedding"}
+
+
+def _visformer_config(state) -> dict:
+    """Visformer widths, depths and grids, checked to agree across stem, stages and tables."""
+    config: dict = {"backbone": "visformer_small"}
+    stem, *_ = shape_of(state, "stem.0.weight", 4)
+    check_limit("stem_width", stem, "stem.0.weight", state)
+    previous, previous_key, widths, side = stem, "stem.0.weight", [], None
+    for i in (1, 2, 3):
+        embed, table = f"patch_embed{i}.proj.weight", f"pos_embed{i}"
+        width, width_in, *_ = shape_of(state, embed, 4)
+        _, table_width, height, table_side = shape_of(state, table, 4)
+        agree(f"input width of stage {i}", {previous_key: previous, embed: width_in}, state)
+        agree(f"width of stage {i}", {embed: width, table: table_width}, state)
+        agree(f"side of the stage-{i} grid", {f"{table} (height)": height, table: table_side},
+              state)
+        if side is not None:  # each stage halves the grid (floor)
+            agree(f"side of the stage-{i} grid",
+                  {table: table_side, f"pos_embed{i - 1} (halved)": side // 2}, state)
+        check_limit("width", width, embed, state)
+        widths.append(width)
+        previous, previous_key, side = width, embed, table_side
+    check_limit("frame_positions", state["pos_embed1"].shape[-1] ** 2, "pos_embed1", state)
+    mlp = "stage2.0.mlp.conv1.weight"
+    hidden, hidden_in, *_ = shape_of(state, mlp, 4)
+    agree("width of stage 2", {"patch_embed2.proj.weight": widths[1], mlp: hidden_in}, state)
+    check_limit("mlp_width", hidden, mlp, state)
+    if "head.weight" in state:
+        config["num_classes"], head_in = shape_of(state, "head.weight", 2)
+        agree("width of stage 3", {"patch_embed3.proj.weight": widths[2], "head.weight": head_in},
+              state)
+        check_limit("classes", config["num_classes"], "head.weight", state)
+    config.update(
+        stem_width=stem,
+        widths=tuple(widths),
+        depths=tuple(count_blocks(state, f"stage{i}.") for i in (1, 2, 3)),
+        mlp_ratio=hidden / widths[1],
+        image_size=int(state["pos_embed1"].shape[-1]) * 8,
+    )
     return config
 
 
@@ -204,10 +240,10 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
 
     Returns `{variable.path: array}`; `head/*` is included when the checkpoint has a head (the
     loader drops it when the class count differs). Position tables are resized when the
-    model's image size differs from the checkpoint's. Raises ValueError naming any key that is
+    model's image size differs from the checkpoint's. Raises CheckpointError naming any key that is
     neither mapped nor a documented ignorable (`num_batches_tracked`, timm's `pre_logits`).
     """
-    state = dict(extract_state(state))
+    state = extract_state(state)
     backbone = checkpoint_backbone(state)
     if backbone == "vit_google":
         out = google_vit_mapping(state, count_blocks(state, "Transformer/encoderblock_"))
@@ -224,7 +260,7 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
         out["head/bias"] = np.asarray(state.pop("head.bias"))
     leftover = sorted(k for k in state if not _IGNORED.search(k))
     if leftover:
-        raise ValueError(
+        raise CheckpointError(
             f"Unexpected keys in the LAPS {backbone} checkpoint (not mapped, not ignorable): "
             f"{leftover[:20]}{' ...' if len(leftover) > 20 else ''}"
         )
