@@ -11,11 +11,26 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable: truncated, corrupt, unknown or unsupported format."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint path (or a file a checkpoint folder names) does not exist.
+
+    Also a `FileNotFoundError`, so callers that test for a missing file keep working.
+    """
+
+
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint asks for something that loading must never do (run code, escape a folder).
 
     Raised *before* anything from the file is executed: the restricted unpickler refuses the
     global at lookup time, so the callable is never resolved, let alone called.
+    """
+
+
+class CheckpointLimitError(UnsafeCheckpointError):
+    """A checkpoint would exceed a reader's resource bound: nesting depth, dimensions, or more
+    bytes in memory than the file can legitimately describe (a decompression or aliasing bomb).
+
+    Raised before the offending allocation or recursion happens.
     """
 
 
