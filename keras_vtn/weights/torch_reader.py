@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_vtn.weights import safe_zip
-from keras_vtn.weights.errors import CheckpointError, UnsafeCheckpointError
+from keras_vtn.weights.errors import CheckpointError, CheckpointLimitError, UnsafeCheckpointError
+from keras_vtn.weights.safe_zip import describe
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -78,31 +79,36 @@ def _itemsize(dtype: str) -> int:
     return _ITEMSIZE.get(dtype) or np.dtype(dtype).itemsize
 
 
+@dataclass(frozen=True)
 class _StorageType:
-    """Stand-in for `torch.FloatStorage` & co: a marker carrying the element dtype."""
+    """Stand-in for `torch.FloatStorage` & co: a marker carrying the element dtype.
 
-    def __init__(self, name: str, dtype: str):
-        self.name, self.dtype = name, dtype
+    Frozen, and made afresh for every unpickler: nothing a file does to one can reach the
+    next file read in the process.
+    """
+
+    name: str
+    dtype: str
 
     def __repr__(self) -> str:
         return f"<storage type {self.name}>"
 
 
+@dataclass(frozen=True)
 class _TorchDType:
     """Stand-in for a `torch.dtype` such as `torch.float32`."""
 
-    def __init__(self, dtype: str):
-        self.dtype = dtype
+    dtype: str
 
 
+@dataclass(frozen=True)
 class _TypeMarker:
     """Stand-in for `torch.Tensor` / `torch.nn.Parameter` when passed as a type argument."""
 
-    def __init__(self, name: str):
-        self.name = name
+    name: str
 
 
-@dataclass
+@dataclass(eq=False)
 class _Storage:
     key: str
     dtype: str
@@ -110,24 +116,22 @@ class _Storage:
     data: bytes | None = None
     big_endian: bool = False
 
-    def array(self) -> np.ndarray:
-        """The whole storage as a flat numpy array of its own dtype (bf16 as uint16)."""
+    def raw(self, path: str) -> memoryview:
+        """The storage's bytes (numel x itemsize of its own dtype), checked against the file."""
         if self.data is None:
-            raise CheckpointError(f"storage {self.key!r} was referenced but never stored.")
-        raw_dtype = "uint16" if self.dtype == "bfloat16" else self.dtype
-        dtype = np.dtype(raw_dtype)
-        if self.big_endian:
-            dtype = dtype.newbyteorder(">")
-        need = self.numel * dtype.itemsize
+            raise CheckpointError(
+                f"{path!r}: storage {describe(self.key)} was referenced but never stored."
+            )
+        need = self.numel * _itemsize(self.dtype)
         if len(self.data) < need:
             raise CheckpointError(
-                f"storage {self.key!r} holds {len(self.data)} bytes but {need} are needed; the "
-                "file is truncated or corrupt."
+                f"{path!r}: storage {describe(self.key)} holds {len(self.data)} bytes but {need} "
+                "are needed; the file is truncated or corrupt."
             )
-        return np.frombuffer(self.data, dtype=dtype, count=self.numel)
+        return memoryview(self.data)[:need]
 
 
-@dataclass
+@dataclass(eq=False)
 class _TensorRef:
     storage: _Storage
     offset: int
@@ -136,36 +140,36 @@ class _TensorRef:
     dtype: str | None = None  # set by `_rebuild_tensor_v3` (storage is untyped bytes)
     extra: dict = field(default_factory=dict)
 
-    def materialize(self) -> np.ndarray:
+    def materialize(self, path: str, budget: safe_zip.Budget) -> np.ndarray:
+        """A writable copy of the view, paid for in `budget` before it is allocated."""
         dtype = self.dtype or self.storage.dtype
-        base = self.storage.array()
-        if self.dtype is not None and self.dtype != self.storage.dtype:
-            # v3 tensors view untyped (byte) storage: reinterpret the bytes.
-            raw = "uint16" if dtype == "bfloat16" else dtype
-            target = np.dtype(raw).newbyteorder(">" if self.storage.big_endian else "<")
-            nbytes = base.nbytes - base.nbytes % target.itemsize
-            base = np.frombuffer(base.tobytes()[:nbytes], dtype=target)
-        pairs = zip(self.size, self.stride, strict=True)
-        numel_needed = self.offset + 1 + sum((n - 1) * s for n, s in pairs)
-        if any(n == 0 for n in self.size):
-            numel_needed = 0
-        if numel_needed > base.size:
+        raw = "uint16" if dtype == "bfloat16" else dtype
+        target = np.dtype(raw).newbyteorder(">" if self.storage.big_endian else "<")
+        data = self.storage.raw(path)
+        available = len(data) // target.itemsize  # v3 tensors view untyped (byte) storage
+        numel = safe_zip.element_count(self.size)
+        budget.charge_array(numel * (4 if dtype == "bfloat16" else target.itemsize),
+                            f"a tensor of shape {self.size}")
+        if numel == 0:
+            return np.zeros(self.size, dtype=np.dtype(raw) if dtype != "bfloat16" else np.float32)
+        # A dimension of size 1 is never stepped over, so its stride is irrelevant (and may
+        # be anything in a hand-written file); zero it so it cannot overflow numpy's strides.
+        stride = tuple(0 if n == 1 else s for n, s in zip(self.size, self.stride, strict=True))
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, stride, strict=True))
+        if last >= available:
             raise CheckpointError(
-                f"a tensor of shape {self.size} (offset {self.offset}, stride {self.stride}) "
-                f"reaches past the end of storage {self.storage.key!r} ({base.size} elements); "
-                "the file is corrupt."
+                f"{path!r}: a tensor of shape {self.size} (offset {self.offset}, stride "
+                f"{self.stride}) reaches past the end of storage {describe(self.storage.key)} "
+                f"({available} elements); the file is corrupt."
             )
-        if numel_needed == 0:
-            out = np.zeros(self.size, dtype=base.dtype)
-        else:
-            item = base.dtype.itemsize
-            view = np.lib.stride_tricks.as_strided(
-                base[self.offset :],
-                shape=self.size,
-                strides=tuple(s * item for s in self.stride),
-                writeable=False,
-            )
-            out = np.array(view)  # copy: independent of shared storages, writable
+        base = np.frombuffer(data, dtype=target, count=available)
+        view = np.lib.stride_tricks.as_strided(
+            base[self.offset :],
+            shape=self.size,
+            strides=tuple(s * target.itemsize for s in stride),
+            writeable=False,
+        )
+        out = np.array(view)  # copy: independent of shared storages, writable
         if out.dtype.byteorder == ">":
             out = out.astype(out.dtype.newbyteorder("="))
         if dtype == "bfloat16":
@@ -179,18 +183,15 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
 
 
 def _check_ints(name: str, values) -> tuple[int, ...]:
-    values = tuple(values)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise CheckpointError(f"{name} must be non-negative integers, got {values!r}.")
-    return values
+    return safe_zip.check_shape(values, "the pickle", name)
 
 
 def _tensor(storage, storage_offset, size, stride, dtype=None) -> _TensorRef:
     if not isinstance(storage, _Storage):
         raise CheckpointError(f"tensor rebuilt from {type(storage).__name__}, not a storage.")
-    (offset,) = _check_ints("storage offset", (storage_offset,))
-    size = _check_ints("tensor size", size)
-    stride = _check_ints("tensor stride", stride)
+    (offset,) = _check_ints("a tensor's storage offset", (storage_offset,))
+    size = _check_ints("a tensor's size", size)
+    stride = _check_ints("a tensor's stride", stride)
     if len(size) != len(stride):
         raise CheckpointError(f"tensor size {size} and stride {stride} differ in length.")
     return _TensorRef(storage, offset, size, stride, dtype)
@@ -243,14 +244,25 @@ def _rebuild_from_type_v2(func, new_type, args, state):
         raise UnsafeCheckpointError("_rebuild_from_type_v2 may only wrap a tensor rebuilder.")
     if not isinstance(new_type, _TypeMarker):
         raise UnsafeCheckpointError("_rebuild_from_type_v2 with a type that is not a torch tensor.")
+    if not isinstance(args, tuple):
+        raise CheckpointError("_rebuild_from_type_v2 with arguments that are not a tuple.")
     return func(*args)
 
 
 def _torch_size(values=()):
+    if not isinstance(values, (list, tuple)):
+        raise CheckpointError(f"torch.Size of {describe(values)}, not a sequence of ints.")
     return tuple(values)
 
 
+# Dict keys and set members are hashed, and hashing a tuple recurses in C without a depth
+# check: a deeply nested tuple key crashes the interpreter. Such values are refused first.
+MAX_KEY_DEPTH = 32
+MAX_KEY_NODES = 10_000
+
+
 def _allowed_globals() -> dict[tuple[str, str], object]:
+    """The admitted globals, with fresh stand-ins: one table per unpickler, never shared."""
     allowed: dict[tuple[str, str], object] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         # MultiStepLR.state_dict() keeps its milestones in a Counter (a dict); training
@@ -282,16 +294,60 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     return allowed
 
 
-_ALLOWED = _allowed_globals()
+_CONTAINER_TYPES = (collections.OrderedDict, collections.Counter, set, frozenset)
+_DISPATCH = dict(pickle._Unpickler.dispatch)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler admitting only tensor-rebuilding globals; storages are resolved via a callback."""
+def _opcode(code: bytes):
+    """Register the decorated method as this unpickler's handler of a pickle opcode."""
+
+    def register(method):
+        _DISPATCH[code[0]] = method
+        return method
+
+    return register
+
+
+class _BoundedReader:
+    """A file view that never reads past `end` and caps text lines (pickle's readline)."""
+
+    MAX_LINE = 1 << 16
+
+    def __init__(self, handle, end: int):
+        self._handle, self._end = handle, end
+
+    def _left(self) -> int:
+        return max(self._end - self._handle.tell(), 0)
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._left()
+        return self._handle.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._handle.readline(min(self.MAX_LINE, self._left()))
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """Unpickler admitting only tensor-rebuilding globals; storages are resolved via a callback.
+
+    Built on the pure-Python unpickler so that every opcode that could change an object is
+    checked here: a file may only call the admitted callables (REDUCE, NEWOBJ; INST and OBJ,
+    which Python 3 never writes, are refused), and may only fill or set state on containers
+    it built itself (APPEND(S), SETITEM(S), ADDITEMS, BUILD). The admitted globals are fresh
+    stand-ins for each unpickler and frozen, so nothing a file does outlives its own read.
+    """
+
+    dispatch = _DISPATCH
 
     def __init__(self, file, path: str, storage_for=None):
-        super().__init__(file)
+        super().__init__(file, encoding="utf-8")
         self._path = path
         self._storage_for = storage_for
+        self._allowed = _allowed_globals()
+        self._callables = {
+            id(value): value for value in self._allowed.values() if callable(value)
+        }
+        self._created: dict[int, object] = {}  # containers this unpickler built, kept alive
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
         # Protocol < 3 pickles written by Python 3 name Python 2 modules ("__builtin__.set");
@@ -301,7 +357,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         elif module in _compat_pickle.IMPORT_MAPPING:
             module = _compat_pickle.IMPORT_MAPPING[module]
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
             raise UnsafeCheckpointError(
                 f"{self._path!r} references the Python global '{module}.{name}', which a weights "
@@ -314,7 +370,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if self._storage_for is None:
             raise CheckpointError(f"{self._path!r}: unexpected persistent id in a metadata pickle.")
         if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
-            raise CheckpointError(f"{self._path!r}: unsupported persistent id {pid!r:.80}.")
+            raise CheckpointError(f"{self._path!r}: unsupported persistent id {describe(pid)}.")
         _, storage_type, key, _location, numel = pid[:5]
         if not isinstance(storage_type, _StorageType):
             raise CheckpointError(f"{self._path!r}: persistent id without a storage type.")
@@ -323,50 +379,221 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self._path!r}: legacy storage views (torch < 1.0) are not supported; re-save "
                 "the state_dict with a recent torch."
             )
-        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-            raise CheckpointError(f"{self._path!r}: malformed storage reference {pid!r:.80}.")
-        return self._storage_for(str(key), storage_type.dtype, numel)
+        if not isinstance(key, str) or type(numel) is not int or numel < 0:
+            raise CheckpointError(
+                f"{self._path!r}: malformed storage reference (key {describe(key)}, "
+                f"{describe(numel)} elements)."
+            )
+        return self._storage_for(key, storage_type.dtype, numel)
+
+    # --- opcodes that call, fill or set state ---------------------------------------------
+    def _refuse(self, what: str) -> UnsafeCheckpointError:
+        return UnsafeCheckpointError(
+            f"{self._path!r}: the pickle {what}. A weights file never needs that; refused, "
+            "nothing from it was executed or changed."
+        )
+
+    def _check_key(self, value) -> None:
+        """Refuse a dict key / set member whose hash would recurse too deeply or too long."""
+        todo = [(value, 0)]
+        seen = 0
+        while todo:
+            item, depth = todo.pop()
+            if isinstance(item, (tuple, frozenset)):
+                seen += len(item)
+                if depth >= MAX_KEY_DEPTH or seen > MAX_KEY_NODES:
+                    raise CheckpointLimitError(
+                        f"{self._path!r}: a dict key or set member nests tuples deeper than "
+                        f"{MAX_KEY_DEPTH} levels or holds more than {MAX_KEY_NODES} items; "
+                        "refusing it (hashing it could crash the interpreter)."
+                    )
+                todo.extend((child, depth + 1) for child in item)
+
+    def _check_keys(self, values) -> None:
+        for value in values:
+            self._check_key(value)
+
+    def _call(self, func, args):
+        if not isinstance(args, tuple):
+            raise CheckpointError(f"{self._path!r}: a call with arguments {describe(args)}.")
+        if self._callables.get(id(func)) is not func:
+            raise self._refuse(f"calls {describe(func)}, not a tensor or container builder")
+        if func in _CONTAINER_TYPES:
+            return self._build_container(func, args)
+        return func(*args)
+
+    def _build_container(self, cls, args):
+        if len(args) > 1:
+            raise CheckpointError(f"{self._path!r}: {cls.__name__} called with {len(args)} args.")
+        source = args[0] if args else ()
+        if not isinstance(source, (list, tuple, dict, set, frozenset)):
+            raise CheckpointError(
+                f"{self._path!r}: {cls.__name__} built from {describe(source)}, not a container."
+            )
+        if cls is collections.OrderedDict and not isinstance(source, dict):
+            if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in source):
+                raise CheckpointError(f"{self._path!r}: OrderedDict built from non-pairs.")
+            self._check_keys(pair[0] for pair in source)
+        elif not isinstance(source, dict):
+            self._check_keys(source)
+        obj = cls(source)
+        self._created[id(obj)] = obj
+        return obj
+
+    @_opcode(pickle.REDUCE)
+    def load_reduce(self):
+        args = self.stack.pop()
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    @_opcode(pickle.NEWOBJ)
+    def load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if cls not in (collections.OrderedDict, collections.Counter) or args != ():
+            raise self._refuse(f"creates an instance of {describe(cls)} without calling it")
+        self.append(self._call(cls, ()))
+
+    @_opcode(pickle.NEWOBJ_EX)
+    def load_newobj_ex(self):
+        raise self._refuse("creates an object with keyword arguments (NEWOBJ_EX)")
+
+    @_opcode(pickle.INST)
+    def load_inst(self):
+        raise self._refuse("instantiates a class with the INST opcode")
+
+    @_opcode(pickle.OBJ)
+    def load_obj(self):
+        raise self._refuse("instantiates a class with the OBJ opcode")
+
+    @_opcode(pickle.EXT1)
+    def load_ext1(self):
+        raise self._refuse("uses the copyreg extension registry (EXT1)")
+
+    @_opcode(pickle.EXT2)
+    def load_ext2(self):
+        raise self._refuse("uses the copyreg extension registry (EXT2)")
+
+    @_opcode(pickle.EXT4)
+    def load_ext4(self):
+        raise self._refuse("uses the copyreg extension registry (EXT4)")
+
+    @_opcode(pickle.BYTEARRAY8)
+    def load_bytearray8(self):
+        raise self._refuse("holds a protocol-5 bytearray, which torch.save never writes")
+
+    @_opcode(pickle.BUILD)
+    def load_build(self):
+        self.stack.pop()
+        inst = self.stack[-1]
+        # torch's state_dict OrderedDict carries `_metadata` (module versions) as state; the
+        # reader does not need it, so it is dropped rather than set on anything.
+        if self._created.get(id(inst)) is not inst or not isinstance(inst, dict):
+            raise self._refuse(f"sets the state of {describe(inst)} (BUILD)")
+
+    @_opcode(pickle.APPEND)
+    def load_append(self):
+        value = self.stack.pop()
+        target = self.stack[-1]
+        if type(target) is not list:
+            raise self._refuse(f"appends to {describe(target)}")
+        target.append(value)
+
+    @_opcode(pickle.APPENDS)
+    def load_appends(self):
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if type(target) is not list:
+            raise self._refuse(f"appends to {describe(target)}")
+        target.extend(items)
+
+    def _set_items(self, target, items) -> None:
+        if not isinstance(target, dict):
+            raise self._refuse(f"sets items of {describe(target)}")
+        if len(items) % 2:
+            raise CheckpointError(f"{self._path!r}: SETITEMS with an odd number of values.")
+        self._check_keys(items[0::2])
+        for i in range(0, len(items), 2):
+            target[items[i]] = items[i + 1]
+
+    @_opcode(pickle.SETITEM)
+    def load_setitem(self):
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._set_items(self.stack[-1], [key, value])
+
+    @_opcode(pickle.SETITEMS)
+    def load_setitems(self):
+        items = self.pop_mark()
+        self._set_items(self.stack[-1], items)
+
+    @_opcode(pickle.DICT)
+    def load_dict(self):
+        items = self.pop_mark()
+        target: dict = {}
+        self._set_items(target, items)
+        self.append(target)
+
+    @_opcode(pickle.ADDITEMS)
+    def load_additems(self):
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if type(target) is not set:
+            raise self._refuse(f"adds items to {describe(target)}")
+        self._check_keys(items)
+        target.update(items)
+
+    @_opcode(pickle.FROZENSET)
+    def load_frozenset(self):
+        items = self.pop_mark()
+        self._check_keys(items)
+        self.append(frozenset(items))
 
 
 def _unpickle(data_or_file, path: str, storage_for=None):
     handle = io.BytesIO(data_or_file) if isinstance(data_or_file, bytes) else data_or_file
     try:
         return RestrictedUnpickler(handle, path, storage_for).load()
-    except CheckpointError:
-        raise
+    except CheckpointError as err:
+        if path in str(err):
+            raise
+        raise type(err)(f"{path!r}: {err}") from None  # the stand-ins do not know the path
     except RecursionError:
-        raise CheckpointError(f"{path!r}: the pickle nests too deeply; refusing it.") from None
+        raise CheckpointLimitError(f"{path!r}: the pickle nests too deeply; refusing it.") from None
+    except MemoryError:
+        raise CheckpointLimitError(
+            f"{path!r}: the pickle asks for more memory than is available; refusing it."
+        ) from None
     except (EOFError, pickle.UnpicklingError, struct.error) as err:
         raise CheckpointError(
             f"{path!r}: the pickle data is truncated or corrupt ({err}); download it again."
         ) from None
-    except (TypeError, ValueError, AttributeError, IndexError, KeyError, MemoryError) as err:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, OverflowError,
+            UnicodeDecodeError) as err:
         raise CheckpointError(
-            f"{path!r}: the pickle does not describe a checkpoint ({type(err).__name__}: {err})."
+            f"{path!r}: the pickle does not describe a checkpoint ({type(err).__name__}: "
+            f"{describe(str(err), 200)})."
         ) from None
 
 
-def flatten(obj, separator: str = ".") -> dict[str, np.ndarray]:
-    """Flatten nested dicts/lists of tensors into `{'a.b.0.c': array}`; other leaves are dropped."""
-    out: dict[str, np.ndarray] = {}
+def flatten(obj, separator: str = ".", *, path: str = "the checkpoint",
+            budget: safe_zip.Budget | None = None, max_nodes: int | None = None
+            ) -> dict[str, np.ndarray]:
+    """Flatten nested dicts/lists of tensors into `{'a.b.0.c': array}`; other leaves are dropped.
 
-    def visit(value, prefix: str) -> None:
-        if isinstance(value, _TensorRef):
-            if prefix in out:
-                raise CheckpointError(f"two tensors flatten to the same name {prefix!r}.")
-            out[prefix] = value.materialize()
-            return
-        if isinstance(value, dict):
-            items = value.items()
-        elif isinstance(value, (list, tuple)):
-            items = enumerate(value)
-        else:
-            return
-        for key, item in items:
-            visit(item, f"{prefix}{separator}{key}" if prefix else str(key))
+    Every tensor is materialised through `budget` (by default: what an empty file may make).
+    """
+    budget = budget if budget is not None else safe_zip.Budget(path, 0)
 
-    visit(obj, "")
-    return out
+    def to_array(value):
+        return value.materialize(path, budget) if isinstance(value, _TensorRef) else None
+
+    return safe_zip.flatten_nested(obj, separator, to_array, path, budget, max_nodes)
+
+
+def _max_nodes(pickle_bytes: int) -> int:
+    # Each value in an honest pickle costs at least one byte of it; memo references let a
+    # small pickle name one container many times, which a tree walk would expand.
+    return 16 * pickle_bytes + 100_000
 
 
 def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -374,6 +601,7 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     with safe_zip.open_zip(path) as archive:
         names = archive.namelist()
+        members = set(names)
         pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if not pickles:
             if any(n.endswith("/constants.pkl") for n in names):
@@ -383,13 +611,13 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 )
             raise CheckpointError(f"{path!r} is a zip archive without a torch data.pkl.")
         if len(pickles) > 1:
-            raise CheckpointError(f"{path!r} holds several torch archives: {pickles}.")
+            raise CheckpointError(f"{path!r} holds several torch archives: {pickles[:5]}.")
         prefix = pickles[0][: -len("data.pkl")]
         big_endian = False
-        if prefix + "byteorder" in names:
+        if prefix + "byteorder" in members:
             order = safe_zip.read_member(archive, prefix + "byteorder", path).strip()
             if order not in (b"little", b"big"):
-                raise CheckpointError(f"{path!r}: unknown byteorder {order!r}.")
+                raise CheckpointError(f"{path!r}: unknown byteorder {describe(order)}.")
             big_endian = order == b"big"
         storages: dict[str, _Storage] = {}
 
@@ -397,15 +625,17 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if key in storages:
                 return storages[key]
             member = f"{prefix}data/{key}"
-            if member not in names:
-                raise CheckpointError(f"{path!r}: storage member {member!r} is missing.")
+            if member not in members:
+                raise CheckpointError(f"{path!r}: storage member {describe(member)} is missing.")
             storage = _Storage(key, dtype, numel, big_endian=big_endian)
             storage.data = safe_zip.read_member(archive, member, path)
             storages[key] = storage
             return storage
 
-        obj = _unpickle(safe_zip.read_member(archive, pickles[0], path), path, storage_for)
-        return flatten(obj)
+        data = safe_zip.read_member(archive, pickles[0], path)
+        obj = _unpickle(data, path, storage_for)
+        budget = safe_zip.Budget(path, safe_zip.stored_bytes(archive))
+        return flatten(obj, path=path, budget=budget, max_nodes=_max_nodes(len(data)))
 
 
 def is_legacy_torch(head: bytes) -> bool:
@@ -416,16 +646,20 @@ def is_legacy_torch(head: bytes) -> bool:
 def read_torch_legacy(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a `torch.save(..., _use_new_zipfile_serialization=False)` file."""
     path = os.fspath(path)
-    with open(path, "rb") as handle:
-        magic = _unpickle(handle, path)
-        if magic != LEGACY_MAGIC_NUMBER:
+    with safe_zip.open_regular(path) as handle:
+        size = safe_zip.file_size(handle)
+        reader = _BoundedReader(handle, size)
+        magic = _unpickle(reader, path)
+        if type(magic) is not int or magic != LEGACY_MAGIC_NUMBER:
             raise CheckpointError(
                 f"{path!r} is a pickle but not a torch checkpoint (no torch magic number)."
             )
-        protocol = _unpickle(handle, path)
-        if protocol != LEGACY_PROTOCOL_VERSION:
-            raise CheckpointError(f"{path!r}: unsupported legacy torch protocol {protocol!r}.")
-        _unpickle(handle, path)  # system info; torch writes legacy storages little-endian anyway
+        protocol = _unpickle(reader, path)
+        if type(protocol) is not int or protocol != LEGACY_PROTOCOL_VERSION:
+            raise CheckpointError(
+                f"{path!r}: unsupported legacy torch protocol {describe(protocol)}."
+            )
+        _unpickle(reader, path)  # system info; torch writes legacy storages little-endian anyway
         storages: dict[str, _Storage] = {}
 
         def storage_for(key: str, dtype: str, numel: int) -> _Storage:
@@ -433,29 +667,37 @@ def read_torch_legacy(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 storages[key] = _Storage(key, dtype, numel)
             return storages[key]
 
-        obj = _unpickle(handle, path, storage_for)
-        keys = _unpickle(handle, path)
+        start = handle.tell()
+        obj = _unpickle(reader, path, storage_for)
+        pickle_bytes = handle.tell() - start
+        keys = _unpickle(reader, path)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise CheckpointError(f"{path!r}: malformed storage key list.")
         for key in keys:
             header = handle.read(8)
             if len(header) != 8:
                 raise CheckpointError(
-                    f"{path!r} is truncated: storage {key!r} is missing. Download it again."
+                    f"{path!r} is truncated: storage {describe(key)} is missing. Download it again."
                 )
             (numel,) = struct.unpack("<q", header)
             storage = storages.get(key)
             if storage is None:
-                raise CheckpointError(f"{path!r}: storage {key!r} is not used by any tensor.")
-            nbytes = numel * _itemsize(storage.dtype)
+                raise CheckpointError(
+                    f"{path!r}: storage {describe(key)} is not used by any tensor."
+                )
+            if storage.data is not None:
+                raise CheckpointError(f"{path!r}: storage {describe(key)} is stored twice.")
             if numel < 0 or numel != storage.numel:
                 raise CheckpointError(
-                    f"{path!r}: storage {key!r} declares {numel} elements, expected "
+                    f"{path!r}: storage {describe(key)} declares {numel} elements, expected "
                     f"{storage.numel}; the file is corrupt."
                 )
-            storage.data = handle.read(nbytes)
-            if len(storage.data) != nbytes:
+            nbytes = numel * _itemsize(storage.dtype)
+            if nbytes > size - handle.tell():
                 raise CheckpointError(
-                    f"{path!r} is truncated inside storage {key!r}. Download it again."
+                    f"{path!r} is truncated inside storage {describe(key)} ({nbytes} bytes "
+                    "declared, fewer left in the file). Download it again."
                 )
-        return flatten(obj)
+            storage.data = safe_zip.read_exactly(handle, nbytes, path, f"storage {key!r}")
+        budget = safe_zip.Budget(path, size)
+        return flatten(obj, path=path, budget=budget, max_nodes=_max_nodes(pickle_bytes))
