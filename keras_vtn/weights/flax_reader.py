@@ -15,7 +15,9 @@ import os
 import msgpack
 import numpy as np
 
-from keras_vtn.weights.errors import CheckpointError
+from keras_vtn.weights import safe_zip
+from keras_vtn.weights.errors import CheckpointError, CheckpointLimitError
+from keras_vtn.weights.safe_zip import describe
 from keras_vtn.weights.torch_reader import bfloat16_bits_to_float32
 
 EXT_NDARRAY, EXT_COMPLEX, EXT_NPSCALAR, EXT_TUPLE = 1, 2, 3, 4
@@ -31,82 +33,127 @@ def is_msgpack_map(head: bytes) -> bool:
     return bool(head) and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))
 
 
-def _ndarray_from_bytes(payload: bytes) -> np.ndarray:
+# An ext-type-4 payload (a tuple) is decoded by a nested `msgpack.unpackb`, whose C decoder
+# keeps a ~40 KB stack on the C stack: 200 nested tuples overflow it and kill the process.
+MAX_EXT_DEPTH = 8
+
+
+def _ndarray_from_bytes(payload: bytes, path: str, budget: safe_zip.Budget) -> np.ndarray:
     try:
-        shape, dtype_name, buffer = msgpack.unpackb(payload, raw=True)
+        record = msgpack.unpackb(payload, raw=True)
     except (ValueError, TypeError, msgpack.UnpackException) as err:
-        raise CheckpointError(f"malformed array record in the msgpack file ({err}).") from None
+        raise CheckpointError(f"{path!r}: malformed array record ({err}).") from None
+    if not isinstance(record, (list, tuple)) or len(record) != 3:
+        raise CheckpointError(f"{path!r}: an array record is {describe(record)}, not a triple.")
+    shape, dtype_name, buffer = record
     name = dtype_name.decode("ascii", "replace") if isinstance(dtype_name, bytes) else ""
     if name not in _DTYPES:
-        raise CheckpointError(f"unsupported array dtype {dtype_name!r} in the msgpack file.")
-    if not isinstance(shape, (list, tuple)) or not all(
-        isinstance(n, int) and n >= 0 for n in shape
-    ):
-        raise CheckpointError(f"malformed array shape {shape!r} in the msgpack file.")
+        raise CheckpointError(f"{path!r}: unsupported array dtype {describe(dtype_name)}.")
+    shape = safe_zip.check_shape(shape, path, "an array")
     if not isinstance(buffer, bytes):
-        raise CheckpointError("array record without a byte buffer in the msgpack file.")
+        raise CheckpointError(f"{path!r}: an array record without a byte buffer.")
     raw = np.dtype("<u2" if name == "bfloat16" else name).newbyteorder("<")
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(buffer) != count * raw.itemsize:
+    nbytes = safe_zip.element_count(shape) * raw.itemsize
+    if len(buffer) != nbytes:
         raise CheckpointError(
-            f"array of shape {tuple(shape)} {name} needs {count * raw.itemsize} bytes, the "
-            f"msgpack record has {len(buffer)}; the file is corrupt."
+            f"{path!r}: an array of shape {shape} {name} needs {nbytes} bytes, the msgpack "
+            f"record has {len(buffer)}; the file is corrupt."
         )
+    budget.charge_array(nbytes * (2 if name == "bfloat16" else 1), f"an array of shape {shape}")
     array = np.frombuffer(buffer, dtype=raw).reshape(shape).astype(raw.newbyteorder("="))
     return bfloat16_bits_to_float32(array) if name == "bfloat16" else array
 
 
-def _ext_hook(code: int, payload: bytes):
-    if code in (EXT_NDARRAY, EXT_NPSCALAR):
-        return _ndarray_from_bytes(payload)
-    if code == EXT_COMPLEX:
-        real, imag = msgpack.unpackb(payload)
-        return complex(real, imag)
-    if code == EXT_TUPLE:
-        return tuple(msgpack.unpackb(payload, raw=False, ext_hook=_ext_hook))
-    raise CheckpointError(f"unknown msgpack extension type {code}; not a Flax checkpoint.")
+def _ext_hook(path: str, budget: safe_zip.Budget):
+    depth = 0
 
-
-def _unchunk(tree):
-    if isinstance(tree, dict):
-        if tree.get(CHUNKED_MARKER):
+    def hook(code: int, payload: bytes):
+        nonlocal depth
+        if code in (EXT_NDARRAY, EXT_NPSCALAR):
+            return _ndarray_from_bytes(payload, path, budget)
+        if code == EXT_COMPLEX:
+            parts = msgpack.unpackb(payload)
+            if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+                raise CheckpointError(f"{path!r}: a complex number record is malformed.")
+            if not all(type(p) in (int, float) for p in parts):
+                raise CheckpointError(f"{path!r}: a complex number record is malformed.")
+            return complex(*parts)
+        if code == EXT_TUPLE:
+            if depth >= MAX_EXT_DEPTH:
+                raise CheckpointLimitError(
+                    f"{path!r}: tuples nest more than {MAX_EXT_DEPTH} levels deep (msgpack "
+                    "extension 4 inside extension 4); refusing the file before the decoder "
+                    "runs out of stack."
+                )
+            depth += 1
             try:
-                shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
-                chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
-                return np.concatenate([np.ravel(c) for c in chunks]).reshape(shape)
-            except (KeyError, TypeError, ValueError) as err:
-                raise CheckpointError(f"malformed chunked array in msgpack file ({err}).") from None
-        return {key: _unchunk(value) for key, value in tree.items()}
-    return tree
+                return tuple(msgpack.unpackb(payload, raw=False, ext_hook=hook))
+            finally:
+                depth -= 1
+        raise CheckpointError(f"{path!r}: unknown msgpack extension type {code}; not Flax.")
+
+    return hook
 
 
-def flatten_tree(tree, separator: str = "/") -> dict[str, np.ndarray]:
-    """Flatten a nested dict into `{'a/b/c': array}`; scalars and strings are dropped."""
-    out: dict[str, np.ndarray] = {}
+def _chunked_array(tree: dict, path: str, budget: safe_zip.Budget) -> np.ndarray:
+    shape_map, chunk_map = tree.get("shape"), tree.get("chunks")
+    if not isinstance(shape_map, dict) or not isinstance(chunk_map, dict):
+        raise CheckpointError(f"{path!r}: malformed chunked array (no shape/chunks maps).")
+    if len(shape_map) > safe_zip.MAX_DIMS:
+        raise CheckpointLimitError(
+            f"{path!r}: a chunked array declares {len(shape_map)} dimensions; at most "
+            f"{safe_zip.MAX_DIMS} are allowed."
+        )
+    try:
+        shape = [shape_map[str(i)] for i in range(len(shape_map))]
+        chunks = [chunk_map[str(i)] for i in range(len(chunk_map))]
+    except KeyError as err:
+        raise CheckpointError(f"{path!r}: malformed chunked array (missing {err}).") from None
+    shape = safe_zip.check_shape(shape, path, "a chunked array")
+    if not chunks or not all(isinstance(c, np.ndarray) for c in chunks):
+        raise CheckpointError(f"{path!r}: malformed chunked array (chunks are not arrays).")
+    if sum(c.size for c in chunks) != safe_zip.element_count(shape):
+        raise CheckpointError(
+            f"{path!r}: a chunked array of shape {shape} has {sum(c.size for c in chunks)} "
+            "elements in its chunks; the file is corrupt."
+        )
+    budget.charge_array(sum(c.nbytes for c in chunks), f"a chunked array of shape {shape}")
+    try:
+        return np.concatenate([np.ravel(c) for c in chunks]).reshape(shape)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path!r}: malformed chunked array ({err}).") from None
 
-    def visit(value, prefix: str) -> None:
+
+def flatten_tree(tree, separator: str = "/", *, path: str = "the checkpoint",
+                 budget: safe_zip.Budget | None = None) -> dict[str, np.ndarray]:
+    """Flatten a nested dict into `{'a/b/c': array}`; scalars and strings are dropped.
+
+    Flax's chunked arrays (`{"__msgpack_chunked_array__": True, ...}`) are joined back.
+    """
+    budget = budget if budget is not None else safe_zip.Budget(path, 0)
+
+    def to_array(value):
         if isinstance(value, np.ndarray):
-            out[prefix] = value
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                visit(item, f"{prefix}{separator}{key}" if prefix else str(key))
-        elif isinstance(value, (list, tuple)):
-            for key, item in enumerate(value):
-                visit(item, f"{prefix}{separator}{key}" if prefix else str(key))
+            return value
+        if isinstance(value, dict) and value.get(CHUNKED_MARKER) is True:
+            return _chunked_array(value, path, budget)
+        return None
 
-    visit(tree, "")
-    return out
+    return safe_zip.flatten_nested(tree, separator, to_array, path, budget)
 
 
 def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a Flax msgpack checkpoint into `{'optimizer/target/...': array}`."""
     path = os.fspath(path)
-    with open(path, "rb") as handle:
-        data = handle.read()
+    with safe_zip.open_regular(path) as handle:
+        data = safe_zip.read_exactly(handle, safe_zip.file_size(handle), path, "the file")
+    budget = safe_zip.Budget(path, len(data))
     try:
-        tree = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
-    except CheckpointError as err:
-        raise CheckpointError(f"{path!r}: {err}") from None
+        tree = msgpack.unpackb(
+            data, ext_hook=_ext_hook(path, budget), raw=False, strict_map_key=False
+        )
+    except CheckpointError:
+        raise
     except msgpack.ExtraData:
         raise CheckpointError(
             f"{path!r}: trailing bytes after the msgpack state; the file is corrupt."
@@ -118,4 +165,4 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
     if not isinstance(tree, dict):
         raise CheckpointError(f"{path!r}: a Flax checkpoint must hold a dict at the top level.")
-    return flatten_tree(_unchunk(tree))
+    return flatten_tree(tree, path=path, budget=budget)
