@@ -18,16 +18,22 @@ bfloat16 tensors are returned as float32 (exact); other dtypes are kept.
 
 from __future__ import annotations
 
+import errno
 import io
-import json
 import os
 import re
 
 import numpy as np
 
 from keras_vtn.weights import safe_zip
-from keras_vtn.weights.errors import CheckpointError
+from keras_vtn.weights.errors import (
+    CheckpointError,
+    CheckpointLimitError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+)
 from keras_vtn.weights.flax_reader import is_msgpack_map, read_flax_msgpack
+from keras_vtn.weights.safe_zip import describe
 from keras_vtn.weights.safetensors_reader import looks_like_safetensors, read_safetensors
 from keras_vtn.weights.torch_reader import is_legacy_torch, read_torch_legacy, read_torch_zip
 
@@ -55,24 +61,26 @@ def _flax_checkpoint_in(folder: str) -> str | None:
     return os.path.join(folder, max(names, key=step))
 
 
-def sniff_format(path: str | os.PathLike) -> str:
-    """Name the checkpoint format of `path` from its content (see the module table)."""
-    path = os.path.expanduser(os.fspath(path))
-    if os.path.isdir(path):
+def _sniff_folder(path: str) -> str:
+    try:
         entries = set(os.listdir(path))
-        if "config.json" in entries and entries.intersection(HF_WEIGHT_FILES):
-            return "hf_folder"
-        if _flax_checkpoint_in(path):
-            return "flax_folder"
-        raise CheckpointError(
-            f"folder {path!r} is not a checkpoint folder: expected config.json with "
-            f"model.safetensors or pytorch_model.bin (Hugging Face) or a Flax `checkpoint` file; "
-            f"found {sorted(entries)[:10]}."
-        )
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
+    except OSError as err:
+        raise CheckpointError(f"folder {path!r} cannot be listed ({err.strerror}).") from None
+    if "config.json" in entries and entries.intersection(HF_WEIGHT_FILES):
+        return "hf_folder"
+    if _flax_checkpoint_in(path):
+        return "flax_folder"
+    raise CheckpointError(
+        f"folder {path!r} is not a checkpoint folder: expected config.json with "
+        f"model.safetensors or pytorch_model.bin (Hugging Face) or a Flax `checkpoint` file; "
+        f"found {sorted(entries)[:10]}."
+    )
+
+
+def _sniff_file(path: str, what: str = "checkpoint") -> str:
+    """The format of a regular file; a directory, device, FIFO or link loop is an error."""
+    with safe_zip.open_regular(path, what) as handle:
+        size = safe_zip.file_size(handle)
         head = handle.read(16)
     if not head:
         raise CheckpointError(f"{path!r} is empty (0 bytes): the download or copy failed.")
@@ -91,7 +99,7 @@ def sniff_format(path: str | os.PathLike) -> str:
             return "torch_zip"  # TorchScript; the torch reader explains
         raise CheckpointError(
             f"{path!r} is a zip archive but neither a torch checkpoint, a .npz nor a .keras "
-            f"file (members: {names[:5]}). Supported: {SUPPORTED}."
+            f"file (members: {[describe(n) for n in names[:5]]}). Supported: {SUPPORTED}."
         )
     if is_legacy_torch(head):
         return "torch_legacy"
@@ -110,56 +118,196 @@ def sniff_format(path: str | os.PathLike) -> str:
     )
 
 
+def _sniff(path: str) -> str:
+    if os.path.isdir(path):
+        return _sniff_folder(path)
+    return _sniff_file(path)
+
+
+def _as_checkpoint_error(path: str, err: Exception) -> CheckpointError:
+    """The last line of defence: whatever escaped a reader becomes a CheckpointError naming
+    the file. The readers raise their own clear errors first; reaching here is a gap."""
+    if isinstance(err, CheckpointError):
+        if path in str(err):
+            return err
+        if isinstance(err, CheckpointNotFoundError):
+            return CheckpointNotFoundError(errno.ENOENT, f"{path!r}: {err}")
+        return type(err)(f"{path!r}: {err}")
+    if isinstance(err, FileNotFoundError):
+        return CheckpointNotFoundError(errno.ENOENT, f"{path!r}: a file is missing ({err}).")
+    if isinstance(err, RecursionError):
+        return CheckpointLimitError(f"{path!r} nests too deeply to be read; refusing it.")
+    if isinstance(err, MemoryError):
+        return CheckpointLimitError(f"{path!r} asks for more memory than is available.")
+    text = describe(str(err), 200)
+    return CheckpointError(
+        f"{path!r} could not be read ({type(err).__name__}: {text}); the file is corrupt or "
+        "not a supported checkpoint."
+    )
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """Name the checkpoint format of `path` from its content (see the module table)."""
+    path = os.path.expanduser(os.fspath(path))
+    try:
+        return _sniff(path)
+    except Exception as err:  # noqa: BLE001 - turned into a CheckpointError naming the file
+        raise _as_checkpoint_error(path, err) from None
+
+
+def _npy_array(data: bytes, path: str, member: str, budget: safe_zip.Budget) -> np.ndarray:
+    """One `.npy` member, its header validated before anything is sized from it."""
+    stream = io.BytesIO(data)
+    where = f"member {describe(member)}"
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise CheckpointError(f"{path!r}: {where} has unsupported .npy version {version}.")
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, SyntaxError, RecursionError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f"{path!r}: {where} is not a plain numpy array ({describe(str(err), 200)})."
+        ) from None
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"{path!r}: {where} is not a plain numpy array (it holds Python objects); object "
+            "arrays are refused because loading them runs pickle."
+        )
+    if dtype.kind not in "biufcSU" or dtype.itemsize == 0:
+        raise CheckpointError(f"{path!r}: {where} has unsupported dtype {dtype}.")
+    shape = safe_zip.check_shape(shape, path, where)
+    nbytes = safe_zip.element_count(shape) * dtype.itemsize
+    if len(data) - stream.tell() != nbytes:
+        raise CheckpointError(
+            f"{path!r}: {where} declares shape {shape} ({nbytes} bytes) but holds "
+            f"{len(data) - stream.tell()}; the file is corrupt."
+        )
+    budget.charge_array(nbytes, where)
+    array = np.frombuffer(data, dtype=dtype, count=safe_zip.element_count(shape),
+                          offset=stream.tell())
+    return array.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a `.npz` through the defensive zip reader; object arrays (pickles) are refused."""
     path = os.fspath(path)
     out: dict[str, np.ndarray] = {}
     with safe_zip.open_zip(path) as archive:
+        budget = safe_zip.Budget(path, safe_zip.stored_bytes(archive))
         for name in archive.namelist():
+            if not name.endswith(".npy"):
+                raise CheckpointError(f"{path!r}: member {describe(name)} is not a .npy array.")
             data = safe_zip.read_member(archive, name, path)
-            try:
-                array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-            except ValueError as err:
-                raise CheckpointError(
-                    f"{path!r}: member {name!r} is not a plain numpy array ({err}); object "
-                    "arrays are refused because loading them runs pickle."
-                ) from None
-            except (OSError, EOFError) as err:
-                raise CheckpointError(f"{path!r}: member {name!r} is corrupt ({err}).") from None
-            out[name[: -len(".npy")]] = array
+            out[name[: -len(".npy")]] = _npy_array(data, path, name, budget)
     return out
 
 
+def _read_file(path: str, what: str, allowed: tuple[str, ...] | None = None):
+    """Read one checkpoint file (never a folder), optionally only of the `allowed` formats."""
+    fmt = _sniff_file(path, what)
+    if allowed is not None and fmt not in allowed:
+        raise CheckpointError(
+            f"{what} {path!r} is a {fmt} file; expected one of {', '.join(allowed)}."
+        )
+    if fmt == "torch_zip":
+        return read_torch_zip(path)
+    if fmt == "torch_legacy":
+        return read_torch_legacy(path)
+    if fmt == "flax_msgpack":
+        return read_flax_msgpack(path)
+    if fmt == "safetensors":
+        return read_safetensors(path)
+    if fmt == "npz":
+        return read_npz(path)
+    raise CheckpointError(
+        f"{path!r} is a Keras weights file ({fmt}), not an original checkpoint: load it with "
+        "model.load_weights(path) or pass it as weights= to a keras_vtn builder."
+    )
+
+
+_SHARD_FORMATS = ("safetensors", "torch_zip", "torch_legacy")
+
+
 def _read_hf_folder(path: str) -> dict[str, np.ndarray]:
+    # Shards are read as files only, never as folders or indexes: a weight_map that names the
+    # index itself, "." or a folder is refused, so no index can lead back into a folder
+    # (nesting depth 1) and a loop is a clear error instead of a RecursionError.
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index_path = os.path.join(path, index_name)
-        if os.path.exists(index_path):
-            try:
-                with open(index_path, encoding="utf-8") as handle:
-                    weight_map = json.load(handle)["weight_map"]
-                shards = sorted(set(weight_map.values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-                raise CheckpointError(f"{index_path!r} is not a shard index ({err}).") from None
-            out: dict[str, np.ndarray] = {}
-            for shard in shards:
-                if os.path.basename(shard) != shard:
-                    raise CheckpointError(f"{index_path!r}: bad shard name {shard!r}.")
-                shard_path = os.path.join(path, shard)
-                if not os.path.exists(shard_path):
-                    raise CheckpointError(f"{path!r}: shard {shard!r} ({index_name}) is missing.")
-                out.update(read_checkpoint(shard_path))
-            return out
+        if not os.path.lexists(index_path):
+            continue
+        index = safe_zip.read_json_file(index_path, "shard index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise CheckpointError(
+                f"{index_path!r} is not a shard index (no weight_map of tensor -> file names)."
+            )
+        out: dict[str, np.ndarray] = {}
+        seen_files: dict[tuple[int, int], str] = {}
+        for shard in sorted(set(weight_map.values())):
+            if (
+                os.path.basename(shard) != shard
+                or shard in ("", ".", "..")
+                or shard in HF_WEIGHT_FILES[1::2]
+                or shard.endswith(".json")
+            ):
+                raise CheckpointError(
+                    f"{index_path!r}: bad shard name {describe(shard)} (shards are weight files "
+                    "in the same folder, not folders or indexes)."
+                )
+            shard_path = os.path.join(path, shard)
+            if not os.path.lexists(shard_path):
+                raise CheckpointNotFoundError(
+                    errno.ENOENT, f"{path!r}: shard {describe(shard)} ({index_name}) is missing."
+                )
+            fmt = _sniff_file(shard_path, "shard")
+            if fmt not in _SHARD_FORMATS:
+                raise CheckpointError(f"shard {shard_path!r} is a {fmt} file, not a weights shard.")
+            info = os.stat(shard_path)
+            identity = (info.st_dev, info.st_ino)
+            if identity in seen_files:
+                raise UnsafeCheckpointError(
+                    f"{path!r}: shards {describe(seen_files[identity])} and {describe(shard)} are "
+                    "the same file (a link); refusing to read one file's data twice."
+                )
+            seen_files[identity] = shard
+            for name, array in _read_file(shard_path, "shard", _SHARD_FORMATS).items():
+                if name in out:
+                    raise CheckpointError(
+                        f"{path!r}: tensor {describe(name)} is stored in two shards."
+                    )
+                out[name] = array
+        return out
     for name in ("model.safetensors", "pytorch_model.bin"):
         candidate = os.path.join(path, name)
-        if os.path.exists(candidate):
-            return read_checkpoint(candidate)
+        if os.path.lexists(candidate):
+            return _read_file(candidate, "weights file", _SHARD_FORMATS)
     raise CheckpointError(f"{path!r}: no model.safetensors or pytorch_model.bin found.")
 
 
 def read_hf_config(path: str | os.PathLike) -> dict:
     """The `config.json` of a Hugging Face folder (architecture hints for converters)."""
-    with open(os.path.join(os.fspath(path), "config.json"), encoding="utf-8") as handle:
-        return json.load(handle)
+    config_path = os.path.join(os.fspath(path), "config.json")
+    config = safe_zip.read_json_file(config_path, "config file")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path!r} does not hold a JSON object.")
+    return config
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    if os.path.isdir(path):
+        fmt = _sniff_folder(path)
+        if fmt == "hf_folder":
+            return _read_hf_folder(path)
+        return _read_file(_flax_checkpoint_in(path), "Flax checkpoint", ("flax_msgpack",))
+    return _read_file(path, "checkpoint")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -167,6 +315,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Never imports torch, jax, flax or safetensors and never executes code from the file:
     PyTorch pickles go through an unpickler that admits only tensor-rebuilding names.
+    Nothing a file does outlives its read, only regular files are opened, nesting is bounded
+    and the memory a read materialises is bounded by the bytes the file stores.
 
     Args:
         path: a checkpoint file or folder (see the module docstring for formats).
@@ -175,8 +325,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         Flat dict from original tensor names to arrays.
 
     Raises:
-        CheckpointError: truncated, corrupt or unknown format.
+        CheckpointError: every failure to read, naming the file and the problem, e.g.
+            truncated, corrupt, unknown format, not a regular file.
+        CheckpointNotFoundError: (a CheckpointError and a FileNotFoundError) the path, or a
+            file a folder's index names, does not exist.
         UnsafeCheckpointError: the file asks for code execution, path traversal or a zip bomb.
+        CheckpointLimitError: (an UnsafeCheckpointError) the file nests too deeply or would
+            materialise more memory than it stores.
 
     Example:
 
@@ -187,22 +342,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (3,)
     """
     path = os.path.expanduser(os.fspath(path))
-    fmt = sniff_format(path)
-    if fmt == "torch_zip":
-        return read_torch_zip(path)
-    if fmt == "torch_legacy":
-        return read_torch_legacy(path)
-    if fmt == "flax_msgpack":
-        return read_flax_msgpack(path)
-    if fmt == "flax_folder":
-        return read_flax_msgpack(_flax_checkpoint_in(path))
-    if fmt == "safetensors":
-        return read_safetensors(path)
-    if fmt == "hf_folder":
-        return _read_hf_folder(path)
-    if fmt == "npz":
-        return read_npz(path)
-    raise CheckpointError(
-        f"{path!r} is a Keras weights file ({fmt}), not an original checkpoint: load it with "
-        "model.load_weights(path) or pass it as weights= to a keras_vtn builder."
-    )
+    try:
+        return _read(path)
+    except Exception as err:  # noqa: BLE001 - turned into a CheckpointError naming the file
+        raise _as_checkpoint_error(path, err) from None
