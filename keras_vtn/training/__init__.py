@@ -1,6 +1,11 @@
 """Training: optimizers, schedules, losses, distribution, callbacks, presets and `train()`."""
 
-from keras_vtn.training.callbacks import training_callbacks
+from keras_vtn.training.callbacks import (
+    BestCheckpoint,
+    ResumableBackup,
+    read_best,
+    training_callbacks,
+)
 from keras_vtn.training.data import make_dataset, shuffle_frames
 from keras_vtn.training.distribution import (
     DISTRIBUTIONS,
@@ -22,12 +27,14 @@ from keras_vtn.training.run import TrainConfig, eval_dataset, train, train_datas
 from keras_vtn.training.schedules import StepDecay, WarmupCosine, build_schedule
 
 __all__ = [
+    "BestCheckpoint",
     "DISTRIBUTIONS",
     "FAMILIES",
     "NO_DECAY_PATTERNS",
     "PRECISIONS",
     "PRESETS",
     "Distribution",
+    "ResumableBackup",
     "SmoothedCrossEntropy",
     "StepDecay",
     "TrainConfig",
@@ -42,6 +49,7 @@ __all__ = [
     "load_model",
     "make_dataset",
     "no_weight_decay_variables",
+    "read_best",
     "scale_learning_rate",
     "set_precision",
     "shuffle_frames",

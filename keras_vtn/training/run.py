@@ -228,6 +228,9 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         label_names=list(label_names), parameters=int(model.count_params()),
         optimizer_iterations=int(keras.ops.convert_to_numpy(optimizer.iterations)),
     )
+    best = callbacks_lib.read_best(os.path.join(config.output_dir, "best.weights.h5"))
+    if best is not None:  # over every run of a resumed training
+        summary["best_checkpoint"] = best
     full_history = _read_csv_history(os.path.join(config.output_dir, "log.csv"))
     if full_history:
         summary["full_history"] = full_history

@@ -177,4 +177,6 @@ def test_kill_9_mid_epoch_keeps_the_best_checkpoint_and_a_usable_backup(motion_w
     accuracy = summary["full_history"]["val_accuracy"]
     assert len(accuracy) == EPOCHS and len(set(accuracy)) == 1
     assert (best.stat().st_mtime_ns, best.read_bytes()) == saved
+    assert summary["best_checkpoint"] == {"monitor": "val_accuracy",
+                                          "value": pytest.approx(accuracy[0]), "epoch": 0}
     assert not (output / "backup").exists()
