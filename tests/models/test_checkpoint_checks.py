@@ -277,8 +277,9 @@ def test_vivit_hf_v5_position_table_beyond_the_limit(tmp_path):
     )
 
 
-def test_vivit_image_vit_patch_beyond_the_limit(tmp_path):
-    # A Google ViT image checkpoint (pre-Linen names) with 40x40 patches.
+@pytest.mark.parametrize("family", ["vivit", "laps"])
+def test_google_vit_image_patch_beyond_the_limit(tmp_path, family):
+    # A Google ViT image checkpoint (pre-Linen names, as released) with 40x40 patches.
     rng = np.random.default_rng(0)
     block = "Transformer/encoderblock_0/"
     state = {
@@ -288,16 +289,17 @@ def test_vivit_image_vit_patch_beyond_the_limit(tmp_path):
         "Transformer/posembed_input/pos_embedding": np.zeros((1, 5, 32)),
         "Transformer/encoder_norm/scale": np.ones(32),
         "Transformer/encoder_norm/bias": np.zeros(32),
+        block + "LayerNorm_0/scale": np.ones(32),
         block + "MultiHeadDotProductAttention_1/query/kernel": np.zeros((32, 2, 16)),
         block + "MlpBlock_3/Dense_0/kernel": np.zeros((32, 64)),
     }
     path = tmp_path / "vit.npz"
     np.savez(path, **{k: v.astype("float32") for k, v in state.items()})
-    refused(
-        lambda: ViViT(weights=str(path), **VIVIT_TINY),
-        str(path),
-        "'embedding/kernel' implies patch 40, outside 1..32",
-    )
+    if family == "vivit":
+        build = lambda: ViViT(weights=str(path), **VIVIT_TINY)  # noqa: E731
+    else:
+        build = lambda: LAPSTransformer("vit_base", weights=str(path), num_classes=5)  # noqa: E731
+    refused(build, str(path), "'embedding/kernel' implies patch 40, outside 1..32")
 
 
 def test_laps_vit_patch_beyond_the_limit(tmp_path):
