@@ -34,10 +34,27 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     tmp = os.path.join(folder, name)
     try:
         yield tmp
+        # A killed process loses nothing once the rename is done, but after a power cut the
+        # rename can reach the disk before the data: flush the file first, the folder after.
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
