@@ -56,10 +56,18 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             (self._training_metadata_path, "latest.weights.h5"),
             (self._prev_training_metadata_path, "latest.weights.h5.bkp"),
         ]
+        candidates = [c for c in candidates if os.path.exists(c[0])]
+        if not candidates:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        # A failed load may have assigned part of the variables: start over from these.
+        variables = list(self.model.weights)
+        if self.model.optimizer is not None:
+            variables += list(self.model.optimizer.variables)
+        initial = [keras.ops.convert_to_numpy(v) for v in variables]
         problems = []
         for metadata_path, keras_weights in candidates:
-            if not os.path.exists(metadata_path):
-                continue
             try:
                 state = self._read_state(metadata_path, keras_weights)
                 self._restore(state)
@@ -79,11 +87,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                     stacklevel=2,
                 )
             return
-        if problems:
-            warnings.warn(
-                f"No usable backup state in {self.backup_dir} ({', '.join(problems)} "
-                "unreadable): training starts from epoch 0.", stacklevel=2,
-            )
+        for variable, value in zip(variables, initial, strict=True):
+            variable.assign(value)
+        self.model._initial_epoch = 0
+        warnings.warn(
+            f"No usable backup state in {self.backup_dir} ({', '.join(problems)} "
+            "unreadable): training starts from epoch 0.", stacklevel=2,
+        )
 
     def _read_state(self, metadata_path: str, keras_weights: str) -> dict:
         with open(metadata_path, encoding="utf-8") as f:
@@ -107,8 +117,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 pass
         except OSError as error:
             raise OSError(f"its weights file {path} is unreadable: {error}") from None
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
         if path.endswith(".weights.h5"):
             self.model.load_weights(path)
         else:  # Keras' `.bkp` copy: load_weights picks the format from the extension

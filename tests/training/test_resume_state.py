@@ -15,9 +15,10 @@ from keras_vtn.datasets import generate_motion_dataset
 from keras_vtn.training.callbacks import training_callbacks
 
 
-def _tiny_model():
-    # A fixed name: auto-naming would shift the layer names other tests' doctests print.
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="probe")])
+def _tiny_model(hidden=()):
+    # Fixed names: auto-naming would shift the layer names other tests' doctests print.
+    layers = [keras.layers.Dense(units, name=f"hidden_{i}") for i, units in enumerate(hidden)]
+    model = keras.Sequential([keras.Input((4,)), *layers, keras.layers.Dense(3, name="probe")])
     model.compile(keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -87,8 +88,8 @@ class _Crash(keras.callbacks.Callback):
             raise RuntimeError("crash")
 
 
-def _fit(output, epochs, crash_at=None):
-    model = _tiny_model()
+def _fit(output, epochs, crash_at=None, hidden=()):
+    model = _tiny_model(hidden)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
     callbacks = training_callbacks(output, csv=False, monitor="accuracy")
@@ -128,6 +129,20 @@ def test_no_usable_backup_state_starts_over_instead_of_failing(tmp_path):
     with pytest.warns(UserWarning, match="starts from epoch 0"):
         model, history = _fit(tmp_path, 4)
     assert history.epoch == [0, 1, 2, 3] and int(model.optimizer.iterations) == 4 * 2
+
+
+def test_a_backup_that_fits_only_part_of_the_model_leaves_no_part_loaded(tmp_path):
+    with pytest.raises(RuntimeError, match="crash"):
+        _fit(tmp_path, 4, crash_at=2, hidden=(5,))
+    # Another model in the same folder: its first layer matches the backup, the next does not.
+    model = _tiny_model(hidden=(5, 6))
+    model.optimizer.build(model.trainable_variables)
+    before = [w.copy() for w in model.get_weights()]
+    callbacks = _callbacks(tmp_path, model, monitor="accuracy")
+    with pytest.warns(UserWarning, match="starts from epoch 0"):
+        callbacks.on_train_begin()
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert int(model.optimizer.iterations) == 0 and model._initial_epoch == 0
 
 
 EPOCHS = 4
