@@ -75,30 +75,36 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower().replace("_", " ") if ch.isalnum() or ch == " ").strip()
 
 
-def _scan(
-    root: str,
-    extensions: Sequence[str],
-    skipped: dict[str, str] | None = None,
-    seen: dict | None = None,
-) -> list[str]:
+def _scan(root: str, extensions: Sequence[str], skipped: dict[str, str] | None = None) -> list[str]:
     """Video files under `root`, each real file once, in sorted depth-first order.
 
-    Symlinked folders are followed, but a folder reached a second time (a symlink loop such as
-    `ln -s . loop`, or two links to one folder) is not walked again, and a file reached by a
-    second path (a symlink or hard link to a file already listed) is not listed again; both
-    land in `skipped` (path -> why). A folder whose name has a video extension is listed as a
-    video so that the decoder reports it, rather than walked. `seen` carries the identities
-    already listed across several calls (one per class folder).
+    Symlinked folders are followed, except a symlink loop (a link back to a folder above it,
+    such as `ln -s . loop`). A file reached by several paths (symlinks, hard links) is listed
+    once, at its real location when a scanned path leads there without a symlink, else at
+    its first path. A folder whose name has a video extension is listed as a video, so that
+    the decoder reports it, rather than walked. What is left out lands in `skipped`
+    (path -> why).
     """
     skipped = {} if skipped is None else skipped
-    seen = {} if seen is None else seen
+    found = _walk(root, extensions, skipped)
+    return [path for path, _ in _dedupe([(p, None) for p in found], root, skipped)]
+
+
+def _walk(root: str, extensions: Sequence[str], skipped: dict[str, str]) -> list[str]:
     extensions = tuple(e.lower() for e in extensions)
     found: list[str] = []
-    stack = [root]
+    # (folder, real paths of the folders above it on this walk): a folder already on the
+    # chain, or above one on it, is a loop
+    stack: list[tuple[str, tuple[str, ...]]] = [(root, ())]
     while stack:
-        directory = stack.pop()
-        if not _visit(directory, seen, skipped):
+        directory, chain = stack.pop()
+        real = os.path.realpath(directory)
+        above = next((c for c in chain if c == real or c.startswith(real.rstrip(os.sep) + os.sep)),
+                     None)
+        if above is not None:
+            skipped[directory] = f"symlink loop: leads back to {real}"
             continue
+        chain = (*chain, real)
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as error:
@@ -116,47 +122,43 @@ def _scan(
                 is_dir = False
             if is_dir and not is_video:
                 subdirs.append(entry.path)
-            elif is_video and _first_sighting(entry.path, seen, skipped):
+            elif is_video:
                 found.append(entry.path)
-        stack.extend(reversed(subdirs))
+        stack.extend((d, chain) for d in reversed(subdirs))
     return found
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:  # dangling symlink, permissions: listed, and the decoder says why
-        return None
-    return (st.st_dev, st.st_ino)
+def _dedupe(entries: list[tuple[str, object]], root: str, skipped: dict[str, str]):
+    """`(path, label)` entries with each real file once (see `_scan` for which path stays)."""
+    real_root = os.path.realpath(root)
+    by_file: dict[tuple[int, int], int] = {}
+    keep: list[tuple[str, object] | None] = []
+    for path, label in entries:
+        try:
+            st = os.stat(path)
+        except OSError:  # dangling symlink, permissions: listed, and the decoder says why
+            keep.append((path, label))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in by_file:
+            by_file[key] = len(keep)
+            keep.append((path, label))
+            continue
+        first = by_file[key]
+        listed = keep[first][0]
+        if _direct(path, root, real_root) and not _direct(listed, root, real_root):
+            skipped[listed] = f"same file as {path}, listed there (its real location)"
+            keep[first] = None
+            by_file[key] = len(keep)
+            keep.append((path, label))
+        else:
+            skipped[path] = f"same file as {listed}, listed there"
+    return [entry for entry in keep if entry is not None]
 
 
-def _visit(directory: str, seen: dict, skipped: dict[str, str]) -> bool:
-    key = _identity(directory)
-    if key is None:
-        return True
-    first = seen.get(("dir", key))
-    if first is None:
-        seen[("dir", key)] = directory
-        return True
-    real = os.path.realpath(directory)
-    parent = os.path.realpath(os.path.dirname(directory))
-    if parent == real or parent.startswith(real.rstrip(os.sep) + os.sep):
-        skipped[directory] = f"symlink loop: leads back to {first}"
-    else:
-        skipped[directory] = f"same folder as {first}, listed there"
-    return False
-
-
-def _first_sighting(path: str, seen: dict, skipped: dict[str, str]) -> bool:
-    key = _identity(path)
-    if key is None:
-        return True
-    first = seen.get(("file", key))
-    if first is None:
-        seen[("file", key)] = path
-        return True
-    skipped[path] = f"same file as {first}, listed there"
-    return False
+def _direct(path: str, root: str, real_root: str) -> bool:
+    """True if no symlink lies between `root` and `path`."""
+    return os.path.realpath(path) == os.path.join(real_root, os.path.relpath(path, root))
 
 
 def class_folders(
@@ -172,20 +174,19 @@ def class_folders(
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Video folder {root!r} does not exist.")
     skipped: dict[str, str] = {}
-    seen: dict = {}
-    _visit(root, seen, skipped)
-    folders = []
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name)
-        # a class folder that is root again (`ln -s . loop`) or a second link to another class
-        # folder is no class of its own
-        if os.path.isdir(path) and _visit(path, seen, skipped):
-            folders.append(name)
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    real_root = os.path.realpath(root)
+    for name in list(folders):
+        real = os.path.realpath(os.path.join(root, name))
+        # `ln -s . loop` (or a link further up) as a class folder would list root again
+        if real_root == real or real_root.startswith(real.rstrip(os.sep) + os.sep):
+            skipped[os.path.join(root, name)] = f"symlink loop: leads back to {real}"
+            folders.remove(name)
     if not folders:
         raise ValueError(f"{root!r} has no class sub-folders; expected root/<class>/<video>.")
     names = list(label_names) if label_names is not None else folders
     lookup = {_normalise(n): i for i, n in enumerate(names)}
-    paths, labels = [], []
+    entries = []
     for folder in folders:
         key = _normalise(folder)
         if key not in lookup:
@@ -193,12 +194,10 @@ def class_folders(
                 f"Folder {folder!r} in {root!r} is not one of the {len(names)} label names; "
                 "pass label_names=None to use the folder names as classes."
             )
-        folder_path = os.path.join(root, folder)
-        # the class folder itself was visited above; walk its contents
-        seen.pop(("dir", _identity(folder_path)), None)
-        for path in _scan(folder_path, extensions, skipped, seen):
-            paths.append(path)
-            labels.append(lookup[key])
+        for path in _walk(os.path.join(root, folder), extensions, skipped):
+            entries.append((path, lookup[key]))
+    entries = _dedupe(entries, root, skipped)
+    paths, labels = [p for p, _ in entries], [label for _, label in entries]
     return Records(paths, labels, names, skipped=skipped)
 
 

@@ -123,13 +123,16 @@ def test_symlink_loops_and_second_paths_are_listed_once(tmp_path):
     os.symlink(".", tmp_path / "loop")  # root again, as a class folder
     os.symlink("../a/x.mp4", tmp_path / "b" / "same_as_x.mp4")
     os.symlink("../a", tmp_path / "b" / "link_to_a")
+    # a link that sorts before the real file: the file is listed at its real place (class b)
+    os.symlink("../b/y.mp4", tmp_path / "a" / "0_link_to_y.mp4")
     records = class_folders(str(tmp_path))
     assert [os.path.relpath(p, tmp_path) for p in records.paths] == ["a/x.mp4", "b/y.mp4"]
     assert records.labels == [0, 1] and records.label_names == ["a", "b"]
     skipped = {os.path.relpath(p, tmp_path): why for p, why in records.skipped.items()}
     assert skipped["a/loop"].startswith("symlink loop") and skipped["loop"].startswith("symlink")
     assert skipped["b/same_as_x.mp4"] == f"same file as {tmp_path}/a/x.mp4, listed there"
-    assert skipped["b/link_to_a"].startswith("same folder as")
+    assert skipped["a/0_link_to_y.mp4"].startswith(f"same file as {tmp_path}/b/y.mp4")
+    assert skipped["b/link_to_a/x.mp4"].startswith("same file as")
     # the flat scan behind Kinetics CSVs and check-videos lists the same two files
     found = _scan(str(tmp_path), (".mp4",))
     assert sorted(os.path.relpath(p, tmp_path) for p in found) == ["a/x.mp4", "b/y.mp4"]
