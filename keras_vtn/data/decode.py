@@ -141,7 +141,8 @@ def probe(path: str) -> VideoInfo:
         info = _stream_info(container)
         if info.num_frames <= 0:
             info.num_frames = _count_frames(container)
-            container.seek(0)
+            container.close()  # reopened rather than sought: not every file can seek
+            container = _open(path)
         try:
             frame = next(container.decode(video=0), None)
         except Exception as error:
@@ -205,10 +206,13 @@ def scan(path: str) -> StreamScan:
 
 
 def _count_frames(container) -> int:
-    container.seek(0)
+    """Frames of a container just opened (so at its start), decoded to the end."""
     count = 0
-    for _ in container.decode(video=0):
-        count += 1
+    try:
+        for _ in container.decode(video=0):
+            count += 1
+    except Exception:  # damaged data: the frames before it are what the file has
+        pass
     return count
 
 
@@ -224,11 +228,8 @@ class _Reader:
 
     def __init__(self, path: str, short_side: int | None, threads: int, interpolation: str):
         self.path = path
-        self.container = _open(path)
-        self.stream = self.container.streams.video[0]
-        if threads != 1:
-            self.stream.thread_type = "AUTO"
-            self.stream.thread_count = threads
+        self.threads = threads
+        self._open_stream()
         self.info = _stream_info(self.container)
         self.short_side = short_side
         self.interpolation = interpolation
@@ -236,8 +237,23 @@ class _Reader:
         self.start = self.stream.start_time or 0
         self.error: Exception | None = None
 
+    def _open_stream(self):
+        self.container = _open(self.path)
+        self.stream = self.container.streams.video[0]
+        if self.threads != 1:
+            self.stream.thread_type = "AUTO"
+            self.stream.thread_count = self.threads
+
     def close(self):
         self.container.close()
+
+    def rewind(self):
+        """Back to the first frame; reopens the file where the container cannot seek."""
+        try:
+            self.container.seek(0, stream=self.stream, backward=True)
+        except Exception:  # e.g. a Matroska file without cues or frames: EPERM
+            self.container.close()
+            self._open_stream()
 
     def index_of(self, frame) -> int | None:
         pts = frame.pts if frame.pts is not None else frame.dts
@@ -374,7 +390,7 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
                 if (overshot or index == -2) and not restarted:
                     # A bad index or missing timestamps: decode from the start instead.
                     restarted = True
-                    reader.container.seek(0, stream=reader.stream, backward=True)
+                    reader.rewind()
                     seek_to = None
                     jumped = True
                     break
@@ -393,7 +409,7 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
             if first and seek_to and not restarted:
                 # Nothing after the seek (a cut file shorter than its header): from the start.
                 restarted = True
-                reader.container.seek(0, stream=reader.stream, backward=True)
+                reader.rewind()
                 seek_to = None
                 continue
             if not jumped:
