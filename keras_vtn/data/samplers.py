@@ -3,7 +3,9 @@
 Every sampler returns integer frame indices of shape `(num_clips, num_frames)`; the same
 `numpy.random.Generator` state gives the same indices. Training draws one random position per
 clip; evaluation places `num_clips` windows evenly over the video (the centre for one clip).
-Indices past the end of a short video loop back to its start.
+A video shorter than a clip still gives a full clip: the dense and time samplers loop back
+to its start, the uniform sampler repeats each frame over consecutive segments (no video is
+dropped for being short unless `video_dataset(min_frames=...)` asks for it).
 
 >>> import numpy as np
 >>> Sampler("dense", num_frames=4, frame_stride=2)(total_frames=100, fps=25.0)
@@ -15,6 +17,9 @@ array([[140, 146, 152, 158]])
 >>> Sampler("dense", num_frames=3, frame_stride=1, num_clips=2)(total_frames=10, fps=25.0)
 array([[0, 1, 2],
        [7, 8, 9]])
+>>> short = dict(total_frames=2, fps=25.0)  # shorter than the clip
+>>> Sampler("dense", num_frames=4)(**short), Sampler("uniform", num_frames=4)(**short)
+(array([[0, 1, 0, 1]]), array([[0, 0, 1, 1]]))
 """
 
 from __future__ import annotations
