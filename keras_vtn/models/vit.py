@@ -270,6 +270,18 @@ def vit_config(state) -> dict:
     return config
 
 
+def flax_attention_shape(state, attention: str) -> tuple[int, int, int]:
+    """(width, heads, head_dim) of a Flax attention module, which its query, key, value
+    (D, H, d) and output (H, d, D) kernels must agree on."""
+    query = f"{attention}/query/kernel"
+    shapes = {query: shape_of(state, query, 3)}
+    for name in ("key", "value"):
+        shapes[f"{attention}/{name}/kernel"] = shape_of(state, f"{attention}/{name}/kernel", 3)
+    heads, head_dim, width = shape_of(state, f"{attention}/out/kernel", 3)
+    shapes[f"{attention}/out/kernel"] = (width, heads, head_dim)
+    return agree("attention layout (width, heads, head_dim)", shapes, state)
+
+
 def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
                       mlp: str = "MlpBlock_3") -> dict:
     """The checked architecture of a Google (Flax) ViT image checkpoint ('/'-joined names).
@@ -282,7 +294,7 @@ def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
     query, dense0 = f"{block}{attention}/query/kernel", f"{block}{mlp}/Dense_0/kernel"
     height, width, _, hidden = shape_of(state, "embedding/kernel", 4)
     patch = _square_patch(state, "embedding/kernel", height, width)
-    query_in, heads, head_dim = shape_of(state, query, 3)
+    query_in, heads, head_dim = flax_attention_shape(state, f"{block}{attention}")
     mlp_in, mlp_width = shape_of(state, dense0, 2)
     _, tokens, pos_width = shape_of(state, "Transformer/posembed_input/pos_embedding", 3)
     readings = {

@@ -33,7 +33,7 @@ from keras_vtn.models.convert_utils import (
     shape_of,
     tensor_name,
 )
-from keras_vtn.models.vit import google_vit_config
+from keras_vtn.models.vit import flax_attention_shape, google_vit_config
 from keras_vtn.weights.errors import CheckpointError
 
 _SCENIC_BLOCK = {
@@ -214,7 +214,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
     for cls in ("cls", "cls_SpatialTransformer", "cls_TemporalTransformer"):
         if cls in p:
             widths[cls] = shape_of(p, cls, 3)[-1]
-    widths[query], heads, head_dim = shape_of(p, query, 3)
+    widths[query], heads, head_dim = flax_attention_shape(p, query[: -len("/query/kernel")])
     widths[f"{query} (heads × head_dim)"] = heads * head_dim
     mlp = mlp + "/Dense_0/kernel"
     widths[mlp], mlp_dim = shape_of(p, mlp, 2)

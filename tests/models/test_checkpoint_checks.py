@@ -228,8 +228,11 @@ def _scenic_edit(variant, scenic):
     if variant == "factorised_self_attention":  # 2 heads of 8: 16 wide in a 32-wide model
         def edit(state):
             for i in range(2):
-                state[f"{scenic}Transformer/encoderblock_{i}/MultiHeadDotProductAttention_space/"
-                      "query/kernel"] = np.ones((32, 2, 8), "float32")
+                block = f"{scenic}Transformer/encoderblock_{i}/"
+                attention = block + "MultiHeadDotProductAttention_space/"
+                for name in ("query", "key", "value"):
+                    state[f"{attention}{name}/kernel"] = np.ones((32, 2, 8), "float32")
+                state[f"{attention}out/kernel"] = np.ones((2, 8, 32), "float32")
         return (edit, "MultiHeadDotProductAttention_space/query/kernel (heads × head_dim)' "
                 "gives 16", "disagree on the width")
     def edit(state):  # factorised_dot_product: 70 layers
@@ -250,6 +253,20 @@ def test_vivit_scenic_inference_is_checked(tmp_path, variant):
     path = _flax_file(tmp_path, state)
     extra = {"variant": variant} if variant == "factorised_dot_product" else {}
     refused(lambda: ViViT(weights=str(path), **VIVIT_TINY, **extra), str(path), *needles)
+
+
+def test_vivit_scenic_heads_must_agree_across_query_key_value_and_output(tmp_path):
+    state = _read("vivit/scenic_spatio_temporal.msgpack")
+    for i in range(2):  # 2 heads of 16 in the keys, 4 of 8 everywhere else
+        key = f"{SCENIC}Transformer/encoderblock_{i}/MultiHeadDotProductAttention_0/key/kernel"
+        state[key] = np.ones((32, 2, 16), "float32")
+    path = _flax_file(tmp_path, state)
+    refused(
+        lambda: ViViT(weights=str(path), **VIVIT_TINY),
+        str(path),
+        "disagree on the attention layout",
+        "MultiHeadDotProductAttention_0/key/kernel' gives (32, 2, 16)",
+    )
 
 
 def test_vivit_hf_legacy_head_count_beyond_the_limit(tmp_path):
@@ -290,7 +307,11 @@ def test_google_vit_image_patch_beyond_the_limit(tmp_path, family):
         "Transformer/encoder_norm/scale": np.ones(32),
         "Transformer/encoder_norm/bias": np.zeros(32),
         block + "LayerNorm_0/scale": np.ones(32),
-        block + "MultiHeadDotProductAttention_1/query/kernel": np.zeros((32, 2, 16)),
+        **{
+            f"{block}MultiHeadDotProductAttention_1/{name}/kernel": np.zeros((32, 2, 16))
+            for name in ("query", "key", "value")
+        },
+        block + "MultiHeadDotProductAttention_1/out/kernel": np.zeros((2, 16, 32)),
         block + "MlpBlock_3/Dense_0/kernel": np.zeros((32, 64)),
     }
     path = tmp_path / "vit.npz"
