@@ -145,14 +145,18 @@ def vit_backbone(
     return keras.Model(frames, cls, name=name)
 
 
-def spatial_vit(args: dict, explicit: dict, preset: dict, drop_path_rate: float) -> keras.Model:
+def spatial_vit(
+    args: dict, explicit: dict, preset: dict, drop_path_rate: float, checkpoint: dict | None = None
+) -> keras.Model:
     """`vit_backbone` from a family's resolved `args` (`patch_size`, `hidden_dim`,
     `num_spatial_layers`, `num_spatial_heads`, `spatial_mlp_dim`, `spatial_qkv_bias`).
 
     The head count is not in the tensors: a width other than the preset's without an explicit
-    `num_spatial_heads` gets timm's 64-wide heads (written back into `args`).
+    `num_spatial_heads` gets timm's 64-wide heads (written back into `args`). A head count
+    given by the checkpoint config (a registry entry's `config`) is never replaced.
     """
-    if explicit["num_spatial_heads"] is None and args["hidden_dim"] != preset["hidden_dim"]:
+    given = explicit["num_spatial_heads"] is not None or "num_spatial_heads" in (checkpoint or {})
+    if not given and args["hidden_dim"] != preset["hidden_dim"]:
         args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)
     return vit_backbone(
         args["image_size"],

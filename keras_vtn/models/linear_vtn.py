@@ -194,7 +194,7 @@ def LinearVTN(
             "vit" if args["spatial_qkv_bias"] else "miil"
         )
 
-    backbone = spatial_vit(args, explicit, preset, drop_path_rate)
+    backbone = spatial_vit(args, explicit, preset, drop_path_rate, checkpoint)
 
     def head(x):
         x = layer_norm(1e-5, "head_norm", "float32")(x)

@@ -268,7 +268,7 @@ def VTN(
         raise ValueError("frame_chunk_size needs a fixed num_frames.")
 
     if spatial_backbone is None:
-        backbone = spatial_vit(args, explicit, preset, drop_path_rate)
+        backbone = spatial_vit(args, explicit, preset, drop_path_rate, checkpoint)
     else:
         vit_args = [
             k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL
@@ -281,7 +281,8 @@ def VTN(
             )
         backbone = _check_backbone(spatial_backbone, args["image_size"])
     width = backbone.output_shape[-1]
-    if explicit["num_temporal_heads"] is None and width != preset["hidden_dim"]:
+    given = explicit["num_temporal_heads"] is not None or "num_temporal_heads" in (checkpoint or {})
+    if not given and width != preset["hidden_dim"]:
         args["num_temporal_heads"] = max(1, width // 64)  # HF Longformer: 64-wide heads
     if width % args["num_temporal_heads"]:
         raise ValueError(

@@ -168,13 +168,6 @@ def registered(keras_home, server):
         unregister(entry_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # wrong logits; any other error is a real failure
-    reason="needs keras_vtn/models/frame_temporal.py spatial_vit (and vtn.py's temporal head "
-    "rule) to keep a head count given by the entry config: today hidden_dim // 64 replaces "
-    "it whenever no builder argument is given; remove this marker with that fix",
-)
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_registered_entry_head_counts_win_over_the_derived_default(registered, family):
     """hidden_dim 32 is not 768: the derived 64-wide default would give 1 head; the entry
