@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from keras_vtn.data import Sampler, prepare, tfrecord_dataset, video_dataset  # noqa: E402
 from keras_vtn.data.testing import write_video  # noqa: E402
+from keras_vtn.data.tfrecord import PrepareArgumentsError  # noqa: E402
 
 NUM_FRAMES, STRIDE, SHORT, CROP = 16, 4, 256, 224
 
@@ -110,7 +111,12 @@ def main(argv=None) -> int:
     shards = os.path.join(args.workdir, "tfrecords")
     existed = os.path.exists(os.path.join(shards, "manifest.json"))
     t0 = time.perf_counter()
-    manifest = prepare(pairs, shards, num_shards=4, short_side=SHORT, progress=False)
+    try:
+        manifest = prepare(pairs, shards, num_shards=4, short_side=SHORT, progress=False)
+    except PrepareArgumentsError:  # shards of another --videos count or package version
+        existed = False
+        manifest = prepare(pairs, shards, num_shards=4, short_side=SHORT, progress=False,
+                           overwrite=True)
     prepare_s = None if existed else time.perf_counter() - t0  # None: shards were reused
     size_mb = sum(os.path.getsize(os.path.join(shards, s)) for s in manifest["shards"]) / 2**20
     video_mb = sum(os.path.getsize(p) for p in paths) / 2**20
