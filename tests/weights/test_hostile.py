@@ -7,6 +7,7 @@ Payload files are built both with the real `torch.save` (zip and legacy layouts)
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import pickle
@@ -17,6 +18,33 @@ import zlib
 
 import numpy as np
 import pytest
+from hostile_builders import (
+    B,
+    G,
+    Get,
+    Put,
+    R,
+    Raw,
+    contiguous,
+    dumps,
+    emit,
+    nested_tuple_ext,
+    tensor,
+    torch_zip,
+)
+from hostile_cases import (
+    POISONS,
+    assert_all_refused,
+    assert_refused,
+    deep_nesting_cases,
+    genuine_files,
+    hf_folder,
+    isolated,
+    leaky_cases,
+    memory_bomb_cases,
+    shape_cases,
+    special_file_cases,
+)
 
 from keras_vtn.weights import CheckpointError, UnsafeCheckpointError, read_checkpoint, safe_zip
 from keras_vtn.weights.torch_reader import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION
@@ -281,3 +309,165 @@ def test_random_bytes(tmp_path, seed):
     path.write_bytes(head[seed % len(head)] + rng.bytes(4096))
     with pytest.raises(CheckpointError):
         read_checkpoint(path)
+
+
+# --- 1. nothing a file does outlives its own read ---------------------------------------------
+
+
+def _process_state():
+    from keras_vtn.weights import torch_reader
+
+    functions = [getattr(torch_reader, n) for n in dir(torch_reader) if n.startswith("_rebuild")]
+    return {
+        "counter": dict(vars(collections.Counter)),
+        "defaults": [(f, f.__defaults__, dict(vars(f))) for f in functions],
+    }
+
+
+def _restore(state) -> None:
+    # Only needed when the reader is broken: keep one poisoned test from failing the rest.
+    for name in set(vars(collections.Counter)) - set(state["counter"]):
+        delattr(collections.Counter, name)
+    for name, value in state["counter"].items():
+        if vars(collections.Counter).get(name) is not value and not name.startswith("__"):
+            setattr(collections.Counter, name, value)
+    for func, defaults, attrs in state["defaults"]:
+        func.__defaults__ = defaults
+        func.__dict__.clear()
+        func.__dict__.update(attrs)
+
+
+def _assert_bit_identical(files) -> None:
+    for path, known in files:
+        got = read_checkpoint(path)
+        assert sorted(got) == sorted(known), path
+        for name, array in known.items():
+            assert got[name].dtype == array.dtype, (path, name)
+            assert got[name].shape == array.shape, (path, name)
+            assert got[name].tobytes() == array.tobytes(), (path, name)
+
+
+@pytest.mark.parametrize("kind", sorted(POISONS))
+def test_state_set_by_a_file_does_not_outlive_its_read(tmp_path, canary, kind):
+    genuine_dir = tmp_path / "genuine"
+    genuine_dir.mkdir()
+    genuine = genuine_files(genuine_dir)
+    _assert_bit_identical(genuine)  # a fresh state reads them right
+    before = _process_state()
+    evil = {"poison": POISONS[kind], "then": R(G("os", "system"), (f"touch {canary}",))}
+    path = torch_zip(tmp_path / "evil.pth", dumps(evil), {"0": b"\0" * 4})
+    try:
+        with pytest.raises(UnsafeCheckpointError):
+            read_checkpoint(path)
+        after = _process_state()
+        assert after["counter"] == before["counter"], "collections.Counter was modified"
+        for (func, defaults, attrs), (_, now, now_attrs) in zip(
+            before["defaults"], after["defaults"], strict=True
+        ):
+            assert (now, now_attrs) == (defaults, attrs), f"{func.__name__} was modified"
+        _assert_bit_identical(genuine)  # ...and so does the same process after the file
+    finally:
+        _restore(before)
+
+
+def test_build_on_containers_the_file_built_is_harmless(tmp_path):
+    # torch's state_dict OrderedDict carries `_metadata` through BUILD: still readable.
+    state = B(
+        Raw(
+            emit(R(G("collections", "OrderedDict")))
+            + b"("
+            + emit("w")
+            + emit(contiguous("0", np.ones(2, "<f4")))
+            + b"u"
+        ),
+        {"_metadata": {"": {"version": 1}}},
+    )
+    path = torch_zip(tmp_path / "meta.pth", dumps(state), {"0": np.ones(2, "<f4").tobytes()})
+    np.testing.assert_array_equal(read_checkpoint(path)["w"], np.ones(2, np.float32))
+
+
+# --- 2, 3, 5: files that crash, hang or exhaust memory are read in a limited child -----------
+
+
+def test_nested_msgpack_tuples_and_tuple_keys_do_not_crash(tmp_path):
+    """Both used to overflow the C stack (SIGSEGV) and kill the interpreter."""
+    import msgpack
+
+    ext = tmp_path / "ext" / "checkpoint"
+    ext.parent.mkdir()
+    ext.write_bytes(msgpack.packb({"params": nested_tuple_ext(200)}))
+    assert len(ext.read_bytes()) < 1000
+    key = Raw(b")" + b"\x85" * 100_000)  # ((((),),),)... 100,000 deep, then used as a dict key
+    deep_key = torch_zip(tmp_path / "key.pth", b"\x80\x02}" + key.data + b"K\x01s.")
+    cases = {"ext": str(ext), "key": deep_key}
+    results = isolated(cases)
+    assert_refused(results["ext"], str(ext), r"more than 8 levels")
+    assert_refused(results["key"], deep_key, r"deeper than 32 levels")
+
+
+def test_deep_nesting_is_a_clear_error_in_every_format(tmp_path):
+    cases = deep_nesting_cases(tmp_path)
+    results = isolated({name: path for name, (path, _) in cases.items()})
+    assert_all_refused(cases, results)
+
+
+# --- 3. the bytes a read materialises are bounded by the bytes the file stores ---------------
+
+
+def test_memory_bombs_are_refused_before_allocating(tmp_path):
+    cases = {**memory_bomb_cases(tmp_path), **shape_cases(tmp_path)}
+    assert os.path.getsize(cases["pth_stride0"][0]) < 1000
+    results = isolated({name: path for name, (path, _) in cases.items()})
+    assert_all_refused(cases, results)
+
+
+def test_legitimate_views_and_tied_weights_stay_readable(tmp_path):
+    # Within the budget: a transposed view, a slice and one tensor under two names.
+    base = np.arange(12, dtype="<f4")
+    state = {
+        "w": Put(contiguous("0", base.reshape(3, 4)), 1),
+        "w_t": tensor("0", 12, (4, 3), (1, 4)),
+        "rows": tensor("0", 12, (2, 4), (4, 1), offset=4),
+        "tied": Get(1),
+    }
+    got = read_checkpoint(torch_zip(tmp_path / "views.pth", dumps(state), {"0": base.tobytes()}))
+    np.testing.assert_array_equal(got["w_t"], base.reshape(3, 4).T)
+    np.testing.assert_array_equal(got["rows"], base[4:].reshape(2, 4))
+    np.testing.assert_array_equal(got["tied"], got["w"])
+
+
+# --- 5. only regular files are opened ------------------------------------------------------------
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    cases = special_file_cases(tmp_path)
+    results = isolated({name: path for name, (path, _) in cases.items()}, timeout=60)
+    assert_all_refused(cases, results)
+
+
+def test_missing_files_and_dangling_links(tmp_path):
+    from keras_vtn.weights.errors import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError, match="does not exist") as info:
+        read_checkpoint(tmp_path / "missing.pth")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, CheckpointError)
+    os.symlink(tmp_path / "gone.pth", tmp_path / "dangling.pth")
+    with pytest.raises(FileNotFoundError, match="symbolic link to .*gone.pth"):
+        read_checkpoint(tmp_path / "dangling.pth")
+    folder = hf_folder(tmp_path / "hf", {"weight_map": {"w": "model-1.safetensors"}})
+    with pytest.raises(CheckpointNotFoundError, match="model-1.safetensors"):
+        read_checkpoint(folder)
+
+
+# --- 6. every failure is a CheckpointError naming the file -------------------------------------
+
+
+def test_every_failure_is_a_checkpoint_error_naming_the_file(tmp_path):
+    cases = leaky_cases(tmp_path)
+    results = isolated(cases)
+    assert_all_refused({name: (path, None) for name, path in cases.items()}, results)
+    # sniff_format has the same boundary.
+    from keras_vtn.weights import sniff_format
+
+    with pytest.raises(CheckpointError, match="not a usable path|cannot be"):
+        sniff_format(cases["nul_in_path"])
