@@ -365,6 +365,12 @@ def _central_header(
     )
 
 
+def overlapping_sizes(kernel_size: int, names: list[str]) -> list[int]:
+    """What each member of `overlapping_zip(path, kernel, names, ...)` inflates to."""
+    quoted = [30 + len(name.encode()) for name in names]
+    return [kernel_size + sum(quoted[i + 1 :]) for i in range(len(names))]
+
+
 def overlapping_zip(path, kernel: bytes, names: list[str], head: list[tuple[str, bytes]]):
     """A zip whose members `names` all inflate the same `kernel` bytes (D. Fifield's
     overlapping-member construction): each member's deflate stream quotes the next member's

@@ -19,6 +19,7 @@ from hostile_builders import (
     G,
     Get,
     Put,
+    R,
     Raw,
     contiguous,
     dumps,
@@ -28,6 +29,7 @@ from hostile_builders import (
     genuine_safetensors,
     genuine_torch_zip,
     npy_bytes,
+    overlapping_sizes,
     overlapping_zip,
     safetensors_bytes,
     tensor,
@@ -82,12 +84,12 @@ def isolated(cases, timeout=90):
     return {r["name"]: r for r in results}
 
 
-def assert_all_refused(cases, results) -> None:
+def assert_all_refused(cases, results, **limits) -> None:
     failures = []
     for name, (path, match) in cases.items():
         try:
             result = results.get(name, {"name": name, "crashed": "never reached: the child died"})
-            assert_refused(result, path, match)
+            assert_refused(result, path, match, **limits)
         except AssertionError as err:
             failures.append(f"{name}: {err}")
     assert not failures, "\n".join(failures)
@@ -224,7 +226,7 @@ def memory_bomb_cases(tmp_path) -> dict[str, tuple[str, str]]:
     # 600 zip members that all inflate the same 1 MB (overlapping-member zip bomb).
     count = 600
     keys = [f"archive/data/{i}" for i in range(count)]
-    sizes = overlapping_zip(tmp_path / "ov.pth", os.urandom(MB), keys, [("archive/data.pkl", b"")])
+    sizes = overlapping_sizes(MB, keys)
     pkl = dumps(
         {f"t{i}": tensor(str(i), sizes[i] // 4, (sizes[i] // 4,), (1,)) for i in range(count)}
     )
@@ -233,7 +235,7 @@ def memory_bomb_cases(tmp_path) -> dict[str, tuple[str, str]]:
     return cases
 
 
-SHAPE_REFUSAL = r"dimension|elements|needs \d+ bytes|memory"
+SHAPE_REFUSAL = r"dimension|elements|needs \d+ bytes|declares shape|memory"
 
 
 def shape_cases(tmp_path) -> dict[str, tuple[str, str]]:
@@ -356,4 +358,147 @@ def leaky_cases(tmp_path) -> dict[str, str]:
         )
     cases["npz_zero_size_dtype"] = str(tmp_path / "void.npz")
     cases["nul_in_path"] = str(tmp_path / "a\0b.pth")
+    return cases
+
+
+def code_execution_cases(folder, canary: str) -> dict[str, tuple[str, str]]:
+    """Payloads that would create a file under `canary` if anything from them ran."""
+    refused = r"nothing from it was executed|never needs|not a plain numpy array"
+
+    def cmd(name):
+        return f"touch {os.path.join(canary, name)}"
+
+    def write(name):
+        return f"open({os.path.join(canary, name)!r}, 'w').write('pwned')"
+
+    payloads = {
+        "os_system": R(G("os", "system"), cmd("os_system")),
+        "posix_system": R(G("posix", "system"), cmd("posix_system")),
+        "eval": R(G("builtins", "eval"), write("eval")),
+        "exec": R(G("builtins", "exec"), write("exec")),
+        "popen": R(G("subprocess", "Popen"), ["touch", os.path.join(canary, "popen")]),
+        "getattr": R(R(G("builtins", "getattr"), G("os", "path"), "join"), "a", "b"),
+        "py2_builtin_eval": R(G("__builtin__", "eval"), write("py2_eval")),
+    }
+    cases = {}
+    for name, payload in payloads.items():
+        state = {"model_state": {"w": [1.0], "evil": {"deep": payload}}, "epoch": 1}
+        cases[f"pth_reduce_{name}"] = (torch_zip(folder / f"{name}.pth", dumps(state)), refused)
+    stack_global = (
+        b"\x80\x04" + emit("os") + emit("system") + b"\x93" + emit((cmd("stack_global"),)) + b"R."
+    )
+    cases["pth_stack_global"] = (torch_zip(folder / "sg.pth", stack_global), refused)
+    inst = b"\x80\x02(" + emit(cmd("inst")) + b"ios\nsystem\n."
+    cases["pth_inst_opcode"] = (torch_zip(folder / "inst.pth", inst), refused)
+    obj = b"\x80\x02(" + emit(G("os", "system")) + emit(cmd("obj")) + b"o."
+    cases["pth_obj_opcode"] = (torch_zip(folder / "obj.pth", obj), refused)
+    legacy = dumps({"w": payloads["os_system"]})
+    cases["legacy_reduce"] = (torch_legacy(folder / "evil.pyth", legacy), refused)
+    cases["legacy_reduce_bin"] = (
+        torch_legacy(folder / "pytorch_model.bin", dumps(payloads["eval"])),
+        refused,
+    )
+    # numpy's allow_pickle would unpickle this object array and run the payload.
+    with zipfile.ZipFile(folder / "object.npz", "w") as archive:
+        header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+        archive.writestr("w.npy", npy_bytes(header, dumps(R(G("os", "system"), cmd("npz")))))
+    cases["npz_object_array"] = (str(folder / "object.npz"), "object arrays are refused")
+    hf = folder / "hf_evil"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    torch_zip(hf / "pytorch_model.bin", dumps({"w": payloads["popen"]}))
+    cases["hf_folder_reduce"] = (str(hf), refused)
+    return cases
+
+
+def poison_cases(folder) -> dict[str, tuple[str, str]]:
+    """BUILD on admitted globals: refused, and must not change them for later reads."""
+    return {
+        f"pth_poison_{name}": (
+            torch_zip(folder / f"poison_{name}.pth", dumps({"p": poison}), {"0": b"\0" * 4}),
+            r"BUILD",
+        )
+        for name, poison in POISONS.items()
+    }
+
+
+def misc_cases(folder) -> dict[str, tuple[str, str]]:
+    """Corrupt and lying files of every format that are not bombs, loops or payloads."""
+    import msgpack
+
+    cases = {}
+    whole = dumps({"w": contiguous("0", np.zeros(4, "<f4"))})
+    cases["pth_truncated_pickle"] = (
+        torch_zip(folder / "trunc.pth", whole[: len(whole) // 2], {"0": b"\0" * 16}),
+        "truncated|corrupt|references the Python global 'torch.FloatStor'",
+    )
+    cases["pth_missing_storage"] = (torch_zip(folder / "nostorage.pth", whole), "missing")
+    cases["pth_storage_too_short"] = (
+        torch_zip(folder / "short.pth", whole, {"0": b"\0" * 3}),
+        "truncated or corrupt",
+    )
+    cases["pth_view_past_storage"] = (
+        torch_zip(folder / "past.pth", dumps({"w": tensor("0", 4, (4,), (2,))}), {"0": b"\0" * 16}),
+        "past the end",
+    )
+    with zipfile.ZipFile(folder / "script.pth", "w") as archive:
+        archive.writestr("archive/constants.pkl", b"\x80\x02}.")
+    cases["pth_torchscript"] = (str(folder / "script.pth"), "TorchScript")
+    (folder / "plain.pth").write_bytes(b"\x80\x02}q\x00.")
+    cases["pth_plain_pickle"] = (str(folder / "plain.pth"), "plain Python pickle")
+    with zipfile.ZipFile(folder / "traversal.pth", "w") as archive:
+        archive.writestr("archive/data.pkl", dumps({}))
+        archive.writestr("../../evil.sh", b"payload")
+    cases["pth_zip_traversal"] = (str(folder / "traversal.pth"), "path traversal")
+    with zipfile.ZipFile(folder / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", whole)
+        archive.writestr("archive/data/0", b"\0" * (16 << 20))
+    cases["pth_zip_bomb"] = (str(folder / "bomb.pth"), "zip bomb")
+    bytearray8 = b"\x80\x05\x96" + (1 << 40).to_bytes(8, "little") + b"."
+    cases["pth_bytearray8"] = (torch_zip(folder / "ba8.pth", bytearray8), "bytearray")
+    frame = b"\x80\x04\x95" + (1 << 62).to_bytes(8, "little") + emit({}) + b"."
+    cases["legacy_huge_frame"] = (torch_legacy(folder / "frame.pyth", frame), "corrupt|truncated")
+    huge = dumps({"w": tensor("0", 1 << 40, (1 << 40,), (1,), legacy=True)})
+    cases["legacy_storage_past_file"] = (
+        torch_legacy(folder / "huge.pyth", huge, {"0": (1 << 40, b"\0" * 64)}),
+        "truncated",
+    )
+    cases["legacy_magic_only"] = (str(folder / "magic.pyth"), "truncated|corrupt")
+    (folder / "magic.pyth").write_bytes(dumps(0x1950A86A20F9469CFC6C)[:-1] + b".")
+    (folder / "ext9").write_bytes(msgpack.packb({"w": msgpack.ExtType(9, b"x")}))
+    cases["msgpack_unknown_ext"] = (str(folder / "ext9"), "extension type 9")
+    chunked = {
+        "__msgpack_chunked_array__": True,
+        "shape": {"0": 10**6, "1": 10**6},
+        "chunks": {"0": flax_array_ext([4], "float32", b"\0" * 16)},
+    }
+    (folder / "chunked").write_bytes(msgpack.packb({"w": chunked}))
+    cases["msgpack_chunked_lie"] = (str(folder / "chunked"), "chunked array")
+    scalar = flax_array_ext([], "float32", b"\0" * 4, code=3)
+    long_names = {"k" * MB: {str(i): scalar for i in range(20_000)}}
+    (folder / "names").write_bytes(msgpack.packb(long_names))
+    cases["msgpack_long_names"] = (str(folder / "names"), "memory")
+    (folder / "bool_shape").write_bytes(
+        msgpack.packb({"w": flax_array_ext([True, 4], "float32", b"\0" * 16)})
+    )
+    cases["msgpack_bool_dimension"] = (str(folder / "bool_shape"), "non-negative integers")
+    (folder / "complex").write_bytes(msgpack.packb({"w": msgpack.ExtType(2, msgpack.packb("x"))}))
+    cases["msgpack_bad_complex"] = (str(folder / "complex"), "complex")
+    (folder / "long.safetensors").write_bytes(b"\xff" * 7 + b"\x00{" + b"\0" * 64)
+    cases["safetensors_header_past_file"] = (str(folder / "long.safetensors"), "unknown format")
+    (folder / "latin1.safetensors").write_bytes(safetensors_bytes({}, b"", b'{"\xe9": 1}'))
+    cases["safetensors_not_utf8"] = (str(folder / "latin1.safetensors"), "UTF-8")
+    (folder / "neg.safetensors").write_bytes(
+        safetensors_bytes({"w": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}}, b"")
+    )
+    cases["safetensors_negative_offset"] = (str(folder / "neg.safetensors"), "outside")
+    (folder / "dtype.safetensors").write_bytes(
+        safetensors_bytes({"w": {"dtype": "OBJ", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
+    )
+    cases["safetensors_unknown_dtype"] = (str(folder / "dtype.safetensors"), "dtype")
+    empty = folder / "empty_folder"
+    empty.mkdir()
+    cases["empty_folder"] = (str(empty), "not a checkpoint folder")
+    (folder / "empty.pth").write_bytes(b"")
+    cases["empty_file"] = (str(folder / "empty.pth"), "empty")
     return cases

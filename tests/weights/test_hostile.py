@@ -354,7 +354,7 @@ def test_state_set_by_a_file_does_not_outlive_its_read(tmp_path, canary, kind):
     genuine = genuine_files(genuine_dir)
     _assert_bit_identical(genuine)  # a fresh state reads them right
     before = _process_state()
-    evil = {"poison": POISONS[kind], "then": R(G("os", "system"), (f"touch {canary}",))}
+    evil = {"poison": POISONS[kind], "then": R(G("os", "system"), f"touch {canary}")}
     path = torch_zip(tmp_path / "evil.pth", dumps(evil), {"0": b"\0" * 4})
     try:
         with pytest.raises(UnsafeCheckpointError):
