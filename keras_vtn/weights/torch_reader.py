@@ -148,20 +148,20 @@ class _TensorRef:
         data = self.storage.raw(path)
         available = len(data) // target.itemsize  # v3 tensors view untyped (byte) storage
         numel = safe_zip.element_count(self.size)
-        budget.charge_array(numel * (4 if dtype == "bfloat16" else target.itemsize),
-                            f"a tensor of shape {self.size}")
-        if numel == 0:
-            return np.zeros(self.size, dtype=np.dtype(raw) if dtype != "bfloat16" else np.float32)
         # A dimension of size 1 is never stepped over, so its stride is irrelevant (and may
         # be anything in a hand-written file); zero it so it cannot overflow numpy's strides.
         stride = tuple(0 if n == 1 else s for n, s in zip(self.size, self.stride, strict=True))
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, stride, strict=True))
-        if last >= available:
+        if numel and last >= available:
             raise CheckpointError(
                 f"{path!r}: a tensor of shape {self.size} (offset {self.offset}, stride "
                 f"{self.stride}) reaches past the end of storage {describe(self.storage.key)} "
                 f"({available} elements); the file is corrupt."
             )
+        out_itemsize = 4 if dtype == "bfloat16" else target.itemsize
+        budget.charge_array(numel * out_itemsize, f"a tensor of shape {self.size}")
+        if numel == 0:
+            return np.zeros(self.size, dtype=np.dtype(raw) if dtype != "bfloat16" else np.float32)
         base = np.frombuffer(data, dtype=target, count=available)
         view = np.lib.stride_tricks.as_strided(
             base[self.offset :],
