@@ -2,7 +2,9 @@
 
 Every reader returns a `Records` object: parallel lists of paths and integer labels (`-1` when
 a split has no labels), the class names in index order, and the entries whose video file was
-not found. Class indices come from the sorted class names unless names are given.
+not found. Class indices come from the sorted class names unless names are given; given names
+(a model's classes) are matched by name, a subset of them is fine, and a class that is not
+among them is an error naming it.
 
 >>> import os, tempfile
 >>> root = tempfile.mkdtemp()
@@ -191,8 +193,9 @@ def class_folders(
         key = _normalise(folder)
         if key not in lookup:
             raise ValueError(
-                f"Folder {folder!r} in {root!r} is not one of the {len(names)} label names; "
-                "pass label_names=None to use the folder names as classes."
+                f"Folder {folder!r} in {root!r} is not a known class: it is not one of the "
+                f"{len(names)} label names ({_preview(names)}). Pass label_names=None to use "
+                "the folder names as classes."
             )
         for path in _walk(os.path.join(root, folder), extensions, skipped):
             entries.append((path, lookup[key]))
@@ -337,19 +340,74 @@ def from_pairs(pairs: Iterable[tuple[str, int]], label_names: Sequence[str] | No
         names = sorted({lab for _, lab in pairs if isinstance(lab, str)})
     else:
         names = list(label_names)
-    lookup = {n: i for i, n in enumerate(names)}
-    labels = [
-        -1 if lab is None else lookup[lab] if isinstance(lab, str) else int(lab) for _, lab in pairs
-    ]
+    lookup = {_normalise(n): i for i, n in enumerate(names)}
+    labels = []
+    for path, lab in pairs:
+        if isinstance(lab, str):
+            if _normalise(lab) not in lookup:
+                raise ValueError(
+                    f"Label {lab!r} of {path!r} is not a known class: it is not one of the "
+                    f"{len(names)} label names ({_preview(names)})."
+                )
+            labels.append(lookup[_normalise(lab)])
+        else:
+            labels.append(-1 if lab is None else int(lab))
     if not names and labels:
         names = [str(i) for i in range(max(labels) + 1)]
     return Records([str(p) for p, _ in pairs], labels, names)
 
 
+def reindex(records: Records, label_names: Sequence[str]) -> Records:
+    """`records` labelled by class name onto the indices of `label_names` (e.g. a model's).
+
+    Records index their own class names (sorted folder or CSV names); a model indexes the
+    names it was trained on. A split that holds only some of the model's classes would
+    otherwise number them 0, 1, ... and score every video against the wrong class. A subset of
+    `label_names` is fine; a class with videos that is not among them is an error naming it.
+
+    >>> r = Records(["a.mp4", "b.mp4"], [0, 1], ["approaching", "receding"])
+    >>> reindex(r, ["approaching", "moving_left", "receding"]).labels
+    [0, 2]
+    """
+    names = list(label_names)
+    if list(records.label_names) == names:
+        return records
+    lookup = {_normalise(n): i for i, n in enumerate(names)}
+    used = sorted({label for label in records.labels if label >= 0})
+    mapping: dict[int, int] = {}
+    unknown = []
+    for old in used:
+        if old >= len(records.label_names):
+            raise ValueError(
+                f"Label index {old} has no class name (the records name "
+                f"{len(records.label_names)} classes), so it cannot be matched to label_names."
+            )
+        key = _normalise(records.label_names[old])
+        if key in lookup:
+            mapping[old] = lookup[key]
+        else:
+            unknown.append(records.label_names[old])
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} classes of the data are not known classes: {_preview(unknown)}; "
+            f"they are not among the {len(names)} label names ({_preview(names)})."
+        )
+    labels = [mapping[label] if label >= 0 else -1 for label in records.labels]
+    return dataclasses.replace(records, labels=labels, label_names=names)
+
+
+def _preview(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
 def resolve(source, root: str | None = None, label_names: Sequence[str] | None = None) -> Records:
-    """Records from a Kinetics CSV, a list file, a class-folder tree or `(path, label)` pairs."""
+    """Records from a Kinetics CSV, a list file, a class-folder tree or `(path, label)` pairs.
+
+    With `label_names`, labels index those names (matched by class name); see `reindex`.
+    """
     if isinstance(source, Records):
-        return source
+        return source if label_names is None else reindex(source, label_names)
     if isinstance(source, (str, os.PathLike)):
         source = os.fspath(source)
         if os.path.isdir(source):

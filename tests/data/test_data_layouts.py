@@ -136,3 +136,74 @@ def test_symlink_loops_and_second_paths_are_listed_once(tmp_path):
     # the flat scan behind Kinetics CSVs and check-videos lists the same two files
     found = _scan(str(tmp_path), (".mp4",))
     assert sorted(os.path.relpath(p, tmp_path) for p in found) == ["a/x.mp4", "b/y.mp4"]
+
+
+def _class_tree(root, classes, per_class=1):
+    from keras_vtn.data.testing import write_video
+
+    for name in classes:
+        for i in range(per_class):
+            path = root / name / f"{name}_{i}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_video(str(path), num_frames=8, height=32, width=32)
+    return root
+
+
+MODEL_CLASSES = ["approaching", "moving_left", "moving_right", "receding"]
+
+
+def test_a_subset_of_the_model_classes_keeps_the_model_indices(tmp_path):
+    # A split holding two of a 4-class model's classes: numbered by its own sorted names,
+    # "receding" would be 1, the model's "moving_left".
+    from keras_vtn.data import video_dataset
+    from keras_vtn.data.dataset import relabel
+    from keras_vtn.data.layouts import from_pairs, reindex
+
+    root = _class_tree(tmp_path, ["approaching", "receding"])
+    ds = video_dataset(root, label_names=MODEL_CLASSES, num_frames=2, image_size=32,
+                       batch_size=4)
+    assert ds.label_names == MODEL_CLASSES
+    assert sorted(int(y) for y in next(iter(ds))[1]) == [0, 3]
+    # the same through records built without the model's names (Records, pairs)
+    own = class_folders(str(root))
+    assert own.labels == [0, 1]
+    assert reindex(own, MODEL_CLASSES).labels == [0, 3]
+    assert video_dataset(own, label_names=MODEL_CLASSES, num_frames=2, image_size=32
+                         ).records.labels == [0, 3]
+    pairs = list(zip(own.paths, ["approaching", "receding"], strict=True))
+    assert from_pairs(pairs, MODEL_CLASSES).labels == [0, 3]
+    # datasets whose labels are read as stored indices (TFRecords) are moved after reading
+    moved = relabel(video_dataset(root, num_frames=2, image_size=32, batch_size=4),
+                    MODEL_CLASSES)
+    assert moved.label_names == MODEL_CLASSES
+    assert sorted(int(y) for y in next(iter(moved))[1]) == [0, 3]
+    with pytest.raises(ValueError, match="'receding'"):
+        relabel(video_dataset(root, num_frames=2, image_size=32), MODEL_CLASSES[:3])
+
+
+def test_a_class_the_model_does_not_know_is_an_error_naming_it(tmp_path):
+    from keras_vtn.data import video_dataset
+    from keras_vtn.data.layouts import from_pairs, reindex
+
+    root = _class_tree(tmp_path, ["approaching", "jumping"])
+    with pytest.raises(ValueError, match="'jumping'.*not a known class"):
+        video_dataset(root, label_names=MODEL_CLASSES, num_frames=2, image_size=32)
+    own = class_folders(str(root))
+    with pytest.raises(ValueError, match="'jumping'"):
+        reindex(own, MODEL_CLASSES)
+    with pytest.raises(ValueError, match="'jumping'"):
+        video_dataset(own, label_names=MODEL_CLASSES, num_frames=2, image_size=32)
+    with pytest.raises(ValueError, match="'jumping'.*not a known class"):
+        from_pairs([(own.paths[1], "jumping")], MODEL_CLASSES)
+
+
+def test_kinetics400_follows_the_model_label_names(kinetics_root):
+    # a model trained on a few Kinetics classes, evaluated on a Kinetics-layout split
+    from keras_vtn.data import kinetics400
+
+    names = ["zumba", "air drumming", "abseiling"]
+    ds = kinetics400(kinetics_root, "train", label_names=names, num_frames=2, image_size=32)
+    assert ds.label_names == names
+    assert ds.records.labels == [2, 1, 1, 0]
+    with pytest.raises(ValueError, match="not known classes"):
+        kinetics400(kinetics_root, "train", label_names=["zumba"], num_frames=2, image_size=32)
