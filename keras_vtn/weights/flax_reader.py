@@ -64,8 +64,28 @@ def _ndarray_from_bytes(payload: bytes, path: str, budget: safe_zip.Budget) -> n
     return bfloat16_bits_to_float32(array) if name == "bfloat16" else array
 
 
+# What a decoded msgpack container costs in Python objects besides its items: one byte of
+# msgpack (an empty map or array) becomes a 64-byte dict or 56-byte list.
+CONTAINER_OVERHEAD, ITEM_OVERHEAD = 64, 8
+
+
+def _container_hooks(budget: safe_zip.Budget) -> dict:
+    """msgpack hooks that charge every decoded map and array to the read's budget."""
+
+    def object_hook(value: dict) -> dict:
+        budget.charge(CONTAINER_OVERHEAD + 12 * ITEM_OVERHEAD * len(value), "a msgpack map")
+        return value
+
+    def list_hook(value: list) -> list:
+        budget.charge(CONTAINER_OVERHEAD + ITEM_OVERHEAD * len(value), "a msgpack array")
+        return value
+
+    return {"object_hook": object_hook, "list_hook": list_hook}
+
+
 def _ext_hook(path: str, budget: safe_zip.Budget):
     depth = 0
+    hooks = _container_hooks(budget)
 
     def hook(code: int, payload: bytes):
         nonlocal depth
@@ -87,7 +107,7 @@ def _ext_hook(path: str, budget: safe_zip.Budget):
                 )
             depth += 1
             try:
-                return tuple(msgpack.unpackb(payload, raw=False, ext_hook=hook))
+                return tuple(msgpack.unpackb(payload, raw=False, ext_hook=hook, **hooks))
             finally:
                 depth -= 1
         raise CheckpointError(f"{path!r}: unknown msgpack extension type {code}; not Flax.")
@@ -150,7 +170,11 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     budget = safe_zip.Budget(path, len(data))
     try:
         tree = msgpack.unpackb(
-            data, ext_hook=_ext_hook(path, budget), raw=False, strict_map_key=False
+            data,
+            ext_hook=_ext_hook(path, budget),
+            raw=False,
+            strict_map_key=False,
+            **_container_hooks(budget),
         )
     except CheckpointError:
         raise

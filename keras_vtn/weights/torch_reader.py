@@ -297,6 +297,24 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
 _CONTAINER_TYPES = (collections.OrderedDict, collections.Counter, set, frozenset)
 _DISPATCH = dict(pickle._Unpickler.dispatch)
 
+# Python objects cost far more than the opcodes that make them (one byte of `]` is a 56-byte
+# list), so each opcode is charged what it may allocate: 64 bytes for one that can make an
+# object or a memo entry, 8 for one that only moves references. A pickle may allocate at most
+# PICKLE_MEMORY_FACTOR x its own size + PICKLE_MEMORY_SLACK; torch.save pickles use 11-16x.
+_OPCODE_COST = [64] * 256
+for _code in (
+    pickle.BINGET, pickle.LONG_BINGET, pickle.GET, pickle.DUP, pickle.POP, pickle.POP_MARK,
+    pickle.APPEND, pickle.APPENDS, pickle.SETITEM, pickle.SETITEMS, pickle.NONE,
+    pickle.NEWTRUE, pickle.NEWFALSE, pickle.EMPTY_TUPLE, pickle.BININT1, pickle.PROTO,
+    pickle.FRAME, pickle.STOP, pickle.BINPERSID, pickle.BUILD,
+):
+    _OPCODE_COST[_code[0]] = 8
+PICKLE_MEMORY_FACTOR = 32
+PICKLE_MEMORY_SLACK = 32 << 20
+# MARKs open at once: one per container under construction, so a real pickle nests them
+# about as deep as its containers.
+MAX_OPEN_MARKS = 2 * safe_zip.MAX_NESTING_DEPTH
+
 
 def _opcode(code: bytes):
     """Register the decorated method as this unpickler's handler of a pickle opcode."""
@@ -339,8 +357,9 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     dispatch = _DISPATCH
 
-    def __init__(self, file, path: str, storage_for=None):
+    def __init__(self, file, path: str, storage_for=None, pickle_bytes: int = 0):
         super().__init__(file, encoding="utf-8")
+        self._memory_limit = PICKLE_MEMORY_FACTOR * pickle_bytes + PICKLE_MEMORY_SLACK
         self._path = path
         self._storage_for = storage_for
         self._allowed = _allowed_globals()
@@ -385,6 +404,45 @@ class RestrictedUnpickler(pickle._Unpickler):
                 f"{describe(numel)} elements)."
             )
         return self._storage_for(key, storage_type.dtype, numel)
+
+    def load(self):
+        """The stdlib loop, charging every opcode for what it may allocate."""
+        self._unframer = pickle._Unframer(self._file_read, self._file_readline)
+        self.read = self._unframer.read
+        self.readinto = self._unframer.readinto
+        self.readline = self._unframer.readline
+        self.metastack = []
+        self.stack = []
+        self.append = self.stack.append
+        self.proto = 0
+        read, dispatch, cost = self.read, self.dispatch, _OPCODE_COST
+        charged, limit = 0, self._memory_limit
+        try:
+            while True:
+                key = read(1)
+                if not key:
+                    raise EOFError
+                charged += cost[key[0]]
+                if charged > limit:
+                    raise CheckpointLimitError(
+                        f"{self._path!r}: the pickle would allocate more than {limit:,} bytes of "
+                        f"Python objects ({PICKLE_MEMORY_FACTOR}x its size + "
+                        f"{PICKLE_MEMORY_SLACK >> 20} MiB); refusing it (a memory bomb)."
+                    )
+                dispatch[key[0]](self)
+        except pickle._Stop as stopinst:
+            return stopinst.value
+
+    @_opcode(pickle.MARK)
+    def load_mark(self):
+        if len(self.metastack) >= MAX_OPEN_MARKS:
+            raise CheckpointLimitError(
+                f"{self._path!r}: the pickle nests more than {MAX_OPEN_MARKS} levels of "
+                "containers under construction; refusing it."
+            )
+        self.metastack.append(self.stack)
+        self.stack = []
+        self.append = self.stack.append
 
     # --- opcodes that call, fill or set state ---------------------------------------------
     def _refuse(self, what: str) -> UnsafeCheckpointError:
@@ -549,10 +607,13 @@ class RestrictedUnpickler(pickle._Unpickler):
         self.append(frozenset(items))
 
 
-def _unpickle(data_or_file, path: str, storage_for=None):
-    handle = io.BytesIO(data_or_file) if isinstance(data_or_file, bytes) else data_or_file
+def _unpickle(data_or_file, path: str, storage_for=None, pickle_bytes: int | None = None):
+    if isinstance(data_or_file, bytes):
+        handle, pickle_bytes = io.BytesIO(data_or_file), len(data_or_file)
+    else:
+        handle = data_or_file
     try:
-        return RestrictedUnpickler(handle, path, storage_for).load()
+        return RestrictedUnpickler(handle, path, storage_for, pickle_bytes or 0).load()
     except CheckpointError as err:
         if path in str(err):
             raise
@@ -649,17 +710,18 @@ def read_torch_legacy(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with safe_zip.open_regular(path) as handle:
         size = safe_zip.file_size(handle)
         reader = _BoundedReader(handle, size)
-        magic = _unpickle(reader, path)
+        magic = _unpickle(reader, path, pickle_bytes=min(size, 1 << 20))
         if type(magic) is not int or magic != LEGACY_MAGIC_NUMBER:
             raise CheckpointError(
                 f"{path!r} is a pickle but not a torch checkpoint (no torch magic number)."
             )
-        protocol = _unpickle(reader, path)
+        protocol = _unpickle(reader, path, pickle_bytes=min(size, 1 << 20))
         if type(protocol) is not int or protocol != LEGACY_PROTOCOL_VERSION:
             raise CheckpointError(
                 f"{path!r}: unsupported legacy torch protocol {describe(protocol)}."
             )
-        _unpickle(reader, path)  # system info; torch writes legacy storages little-endian anyway
+        # system info; torch writes legacy storages little-endian anyway
+        _unpickle(reader, path, pickle_bytes=min(size, 1 << 20))
         storages: dict[str, _Storage] = {}
 
         def storage_for(key: str, dtype: str, numel: int) -> _Storage:
@@ -668,9 +730,10 @@ def read_torch_legacy(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return storages[key]
 
         start = handle.tell()
-        obj = _unpickle(reader, path, storage_for)
+        # The main pickle's length is unknown until it is read: bound it by the rest of the file.
+        obj = _unpickle(reader, path, storage_for, pickle_bytes=size - start)
         pickle_bytes = handle.tell() - start
-        keys = _unpickle(reader, path)
+        keys = _unpickle(reader, path, pickle_bytes=size - handle.tell())
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise CheckpointError(f"{path!r}: malformed storage key list.")
         for key in keys:
