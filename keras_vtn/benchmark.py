@@ -1,6 +1,11 @@
 """`keras-vtn benchmark`: times a model's forward pass on random clips (inference throughput).
 
-A thin timer; `benchmarks/` (issue 9) holds the full FLOPs/memory/accuracy tables.
+A thin timer; the repository's `benchmarks/` folder holds the full FLOPs, memory and
+per-backend tables (`python -m benchmarks.models`).
+
+examples:
+  keras-vtn benchmark --family vivit --num-frames 8 --image-size 64
+  keras-vtn benchmark --model runs/vivit/model.keras --batch-size 4
 """
 
 from __future__ import annotations

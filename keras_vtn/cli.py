@@ -1,18 +1,20 @@
 """The `keras-vtn` command line.
 
-Each sub-command lives next to the code it wraps; this module only dispatches, so
-`keras-vtn --help` stays fast and an area's heavy imports happen only when its command runs.
+Each sub-command lives next to the code it wraps; this module only dispatches, so an area's
+heavy imports happen only when its command runs. It also owns what every command shares: a
+console free of TensorFlow's start-up chatter, and one-line errors for the usual mistakes
+(`--debug` shows the traceback and TensorFlow's logs instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import re
 import sys
-
-# TensorFlow's start-up chatter (oneDNN, CUDA probing) is noise in a command line tool.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tempfile
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
@@ -24,10 +26,188 @@ COMMANDS: dict[str, str] = {
     "prepare": "keras_vtn.data.tfrecord",
 }
 
+PROG = "keras-vtn"
+# Exit status of a user mistake, as argparse uses for a bad argument.
+USER_ERROR = 2
+
+# ---------------------------------------------------------------- TensorFlow start-up noise
+#
+# TensorFlow >= 2.19 logs through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the variable
+# cannot hide the lines printed while it loads (tensorflow/tensorflow#100442), and the CUDA
+# probe on a machine without an NVIDIA driver logs at ERROR level ("failed call to cuInit"),
+# which only level 3 hides -- together with every real error. So the command line loads
+# TensorFlow and probes its devices with stderr captured, then prints back every captured line
+# except these known, harmless ones.
+_NOISE = [
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
+    re.compile(r"^I\d{4} .*\bport\.cc:\d+\] oneDNN custom operations are on"),
+    re.compile(r"^I\d{4} .*\bcudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    re.compile(r"^I\d{4} .*\bcpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
+    re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with the"),
+]
+# Without an NVIDIA kernel driver no GPU can work, so this failure says nothing new; with one,
+# it explains why the GPU is not used and is kept.
+_CUINIT = re.compile(r"^E\d{4} .*\] failed call to cuInit")
+
+
+def _is_noise(line: str, has_nvidia_driver: bool) -> bool:
+    if any(pattern.search(line) for pattern in _NOISE):
+        return True
+    return not has_nvidia_driver and bool(_CUINIT.search(line))
+
+
+def filter_startup_log(text: str, has_nvidia_driver: bool | None = None) -> str:
+    """`text` without TensorFlow's known start-up noise lines (every other line is kept)."""
+    if has_nvidia_driver is None:
+        has_nvidia_driver = os.path.exists("/proc/driver/nvidia")
+    kept = [line for line in text.splitlines(keepends=True)
+            if not _is_noise(line, has_nvidia_driver)]
+    return "".join(kept)
+
+
+@contextlib.contextmanager
+def _stderr_filtered():
+    """Captures file descriptor 2 (C++ logs bypass `sys.stderr`); replays it filtered."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (e.g. closed): nothing to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = filter_startup_log(text)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+def quiet_tensorflow_startup() -> None:
+    """Loads TensorFlow and initialises its devices without the start-up noise.
+
+    Called by `keras_vtn/__init__.py` before anything imports TensorFlow, only when the process
+    is this command line: Python users keep TensorFlow's logging as TensorFlow configures it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_filtered():
+        try:
+            import tensorflow as tf
+        except ImportError:  # another backend without TensorFlow: no TensorFlow noise either
+            return
+        # The CUDA probe (and its cuInit message) runs on the first device query; do it here.
+        tf.config.list_physical_devices()
+
+
+def is_command_line_process(argv: list[str] | None = None) -> bool:
+    """Whether this process is `keras-vtn ...` or `python -m keras_vtn.cli|keras_vtn.demo`."""
+    argv = list(sys.orig_argv if argv is None else argv)
+    if any(os.path.basename(arg) in (PROG, PROG + ".exe") for arg in argv[:2]):
+        return True
+    return any(a == "-m" and b in ("keras_vtn.cli", "keras_vtn.demo")
+               for a, b in zip(argv, argv[1:], strict=False))
+
+
+# ------------------------------------------------------------------------ one-line errors
+
+# Python-API hints in messages of the data layer, said the command line's way.
+_HINTS = {
+    "prepare": [
+        ("pass label_names=None to index the CSV's own labels",
+         "drop --kinetics400 to index the CSV's own labels"),
+        ("Pass label_names=None to use the folder names as classes",
+         "Drop --kinetics400 to use the folder names as classes"),
+    ],
+    None: [
+        ("pass label_names=None to index the CSV's own labels",
+         "use --layout csv to index the CSV's own labels"),
+        ("Pass label_names=None to use the folder names as classes",
+         "Use --layout folders to use the folder names as classes"),
+    ],
+}
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_by_keras_vtn(error: BaseException) -> bool:
+    """Whether the innermost frame of `error`'s traceback is this package's own code."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return filename.startswith(_PACKAGE_DIR + os.sep)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors that always mean a mistake in the input, whoever raised them."""
+    from keras_vtn.weights.errors import (
+        CheckpointError,
+        FamilyNotAvailableError,
+        NoReleasedWeightsError,
+        UnknownWeightsError,
+        WeightsDownloadError,
+    )
+
+    types: list[type[BaseException]] = [
+        FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+        PermissionError,
+        CheckpointError, FamilyNotAvailableError, NoReleasedWeightsError, UnknownWeightsError,
+        WeightsDownloadError,
+    ]
+    for module, name in (("keras_vtn.data.tfrecord", "PrepareArgumentsError"),
+                         ("keras_vtn.data.decode", "DecodeError")):
+        error_type = getattr(sys.modules.get(module), name, None)
+        if error_type is not None:
+            types.append(error_type)
+    return tuple(types)
+
+
+def user_error_message(error: BaseException, command: str | None = None) -> str | None:
+    """The one-line message for a user mistake, or None for a bug (which keeps its traceback).
+
+    Mistakes are the package's own error types, missing or unreadable files, and `ValueError`s
+    raised by keras_vtn's own argument checks. A `ValueError` from inside NumPy, Keras or
+    TensorFlow is a bug of ours until shown otherwise, so it is not hidden.
+    """
+    if isinstance(error, _user_error_types()):
+        pass
+    elif isinstance(error, ValueError) and _raised_by_keras_vtn(error):
+        pass
+    else:
+        return None
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.strerror}: {error.filename!r}"
+        if isinstance(error, FileNotFoundError):
+            text += "; check the path (relative paths start in the current folder)"
+    else:
+        text = str(error) or type(error).__name__
+    for python_hint, cli_hint in _HINTS.get(command, _HINTS[None]):
+        text = text.replace(python_hint, cli_hint)
+    text = " ".join(text.split())  # one line, whatever the message's own layout
+    where = f"{PROG} {command}" if command else PROG
+    return f"{where}: error: {text}"
+
+
+# ------------------------------------------------------------------------------- dispatch
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="keras-vtn", description="Video transformers for Keras 3: convert, prepare, train."
+        prog=PROG, description="Video transformers for Keras 3: convert, prepare, train."
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="on an error, show the Python traceback (and TensorFlow's start-up log)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
@@ -35,13 +215,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_model_file(args: argparse.Namespace) -> None:
+    """A `--model` file that is not there: said before the command spends seconds loading."""
+    path = getattr(args, "model", None)
+    # Keras reports a missing .keras file as a generic ValueError from deep inside its loader.
+    if isinstance(path, str) and path.endswith((".keras", ".h5")) and not os.path.exists(path):
+        raise FileNotFoundError(2, "No saved model file", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return USER_ERROR
+    if args.debug:
+        _check_model_file(args)
+        return int(args.func(args) or 0)
+    try:
+        _check_model_file(args)
+        return int(args.func(args) or 0)
+    except Exception as error:  # noqa: BLE001  (sorted below: mistakes vs bugs)
+        message = user_error_message(error, args.command)
+        if message is None:
+            raise
+        # A progress bar may have left the cursor mid-line.
+        sys.stdout.flush()
+        print(message, file=sys.stderr)
+        return USER_ERROR
 
 
 if __name__ == "__main__":

@@ -180,5 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up log is filtered by `keras_vtn/__init__.py`, which runs before this
+    # module: setting TF_CPP_MIN_LOG_LEVEL here would come after TensorFlow has loaded.
     sys.exit(main())
