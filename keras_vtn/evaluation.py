@@ -2,9 +2,15 @@
 
 Every video gives `views = num_clips * num_crops` clips; the model scores each view and the
 scores are averaged per video as logits, probabilities or log-probabilities. The report states
-the protocol as `frames×clips×crops` (e.g. "32×4×3"), top-1/top-5, per-class accuracy and the
-confusion matrix; with `output_dir` it is written as `evaluation.json` and
-`confusion_matrix.png`.
+the protocol as `frames×clips×crops` (e.g. "32×4×3"), top-1/top-5, per-class accuracy, the
+confusion matrix and the failed and truncated videos by path; with `output_dir` it is written
+as `evaluation.json` and `confusion_matrix.png`.
+
+`keras-vtn evaluate --model runs/x/model.keras` evaluates the way the run was trained: the
+sampler, clip length, stride or fps, image size, short side and views come from the run's
+`config.json` and the class names from its `labels.txt` (flags override each); the data are
+labelled onto the model's class names, so a split with only some of the classes is scored
+against the right ones.
 """
 
 from __future__ import annotations
@@ -54,6 +60,47 @@ def _protocol(dataset, num_frames: int, views: int) -> tuple[str, int, int]:
     return f"{num_frames}×{clips}×{crops}", clips, crops
 
 
+def _progress_bar(dataset, max_batches):
+    """A Keras progress bar over the videos of `dataset` (its length when it is known)."""
+    import sys
+
+    import keras
+
+    records = getattr(dataset, "records", None)
+    target = len(records) if records is not None else getattr(dataset, "num_videos", None)
+    batch_size = getattr(getattr(dataset, "config", None), "batch_size", None)
+    if target is not None and max_batches is not None and batch_size:
+        target = min(target, max_batches * batch_size)
+    # a log file gets a line every 10 s rather than one per batch
+    interval = 0.5 if sys.stdout.isatty() else 10.0
+    return keras.utils.Progbar(target, interval=interval, stateful_metrics=["videos/s"],
+                               unit_name="video")
+
+
+def _sampling(dataset) -> dict | None:
+    """How the frames were picked and sized, when the dataset says (for the JSON)."""
+    config = getattr(dataset, "config", None)
+    sampler = getattr(config, "sampler", None)
+    if sampler is None:
+        return None
+    out = {"sampler": sampler.kind, "frame_stride": sampler.frame_stride,
+           "target_fps": sampler.target_fps}
+    if sampler.kind != "dense":
+        out.pop("frame_stride")
+    if sampler.kind != "time":
+        out.pop("target_fps")
+    out["image_size"] = list(config.image_size)
+    out["short_side"] = config.short_side
+    return out
+
+
+def _failed_files(report) -> dict:
+    if report is None:
+        return {}
+    return {path: {"reason": reason, "detail": detail}
+            for path, (reason, detail) in sorted(report.failed.items())}
+
+
 def _split_inputs(batch):
     """(frames `(B, V, T, H, W, 3)`, extra inputs dict or None); V=1 for 5-D clips."""
     if isinstance(batch, dict):
@@ -76,6 +123,7 @@ def evaluate_views(
     top_k: int = 5,
     output_dir: str | os.PathLike | None = None,
     max_batches: int | None = None,
+    verbose: int = 1,
 ) -> dict:
     """Evaluates `model` on `(clips, labels)` batches of `dataset` with multi-view averaging.
 
@@ -90,6 +138,8 @@ def evaluate_views(
         label_names: class names (default: `dataset.label_names`, else indices).
         top_k: the second accuracy reported (`top5` for the default 5).
         output_dir: write `evaluation.json` and `confusion_matrix.png` there.
+        max_batches: stop after this many batches.
+        verbose: 1 shows a progress bar (videos done, videos/s, ETA), 0 nothing.
 
     Returns the report dict (also `report["scores"]`, the `(videos, classes)` NumPy array, not
     written to the JSON).
@@ -99,6 +149,8 @@ def evaluate_views(
     start = time.perf_counter()
     all_scores, all_labels = [], []
     views = num_frames = None
+    progress = _progress_bar(dataset, max_batches) if verbose else None
+    done = 0
     for index, (batch, labels) in enumerate(dataset):
         if max_batches is not None and index >= max_batches:
             break
@@ -114,7 +166,15 @@ def evaluate_views(
         logits = np.asarray(model.predict_on_batch(inputs), np.float32)
         all_scores.append(aggregate_views(logits.reshape(b, v, -1), aggregate))
         all_labels.append(np.asarray(labels).reshape(-1))
+        done += b
+        if progress is not None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            progress.update(min(done, progress.target or done), [("videos/s", rate)])
     seconds = time.perf_counter() - start
+    if progress is not None and done:
+        # broken videos are skipped, so the count can stop short of the listed target
+        progress.target = done
+        progress.update(done, [("videos/s", done / max(seconds, 1e-9))], finalize=True)
     if not all_scores:
         raise ValueError("The dataset gave no batches (all videos failed to decode?).")
     scores = np.concatenate(all_scores)
@@ -146,6 +206,7 @@ def evaluate_views(
         "num_clips": int(clips),
         "num_crops": int(crops),
         "views_per_video": int(views),
+        "sampling": _sampling(dataset),
         "aggregate": aggregate,
         "num_videos": int(len(labels)),
         "num_labelled": int(labelled.sum()),
@@ -156,6 +217,8 @@ def evaluate_views(
         "label_names": names[:num_classes],
         "confusion_matrix": matrix.tolist(),
         "failed_videos": dict(report_obj.counts) if report_obj is not None else {},
+        "failed": _failed_files(report_obj),
+        "truncated": dict(sorted(getattr(report_obj, "truncated", {}).items())),
         "seconds": round(seconds, 3),
         "videos_per_second": round(len(labels) / seconds, 3) if seconds > 0 else None,
         "model": getattr(model, "name", None),
@@ -191,6 +254,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                                         "'kinetics400'; default: labels.txt next to --model")
 
 
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sampling protocol flags; each left out comes from the run's `config.json`."""
+    group = parser.add_argument_group(
+        "sampling protocol",
+        "Default: as the run next to --model was trained (its config.json); a flag overrides "
+        "one field. Without a run folder: dense sampling at stride 2, one centre view, the "
+        "model's input frames and size.")
+    group.add_argument("--num-frames", type=int, help="frames per clip")
+    group.add_argument("--image-size", type=int, help="crop size in pixels")
+    group.add_argument("--sampling", choices=["dense", "uniform", "time"])
+    group.add_argument("--frame-stride", type=int, help="dense sampling: frames between samples")
+    group.add_argument("--target-fps", type=float, help="time sampling: frames per second")
+    group.add_argument("--num-clips", type=int, help="temporal clips per video")
+    group.add_argument("--num-crops", type=int, choices=[1, 3], help="spatial crops per clip")
+    group.add_argument("--short-side", type=int, help="resize the short side before cropping")
+
+
 def parse_model_args(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -205,17 +285,117 @@ def parse_model_args(items: list[str]) -> dict:
 
 
 def model_from_args(args, **defaults):
+    """The model of `--model`, or of `--family`: `--num-frames` / `--image-size`, when given,
+    are builder arguments there (the clip shape the model is built for)."""
     from keras_vtn.training.families import load_model
 
     if args.model:
         return load_model(args.model)
     if not args.family:
         raise SystemExit("give --model FILE.keras or --family (and --weights)")
-    kwargs = {**defaults, **parse_model_args(args.model_arg)}
+    sizes = {key: getattr(args, key, None) for key in ("num_frames", "image_size")}
+    kwargs = {**defaults, **{k: v for k, v in sizes.items() if v is not None},
+              **parse_model_args(args.model_arg)}
     return load_model(family=args.family, weights=args.weights, **kwargs)
 
 
-def labels_from_args(args, num_classes: int) -> list[str]:
+def read_run_config(model_path: str | os.PathLike | None) -> tuple[dict, str | None]:
+    """`(config, path)` of the training run's `config.json` next to the model (`({}, None)`)."""
+    if not model_path:
+        return {}, None
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not os.path.isfile(path):
+        return {}, None
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    if not isinstance(config, dict):
+        raise SystemExit(f"{path} is not a training run's config (a JSON object).")
+    return config, path
+
+
+PROTOCOL_FIELDS = ("sampling", "num_frames", "frame_stride", "target_fps", "image_size",
+                   "short_side", "num_clips", "num_crops")
+
+
+def resolve_protocol(args, model, run_config: dict | None = None,
+                     config_path: str | None = None) -> dict:
+    """The sampling protocol: flags, else the run's `config.json`, else the model and defaults.
+
+    Returns the `video_dataset` keyword arguments of `PROTOCOL_FIELDS` (`short_side` None
+    means the dataset's default) plus `"source"`, a phrase saying where they came from.
+    """
+    from keras_vtn.training.families import model_clip_shape
+
+    run_config = run_config or {}
+    recorded = {key: run_config.get(key) for key in PROTOCOL_FIELDS[:6]}
+    recorded["num_clips"] = run_config.get("val_num_clips")
+    recorded["num_crops"] = run_config.get("val_num_crops")
+    recorded = {k: v for k, v in recorded.items() if v is not None}
+    frames, height, _ = model_clip_shape(model)
+    protocol = {"sampling": "dense", "num_frames": frames or 16, "frame_stride": 2,
+                "target_fps": None, "image_size": height or 224, "short_side": None,
+                "num_clips": 1, "num_crops": 1}
+    protocol.update(recorded)
+    given = {k: getattr(args, k) for k in PROTOCOL_FIELDS if getattr(args, k, None) is not None}
+    protocol.update(given)
+    short = protocol["short_side"]
+    if isinstance(short, (list, tuple)) and "short_side" not in given:
+        # a training scale-jitter range: evaluate at its low end, as the run's validation
+        # did (three crops cover the long side, so never below the crop)
+        low = int(short[0])
+        protocol["short_side"] = max(low, protocol["image_size"]) if protocol["num_crops"] == 3 \
+            else low
+    if protocol["sampling"] == "time" and not protocol["target_fps"]:
+        raise SystemExit("time sampling needs --target-fps")
+    parts = []
+    if recorded and config_path:
+        parts.append(f"from {config_path}")
+    if given:
+        parts.append(", ".join("--" + k.replace("_", "-") for k in given))
+    if not parts:
+        parts.append("defaults and the model's input shape: no config.json next to the model")
+    protocol["source"] = "; ".join(parts)
+    return protocol
+
+
+def describe_protocol(protocol: dict) -> str:
+    """One line, e.g. `protocol: dense 16×4, 224 px, 4 clips × 3 crops (from runs/x/config.json)`.
+
+    >>> describe_protocol(dict(sampling="dense", num_frames=16, frame_stride=4, target_fps=None,
+    ...                        image_size=224, short_side=None, num_clips=4, num_crops=3,
+    ...                        source="from runs/x/config.json"))
+    'protocol: dense 16×4, 224 px, 4 clips × 3 crops (from runs/x/config.json)'
+    """
+    sampling, frames = protocol["sampling"], protocol["num_frames"]
+    if sampling == "dense":
+        clip = f"dense {frames}×{protocol['frame_stride']}"
+    elif sampling == "time":
+        clip = f"time {frames} frames at {protocol['target_fps']:g} fps"
+    else:
+        clip = f"uniform {frames} frames"
+    size = f"{protocol['image_size']} px"
+    if protocol.get("short_side"):
+        size += f" (short side {protocol['short_side']})"
+    clips, crops = protocol["num_clips"], protocol["num_crops"]
+    views = f"{clips} clip{'s' if clips != 1 else ''} × {crops} crop{'s' if crops != 1 else ''}"
+    source = f" ({protocol['source']})" if protocol.get("source") else ""
+    return f"protocol: {clip}, {size}, {views}{source}"
+
+
+def protocol_kwargs(protocol: dict) -> dict:
+    """The `video_dataset` keyword arguments of a resolved protocol."""
+    kwargs = {k: protocol[k] for k in PROTOCOL_FIELDS if k != "short_side"}
+    if protocol.get("short_side"):
+        kwargs["short_side"] = protocol["short_side"]
+    return kwargs
+
+
+def model_label_names(args, num_classes: int) -> tuple[list[str] | None, str]:
+    """`(names, where from)` of the model's classes; names None when nothing says.
+
+    `--labels` (a file or `kinetics400`), else the run's `labels.txt` next to `--model`, else
+    Kinetics-400 for a 400-class model.
+    """
     from keras_vtn.data import KINETICS400_LABELS
 
     source = args.labels
@@ -223,14 +403,21 @@ def labels_from_args(args, num_classes: int) -> list[str]:
         candidate = os.path.join(os.path.dirname(os.path.abspath(args.model)), "labels.txt")
         source = candidate if os.path.exists(candidate) else None
     if source == "kinetics400" or (source is None and num_classes == 400):
-        return list(KINETICS400_LABELS)
-    if source is None:
-        return [f"class_{i}" for i in range(num_classes)]
-    with open(source) as f:
-        names = [line.strip() for line in f if line.strip()]
+        names, source = list(KINETICS400_LABELS), "Kinetics-400"
+    elif source is None:
+        return None, "unknown"
+    else:
+        with open(source, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
     if len(names) != num_classes:
         raise SystemExit(f"{source} has {len(names)} labels; the model has {num_classes} classes")
-    return names
+    return names, source
+
+
+def labels_from_args(args, num_classes: int) -> list[str]:
+    """The model's class names, or `class_<i>` when nothing names them."""
+    names, _ = model_label_names(args, num_classes)
+    return names if names is not None else [f"class_{i}" for i in range(num_classes)]
 
 
 def add_parser(subparsers) -> None:
@@ -243,14 +430,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--layout", default="kinetics400",
                         choices=["kinetics400", "csv", "folders", "tfrecord"])
     parser.add_argument("--split", default="val")
-    parser.add_argument("--num-frames", type=int, help="default: the model's input frames")
-    parser.add_argument("--image-size", type=int, help="default: the model's input size")
-    parser.add_argument("--sampling", default="dense", choices=["dense", "uniform", "time"])
-    parser.add_argument("--frame-stride", type=int, default=2)
-    parser.add_argument("--target-fps", type=float)
-    parser.add_argument("--num-clips", type=int, default=1)
-    parser.add_argument("--num-crops", type=int, default=1, choices=[1, 3])
-    parser.add_argument("--short-side", type=int, help="resize before cropping")
+    add_protocol_arguments(parser)
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATES)
     parser.add_argument("--batch-size", type=int, default=4, help="videos per batch")
     parser.add_argument("--max-batches", type=int)
@@ -259,27 +439,41 @@ def add_parser(subparsers) -> None:
 
 
 def run_evaluate(args) -> int:
+    from keras_vtn.data.dataset import relabel
     from keras_vtn.training.data import make_dataset
-    from keras_vtn.training.families import model_clip_shape, takes_frame_indices
+    from keras_vtn.training.families import takes_frame_indices
 
     model = model_from_args(args)
-    frames, height, _ = model_clip_shape(model)
-    num_frames = args.num_frames or frames or 16
-    image_size = args.image_size or height or 224
-    kwargs = dict(
-        training=False, num_frames=num_frames, image_size=image_size, sampling=args.sampling,
-        frame_stride=args.frame_stride, target_fps=args.target_fps, num_clips=args.num_clips,
-        num_crops=args.num_crops, batch_size=args.batch_size, views_axis=True,
-        return_frame_indices=takes_frame_indices(model),
-    )
-    if args.short_side:
-        kwargs["short_side"] = args.short_side
-    dataset = make_dataset(args.data_root, args.split, args.layout, **kwargs)
+    run_config, config_path = read_run_config(args.model)
+    protocol = resolve_protocol(args, model, run_config, config_path)
+    print(describe_protocol(protocol), flush=True)
     num_classes = model.output_shape[-1]
-    names = labels_from_args(args, num_classes) if (args.labels or args.model) else None
+    names, label_source = model_label_names(args, num_classes)
+    kwargs = dict(training=False, batch_size=args.batch_size, views_axis=True,
+                  return_frame_indices=takes_frame_indices(model), **protocol_kwargs(protocol))
+    if names is not None and args.layout != "tfrecord":
+        kwargs["label_names"] = names  # the data are labelled onto the model's classes
+    dataset = make_dataset(args.data_root, args.split, args.layout, **kwargs)
+    if names is not None and args.layout == "tfrecord":
+        # shards store indices of the manifest's classes: move them onto the model's
+        dataset = relabel(dataset, names)
+    if names is None:
+        own = list(getattr(dataset, "label_names", []))
+        if len(own) > num_classes:
+            raise SystemExit(
+                f"evaluate: the data have {len(own)} classes, the model {num_classes}; give "
+                "the model's class names with --labels.")
+        print(f"labels: the model's class names are unknown (no labels.txt next to the model, "
+              f"no --labels): videos keep the data's own numbering of its {len(own)} classes, "
+              "which is right only if the data hold every class the model knows", flush=True)
+    else:
+        print(f"labels: {num_classes} classes from {label_source}", flush=True)
     report = evaluate_views(model, dataset, args.aggregate, label_names=names,
                             output_dir=args.output, max_batches=args.max_batches)
     print(f"{report['protocol']} ({report['aggregate']}): top-1 {100 * report['top1']:.2f}%  "
           f"top-5 {100 * report['top5']:.2f}%  on {report['num_videos']} videos")
+    if report["failed"] or report["truncated"]:
+        print(f"{len(report['failed'])} videos failed, {len(report['truncated'])} truncated "
+              "(listed in the JSON)")
     print(f"wrote {report['json_path']} and {report['confusion_png']}")
     return 0

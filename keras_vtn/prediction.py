@@ -1,7 +1,9 @@
 """Top-k human-readable predictions for one video file, optionally with a PNG of its frames.
 
 The clip goes through the same decoder, sampler and crops as evaluation
-(`keras_vtn.data.video_dataset`), so a prediction sees exactly what the evaluation sees.
+(`keras_vtn.data.video_dataset`), so a prediction sees exactly what the evaluation sees; the
+command reads the sampling protocol and class names of the run next to `--model` (its
+`config.json` and `labels.txt`), and flags override them.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ def predict_video(
     label_names: list[str] | None = None,
     num_frames: int | None = None,
     image_size: int | None = None,
-    sampling: str = "uniform",
+    sampling: str = "dense",
     frame_stride: int = 2,
     target_fps: float | None = None,
     num_clips: int = 1,
     num_crops: int = 1,
+    short_side: int | None = None,
     aggregate: str = "logits",
     top_k: int = 5,
     frames_png: str | os.PathLike | None = None,
@@ -35,8 +38,10 @@ def predict_video(
         model: a Keras video classifier (logits out).
         label_names: class names (default: Kinetics-400 for 400 classes, else indices).
         num_frames, image_size: default the model's input size.
-        sampling, frame_stride, target_fps, num_clips, num_crops: the views (see
-            `keras_vtn.data.video_dataset`); their scores are averaged per `aggregate`.
+        sampling, frame_stride, target_fps, num_clips, num_crops, short_side: the views
+            (see `keras_vtn.data.video_dataset`, whose defaults `evaluate_views` data share);
+            their scores are averaged per `aggregate`. Use the protocol the model was trained
+            and evaluated with (`keras-vtn predict` reads it from the run's `config.json`).
         frames_png: write the sampled frames of the first view with the top prediction.
 
     Returns `{"video", "protocol", "top_k": [{"label", "index", "probability", "score"}, ...],
@@ -53,11 +58,12 @@ def predict_video(
     frames_dim, height, _ = model_clip_shape(model)
     num_frames = num_frames or frames_dim or 16
     image_size = image_size or height or 224
+    extra = {"short_side": short_side} if short_side else {}
     dataset = video_dataset(
         [(path, -1)], training=False, num_frames=num_frames, image_size=image_size,
         sampling=sampling, frame_stride=frame_stride, target_fps=target_fps,
         num_clips=num_clips, num_crops=num_crops, views_axis=True, return_frame_indices=True,
-        batch_size=1,
+        batch_size=1, **extra,
     )
     batch = next(iter(dataset), None)
     if batch is None:
@@ -110,7 +116,7 @@ def format_prediction(result: dict) -> str:
 
 
 def add_parser(subparsers) -> None:
-    from keras_vtn.evaluation import AGGREGATES, add_model_arguments
+    from keras_vtn.evaluation import AGGREGATES, add_model_arguments, add_protocol_arguments
 
     parser = subparsers.add_parser(
         "predict", help="top-5 labels for a video file (optional PNG of the sampled frames)",
@@ -118,13 +124,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("video", nargs="+", help="video file(s)")
     add_model_arguments(parser)
-    parser.add_argument("--num-frames", type=int)
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--sampling", default="uniform", choices=["dense", "uniform", "time"])
-    parser.add_argument("--frame-stride", type=int, default=2)
-    parser.add_argument("--target-fps", type=float)
-    parser.add_argument("--num-clips", type=int, default=1)
-    parser.add_argument("--num-crops", type=int, default=1, choices=[1, 3])
+    add_protocol_arguments(parser)
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATES)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--frames-png", help="PNG path (one video) or folder (several)")
@@ -133,9 +133,22 @@ def add_parser(subparsers) -> None:
 
 
 def run_predict(args) -> int:
-    from keras_vtn.evaluation import labels_from_args, model_from_args
+    import sys
+
+    from keras_vtn.evaluation import (
+        describe_protocol,
+        labels_from_args,
+        model_from_args,
+        protocol_kwargs,
+        read_run_config,
+        resolve_protocol,
+    )
 
     model = model_from_args(args)
+    run_config, config_path = read_run_config(args.model)
+    protocol = resolve_protocol(args, model, run_config, config_path)
+    # with --json, stdout carries only the JSON
+    print(describe_protocol(protocol), file=sys.stderr if args.json else sys.stdout, flush=True)
     names = labels_from_args(args, model.output_shape[-1])
     results = []
     for video in args.video:
@@ -144,11 +157,10 @@ def run_predict(args) -> int:
             os.makedirs(png, exist_ok=True)
             png = os.path.join(png, os.path.splitext(os.path.basename(video))[0] + ".png")
         result = predict_video(
-            model, video, label_names=names, num_frames=args.num_frames,
-            image_size=args.image_size, sampling=args.sampling, frame_stride=args.frame_stride,
-            target_fps=args.target_fps, num_clips=args.num_clips, num_crops=args.num_crops,
-            aggregate=args.aggregate, top_k=args.top_k, frames_png=png,
+            model, video, label_names=names, aggregate=args.aggregate, top_k=args.top_k,
+            frames_png=png, **protocol_kwargs(protocol),
         )
+        result["protocol_description"] = describe_protocol(protocol)
         results.append(result)
         if not args.json:
             print(format_prediction(result))

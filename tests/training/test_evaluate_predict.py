@@ -1,19 +1,25 @@
 """evaluate_views / predict_video / the CLI on generated videos: the documented JSON and PNGs."""
 
+import argparse
 import json
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
-from training_helpers import TINY_VIVIT
+from training_helpers import REPO, TINY_VIVIT, model_args, run, subprocess_env
 
 import keras_vtn
 from keras_vtn.cli import main as cli_main
 from keras_vtn.data import video_dataset
+from keras_vtn.data.testing import write_video
 from keras_vtn.datasets import MOTION_CLASSES, generate_motion_dataset
-from keras_vtn.evaluation import aggregate_views
+from keras_vtn.evaluation import aggregate_views, describe_protocol, resolve_protocol
+from keras_vtn.io_utils import write_json
 from keras_vtn.prediction import predict_video
-from keras_vtn.training import build_model
+from keras_vtn.training import TrainConfig, build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -89,8 +95,7 @@ def test_predict_video_top5_and_png(motion_root, model, tmp_path):
     assert _is_png(result["frames_png"]) and result["protocol"] == "8×1×1"
     assert len(result["frame_indices"]) == 8
     # Same clip through the pipeline -> same top-1 as calling the model directly.
-    ds = video_dataset([(str(video), 0)], num_frames=8, sampling="uniform", image_size=32,
-                       batch_size=1)
+    ds = video_dataset([(str(video), 0)], num_frames=8, image_size=32, batch_size=1)
     clip = next(iter(ds))[0]
     direct = np.asarray(model.predict_on_batch(np.asarray(clip)))[0]
     assert MOTION_CLASSES[int(direct.argmax())] == top[0]["label"]
@@ -126,3 +131,139 @@ def test_cli_evaluate_predict_benchmark_on_a_saved_model(motion_root, model, tmp
                      "--warmup", "1"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["input"] == [1, 8, 32, 32, 3] and bench["clips_per_second"] > 0
+
+
+# ----------------------------------------------------------------------------- a run folder
+# What a training run leaves: model.keras, labels.txt and config.json. The config records a
+# protocol unlike the commands' old defaults: 2 validation clips, a (36, 44) short-side jitter.
+RUN_PROTOCOL = dict(num_frames=8, image_size=32, sampling="dense", frame_stride=2,
+                    short_side=(36, 44), val_num_clips=2, val_num_crops=1)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "keras_vtn.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def run_dir(model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    model.save(folder / "model.keras")
+    (folder / "labels.txt").write_text("\n".join(MOTION_CLASSES) + "\n")
+    config = TrainConfig(family="vivit", model_kwargs=dict(TINY_VIVIT), layout="folders",
+                         **RUN_PROTOCOL)
+    write_json(str(folder / "config.json"), config.to_dict(), indent=2, default=str)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def subset_eval(motion_root, run_dir, tmp_path_factory):
+    """`evaluate --layout folders` over a split holding 2 of the model's 6 classes, plus an
+    empty file and a cut one."""
+    root = tmp_path_factory.mktemp("subset")
+    for name in ("approaching", "receding"):
+        shutil.copytree(motion_root / "val" / name, root / "val" / name)
+    empty = root / "val" / "approaching" / "empty.mp4"
+    empty.write_bytes(b"")
+    cut = root / "val" / "receding" / "cut.mp4"
+    write_video(str(cut), num_frames=75, faststart=True, noise=20)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = root / "eval"
+    result = run(_cli("evaluate", "--model", str(run_dir / "model.keras"), "--data-root",
+                      str(root), "--layout", "folders", "--output", str(out)))
+    report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    return dict(result=result, report=report, empty=str(empty), cut=str(cut))
+
+
+def test_evaluate_scores_a_class_subset_against_the_model_classes(subset_eval):
+    report = subset_eval["report"]
+    # the data's own numbering made "receding" class 1, the model's "moving_left"
+    assert report["label_names"] == list(MOTION_CLASSES)
+    rows = np.array(report["confusion_matrix"]).sum(axis=1)
+    index = MOTION_CLASSES.index
+    assert rows[index("approaching")] == 2 and rows[index("receding")] == 3
+    assert rows.sum() == 5 and report["num_videos"] == 5
+    assert report["per_class_accuracy"]["moving_left"] is None
+
+
+def test_evaluate_follows_the_run_config(subset_eval, run_dir):
+    stdout = subset_eval["result"].stdout
+    config = run_dir / "config.json"
+    assert (f"protocol: dense 8×2, 32 px (short side 36), 2 clips × 1 crop (from {config})"
+            in stdout)
+    report = subset_eval["report"]
+    assert report["protocol"] == "8×2×1" and report["num_clips"] == 2
+    assert report["sampling"] == {"sampler": "dense", "frame_stride": 2, "image_size": [32, 32],
+                                  "short_side": 36}
+    assert f"labels: 6 classes from {run_dir / 'labels.txt'}" in stdout
+
+
+def test_evaluate_shows_progress(subset_eval):
+    stdout = subset_eval["result"].stdout
+    assert "5/5" in stdout and "videos/s" in stdout
+
+
+def test_evaluation_json_lists_failed_and_truncated_videos(subset_eval):
+    report = subset_eval["report"]
+    assert report["failed"] == {subset_eval["empty"]: {"reason": "empty",
+                                                        "detail": report["failed"][
+                                                            subset_eval["empty"]]["detail"]}}
+    assert list(report["truncated"]) == [subset_eval["cut"]]
+    assert "frames" in report["truncated"][subset_eval["cut"]]
+    assert "1 videos failed, 1 truncated" in subset_eval["result"].stdout
+
+
+def test_evaluate_refuses_a_class_the_model_does_not_know(motion_root, run_dir, tmp_path):
+    shutil.copytree(motion_root / "val" / "approaching", tmp_path / "val" / "approaching")
+    shutil.copytree(motion_root / "val" / "receding", tmp_path / "val" / "jumping")
+    result = subprocess.run(
+        _cli("evaluate", "--model", str(run_dir / "model.keras"), "--data-root", str(tmp_path),
+             "--layout", "folders", "--output", str(tmp_path / "eval")),
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode != 0
+    assert "'jumping'" in result.stderr and "not a known class" in result.stderr
+    assert not (tmp_path / "eval" / "evaluation.json").exists()
+
+
+def test_predict_follows_the_run_config(motion_root, run_dir):
+    video = sorted((motion_root / "val" / "receding").glob("*.mp4"))[0]
+    result = run(_cli("predict", str(video), "--model", str(run_dir / "model.keras"), "--json"))
+    printed = json.loads(result.stdout)
+    # dense at the recorded stride 2 (the old default, uniform, spaced 24 frames by 3)
+    assert np.diff(printed["frame_indices"]).tolist() == [2] * 7
+    assert printed["protocol"] == "8×2×1"
+    assert "protocol: dense 8×2, 32 px (short side 36), 2 clips × 1 crop" in result.stderr
+    assert printed["top_k"][0]["label"] in MOTION_CLASSES
+
+
+def test_flags_override_the_run_config(model, run_dir):
+    fields = ("sampling", "num_frames", "frame_stride", "target_fps", "image_size",
+              "short_side", "num_clips", "num_crops")
+    args = argparse.Namespace(**{**dict.fromkeys(fields), "sampling": "uniform", "num_crops": 3})
+    config = json.loads((run_dir / "config.json").read_text())
+    protocol = resolve_protocol(args, model, config, "runs/x/config.json")
+    assert protocol["sampling"] == "uniform" and protocol["num_crops"] == 3
+    assert protocol["num_clips"] == 2
+    assert protocol["short_side"] == 36  # the jitter's low end, never below the crop
+    assert describe_protocol(protocol) == ("protocol: uniform 8 frames, 32 px (short side 36), "
+                                           "2 clips × 3 crops (from runs/x/config.json; "
+                                           "--sampling, --num-crops)")
+    plain = resolve_protocol(argparse.Namespace(**dict.fromkeys(fields)), model)
+    assert describe_protocol(plain).startswith("protocol: dense 8×2, 32 px, 1 clip × 1 crop (")
+
+
+def test_predict_family_clip_size_reaches_the_builder(motion_root):
+    video = sorted((motion_root / "val" / "approaching").glob("*.mp4"))[0]
+    result = run(_cli("predict", str(video), "--family", "vivit", "--num-frames", "4",
+                      "--image-size", "32", *model_args({**TINY_VIVIT, "num_classes": 6}),
+                      "--labels", str(_labels_file(motion_root)), "--json"))
+    printed = json.loads(result.stdout)
+    assert len(printed["frame_indices"]) == 4 and printed["protocol"] == "4×1×1"
+    assert "protocol: dense 4×2, 32 px, 1 clip × 1 crop (--num-frames, --image-size)" \
+        in result.stderr
+
+
+def _labels_file(root):
+    path = root / "labels.txt"
+    path.write_text("\n".join(MOTION_CLASSES) + "\n")
+    return path
