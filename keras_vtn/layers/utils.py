@@ -27,3 +27,30 @@ def merge_last(x, count: int):
     for s in shape[-count:]:
         width *= s
     return ops.reshape(x, (*shape[:-count], width))
+
+
+def check_tiling(argument: str, sizes, tiles, what: str, unit: str = "pixels") -> None:
+    """Raises a ValueError when `sizes` are not whole multiples of `tiles`.
+
+    A patch or tubelet embedding (a conv with kernel = stride) would silently drop the
+    frames or pixels past the last whole tile; a model built that way ignores part of its
+    input, so the builders refuse it. `argument` names the builder argument, `what` the
+    tile (e.g. "tubelet_size=(2, 16, 16)"), `unit` what is dropped.
+
+    >>> check_tiling("num_frames", (8,), (2,), "tubelet_size=(2, 16, 16)", "frames")
+    """
+    sizes, tiles = tuple(int(s) for s in sizes), tuple(int(t) for t in tiles)
+    bad = [(i, s, t) for i, (s, t) in enumerate(zip(sizes, tiles, strict=True)) if s % t]
+    if not bad:
+        return
+    i, s, t = bad[0]
+    options = " or ".join(str(o) for o in sorted({max(t, s // t * t), (s // t + 1) * t}))
+    if len(sizes) == 1:
+        given, use = f"{argument}={s}", f"{argument}={options}"
+    else:
+        axis = ("height", "width")[i] if len(sizes) == 2 else f"axis {i}"
+        given, use = f"{argument}={sizes} ({axis} {s})", f"a {axis} of {options}"
+    raise ValueError(
+        f"{given} is not a multiple of {t} {unit} ({what}): the last {s % t} {unit} would be "
+        f"silently dropped. Use {use}."
+    )

@@ -23,6 +23,8 @@ from keras_vtn.layers import (
     PatchEmbedding,
     PositionEmbedding,
 )
+from keras_vtn.layers.transformer import gelu_erf
+from keras_vtn.layers.utils import check_tiling
 
 VISFORMER_SIZES: dict[str, dict] = {
     "small": dict(stem_width=32, widths=(192, 384, 768), depths=(7, 4, 4), num_heads=6),
@@ -48,13 +50,13 @@ def _conv_block(x, width: int, rate: float, dropout_rate: float, name: str):
     """Stage-1 block on maps (B·T, h, w, C): x + conv1x1 → GELU → gconv3x3 → GELU → conv1x1."""
     y = batch_norm(f"{name}_norm2")(x)
     y = keras.layers.Dense(2 * width, use_bias=False, name=f"{name}_conv1")(y)
-    y = keras.layers.Activation("gelu", name=f"{name}_act1")(y)
+    y = keras.layers.Activation(gelu_erf, name=f"{name}_act1")(y)
     if dropout_rate:
         y = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout1")(y)
     y = GroupedConv2D(
         2 * width, 3, padding="same", groups=STAGE1_GROUPS, use_bias=False, name=f"{name}_conv2"
     )(y)
-    y = keras.layers.Activation("gelu", name=f"{name}_act2")(y)
+    y = keras.layers.Activation(gelu_erf, name=f"{name}_act2")(y)
     y = keras.layers.Dense(width, use_bias=False, name=f"{name}_conv3")(y)
     if dropout_rate:
         y = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout3")(y)
@@ -106,6 +108,8 @@ def visformer_frame_features(
     `patch_embed{i}_norm`, `pos_embed{i}`, `stage{s}_{j}_*`, `norm`.
     """
     num_frames, height, width = frames.shape[1:4]
+    # The stride-2 stem and patch strides 4, 2, 2 tile the frame in 32-pixel cells.
+    check_tiling("image_size", (height, width), (32, 32), "Visformer's total stride")
     depths = tuple(int(d) for d in depths)
     widths = tuple(int(w) for w in widths)
     attention_blocks = depths[1] + depths[2]

@@ -16,6 +16,7 @@ import numpy as np
 
 from keras_vtn.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerBlock
 from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.layers.utils import check_tiling
 from keras_vtn.models.convert_utils import (
     agree,
     check_limits,
@@ -107,6 +108,9 @@ def vit_frame_tokens(
     self-attention. Layer names are `{prefix}patch_embedding`,
     `{prefix}cls_token`, `{prefix}position_embedding`, `{prefix}block_{i}`, `{prefix}norm`.
     """
+    check_tiling(
+        "image_size", frames.shape[-3:-1], (patch_size, patch_size), f"patch_size={patch_size}"
+    )
     x = PatchEmbedding(hidden_dim, patch_size, name=f"{prefix}patch_embedding")(frames)
     x = ClassToken(name=f"{prefix}cls_token")(x)
     x = PositionEmbedding(name=f"{prefix}position_embedding")(x)

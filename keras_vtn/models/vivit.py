@@ -24,7 +24,7 @@ from keras_vtn.layers import (
     TubeletEmbedding,
 )
 from keras_vtn.layers.transformer import layer_norm
-from keras_vtn.layers.utils import to_tuple
+from keras_vtn.layers.utils import check_tiling, to_tuple
 from keras_vtn.models.convert_utils import naming_file
 from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
@@ -234,6 +234,9 @@ def ViViT(
         raise ValueError(
             f"A {num_frames}x{height}x{width} clip is smaller than the tubelet {(t, h, w)}."
         )
+    tubelet = f"tubelet_size={(t, h, w)}"
+    check_tiling("num_frames", (num_frames,), (t,), tubelet, "frames")
+    check_tiling("image_size", (height, width), (h, w), tubelet)
     eps = cfg["layer_norm_epsilon"]
     use_cls = cfg["classifier"] == "token"
     # When only an encoder's CLS output is used, its last block computes that row alone.

@@ -328,3 +328,17 @@ def test_full_size_parameter_counts(backbone, expected):
     assert _trainable(plain) == expected
     if backbone == "visformer_small":  # BN moving statistics are the only non-trainables
         assert laps.count_params() - expected == 2 * (32 + 8 * 192 + 9 * 384 + 10 * 768)
+
+
+@pytest.mark.parametrize(
+    "backbone, tiny, message",
+    [
+        ("vit_base", VIT_TINY, r"image_size=\(30, 30\).*8 pixels \(patch_size=8\).*24 or 32"),
+        ("visformer_small", VISFORMER_TINY, r"height 40.*32 pixels.*32 or 64"),
+    ],
+)
+def test_image_not_filling_patches_is_an_error(backbone, tiny, message):
+    """Pixels past the last whole patch would be dropped without a word."""
+    size = 30 if backbone == "vit_base" else 40
+    with pytest.raises(ValueError, match=message):
+        LAPSTransformer(backbone, num_frames=4, **dict(tiny, image_size=size))

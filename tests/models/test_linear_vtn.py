@@ -184,3 +184,10 @@ def test_saved_model_export(lin_vtn, tmp_path):
 @pytest.mark.slow
 def test_full_size_parameter_count():
     assert LinearVTN().count_params() == 107_673_640  # elb3k lin-vtn used parameters
+
+
+def test_image_not_filling_patches_is_an_error():
+    """Pixels past the last whole patch would be dropped without a word."""
+    patch = TINY_LINEAR_VTN["patch_size"]
+    with pytest.raises(ValueError, match=rf"image_size=.*not a multiple of {patch} pixels"):
+        LinearVTN(num_frames=4, **dict(TINY_LINEAR_VTN, image_size=2 * patch + 1))

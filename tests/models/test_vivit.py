@@ -418,3 +418,18 @@ def test_full_size_parameter_counts():
 def test_docstring_examples():
     result = doctest.testmod(vivit_module, verbose=False)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_frames=7), r"num_frames=7 .*2 frames.*tubelet_size=\(2, 16, 16\).*6 or 8"),
+        (dict(image_size=(32, 30)), r"width 30.*16 pixels.*tubelet_size=\(2, 16, 16\).*16 or 32"),
+    ],
+)
+def test_clip_not_filling_tubelets_is_an_error(kwargs, message):
+    """Frames or pixels past the last whole tubelet would be dropped without a word."""
+    config = dict(hidden_dim=32, num_heads=2, mlp_dim=64, num_layers=1, num_frames=4,
+                  image_size=32, tubelet_size=(2, 16, 16), num_classes=3)
+    with pytest.raises(ValueError, match=message):
+        ViViT("spatio_temporal", **dict(config, **kwargs))

@@ -222,3 +222,10 @@ def test_saved_model_export(vtn, tmp_path):
 @pytest.mark.slow
 def test_full_size_parameter_count():
     assert VTN().count_params() == 113_502_352  # bomri VTN state_dict parameters
+
+
+def test_image_not_filling_patches_is_an_error():
+    """Pixels past the last whole patch would be dropped without a word."""
+    patch = TINY_RANDOM["patch_size"]
+    with pytest.raises(ValueError, match=rf"image_size=.*not a multiple of {patch} pixels"):
+        VTN(num_frames=4, **dict(TINY_RANDOM, image_size=patch + 1))
