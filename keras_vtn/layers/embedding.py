@@ -37,15 +37,16 @@ def _patchify(x, patch: tuple[int, ...], spatial_rank: int):
         slices = [slice(None)] * (1 + len(lead))
         slices += [slice(0, g * p) for g, p in zip(grid, patch, strict=False)] + [slice(None)]
         x = x[tuple(slices)]
-    split = []
-    for g, p in zip(grid, patch, strict=False):
-        split += [g, p]
-    x = ops.reshape(x, (-1, *lead, *split, channels))
-    n_lead = 1 + len(lead)
-    grid_axes = [n_lead + 2 * i for i in range(spatial_rank)]
-    patch_axes = [n_lead + 2 * i + 1 for i in range(spatial_rank)]
-    channel_axis = n_lead + 2 * spatial_rank
-    x = ops.transpose(x, list(range(n_lead)) + grid_axes + patch_axes + [channel_axis])
+    # One rank-4 transpose per patched axis after the first rather than one transpose of rank
+    # 2 + 2 * spatial_rank + len(lead): exporters map small transposes to builtin ops (LiteRT's
+    # TRANSPOSE takes at most 6 axes). Before step i, x is (rows, prod(patch[:i]),
+    # sizes[i] * ... * sizes[-1] * C), the grid axes before i being folded into `rows`.
+    sizes = [g * p for g, p in zip(grid, patch, strict=False)]
+    x = ops.reshape(x, (-1, patch[0], math.prod(sizes[1:]) * channels))
+    for i in range(1, spatial_rank):
+        tail = patch[i] * math.prod(sizes[i + 1 :]) * channels
+        x = ops.reshape(x, (-1, math.prod(patch[:i]), grid[i], tail))
+        x = ops.transpose(x, (0, 2, 1, 3))
     return ops.reshape(x, (-1, *lead, *grid, math.prod(patch) * channels))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -10,10 +12,25 @@ from keras_vtn.layers.attention import MultiHeadSelfAttention
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
+@keras.saving.register_keras_serializable(package="keras_vtn")
+def gelu_erf(x):
+    """Exact GELU, x * (1 + erf(x / sqrt(2))) / 2, written as PyTorch computes it.
+
+    Not `keras.activations.gelu(approximate=False)`: TensorFlow builds that from `erfc`,
+    which no ONNX opset has, so tf2onnx output would not load in onnxruntime; `erf` maps
+    to ONNX `Erf`.
+
+    >>> import numpy as np
+    >>> round(float(gelu_erf(np.float32(1.0))), 4)
+    0.8413
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 def get_activation(name: str):
     """`"gelu"` is the exact (erf) GELU of PyTorch; `"gelu_tanh"` is Flax's default."""
     if name == "gelu":
-        return lambda x: keras.activations.gelu(x, approximate=False)
+        return gelu_erf
     if name == "gelu_tanh":
         return lambda x: keras.activations.gelu(x, approximate=True)
     if name == "relu":

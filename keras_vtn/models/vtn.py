@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_vtn.layers import ClassToken, SlidingWindowAttention
-from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.layers.transformer import gelu_erf, layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
     entry_normalization,
@@ -293,7 +293,7 @@ def VTN(
     def head(x):
         x = layer_norm(1e-5, "head_norm", "float32")(x)
         x = keras.layers.Dense(args["head_hidden_dim"], dtype="float32", name="head_hidden")(x)
-        x = keras.layers.Activation("gelu", dtype="float32", name="head_gelu")(x)
+        x = keras.layers.Activation(gelu_erf, dtype="float32", name="head_gelu")(x)
         if head_dropout_rate:
             x = keras.layers.Dropout(head_dropout_rate, name="head_dropout")(x)
         return keras.layers.Dense(
