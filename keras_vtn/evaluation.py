@@ -390,6 +390,16 @@ def protocol_kwargs(protocol: dict) -> dict:
     return kwargs
 
 
+def run_labels_path(model_path: str | os.PathLike) -> str | None:
+    """The training run's `labels.txt` next to a saved model, if there is one.
+
+    Data for evaluating or fine-tuning that model are labelled onto these names
+    (`video_dataset(..., label_names=...)`), not onto the data's own sorted class names.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "labels.txt")
+    return path if os.path.isfile(path) else None
+
+
 def model_label_names(args, num_classes: int) -> tuple[list[str] | None, str]:
     """`(names, where from)` of the model's classes; names None when nothing says.
 
@@ -400,8 +410,7 @@ def model_label_names(args, num_classes: int) -> tuple[list[str] | None, str]:
 
     source = args.labels
     if source is None and args.model:
-        candidate = os.path.join(os.path.dirname(os.path.abspath(args.model)), "labels.txt")
-        source = candidate if os.path.exists(candidate) else None
+        source = run_labels_path(args.model)
     if source == "kinetics400" or (source is None and num_classes == 400):
         names, source = list(KINETICS400_LABELS), "Kinetics-400"
     elif source is None:
