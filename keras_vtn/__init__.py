@@ -40,7 +40,8 @@ def load_model(path, *, compile: bool = False, **builder_kwargs):
     which architecture they fit, so `keras-vtn convert` writes it beside them as
     `<name>.config.json` (family and builder arguments); the family's builder rebuilds the model
     from it and loads the weights. `builder_kwargs` override the recorded arguments (e.g.
-    `num_frames`, `image_size`).
+    `include_top=False`); the clip size is fixed by the saved position tables -- convert with
+    `--model-arg num_frames=N --model-arg image_size=S` for another one.
 
     Example:
     >>> import os, tempfile

@@ -22,7 +22,8 @@ _CONFIG_FORMAT = "keras_vtn.model_config"
 EXAMPLES = """examples:
   keras-vtn convert lin-vtn.pth -o lin_vtn.weights.h5
   keras-vtn convert path/to/hf_vivit_folder -o vivit.keras
-  keras-vtn convert ckpt_e30.pth --family laps --model-arg num_heads=6 -o laps.weights.h5
+  keras-vtn convert checkpoint --model-arg num_frames=16 --model-arg image_size=320 -o v.weights.h5
+  keras-vtn convert ckpt_e30.pth --family laps --model-arg num_heads=4 -o laps.weights.h5
   keras-vtn convert k400 --family linear_vtn -o lin_vtn_k400.weights.h5
 """
 
@@ -206,6 +207,8 @@ def convert(src: str, output: str, family: str | None = None, progress=None,
     builder = registry.family_function(family, "builder")
     converter = registry.family_function(family, "converter")
     model = builder(weights=None, **config)
+    # Position tables are saved at this clip size, so a rebuild must use the same one.
+    config.update(_clip_size(model))
     tick(50)
     mapping = converter(state, model)
     tick(60)
@@ -227,6 +230,19 @@ def convert(src: str, output: str, family: str | None = None, progress=None,
         "output": output,
         "config_path": config_path,
     }
+
+
+def _clip_size(model) -> dict:
+    """`num_frames` and `image_size` of a video model's input (what the builders take)."""
+    shape = model.input_shape
+    if isinstance(shape, dict):
+        shape = shape.get("frames", next(iter(shape.values())))
+    elif isinstance(shape, list):
+        shape = shape[0]
+    if len(shape) != 5 or None in shape[1:4]:
+        return {}
+    frames, height, width = shape[1:4]
+    return {"num_frames": frames, "image_size": height if height == width else [height, width]}
 
 
 def run(args: argparse.Namespace) -> int:
