@@ -360,6 +360,8 @@ class RestrictedUnpickler(pickle._Unpickler):
     def __init__(self, file, path: str, storage_for=None, pickle_bytes: int = 0):
         super().__init__(file, encoding="utf-8")
         self._memory_limit = PICKLE_MEMORY_FACTOR * pickle_bytes + PICKLE_MEMORY_SLACK
+        self._key_work = 0
+        self._key_sizes: dict[int, tuple[object, int]] = {}
         self._path = path
         self._storage_for = storage_for
         self._allowed = _allowed_globals()
@@ -452,7 +454,18 @@ class RestrictedUnpickler(pickle._Unpickler):
         )
 
     def _check_key(self, value) -> None:
-        """Refuse a dict key / set member whose hash would recurse too deeply or too long."""
+        """Refuse a dict key / set member whose hash would recurse too deeply or too long.
+
+        Hashing a tuple visits all of it every time (tuples do not cache their hash), so the
+        items visited are also charged, 8 bytes each, to the pickle's allocation limit: one
+        large memoized tuple used as a key a million times is refused, not hashed for minutes.
+        """
+        if isinstance(value, (str, int, float, bytes)) or value is None:
+            return
+        cached = self._key_sizes.get(id(value))
+        if cached is not None and cached[0] is value:
+            self._charge_key_work(cached[1])
+            return
         todo = [(value, 0)]
         seen = 0
         while todo:
@@ -466,6 +479,17 @@ class RestrictedUnpickler(pickle._Unpickler):
                         "refusing it (hashing it could crash the interpreter)."
                     )
                 todo.extend((child, depth + 1) for child in item)
+        self._key_sizes[id(value)] = (value, seen + 1)  # the value is kept alive with its id
+        self._charge_key_work(seen + 1)
+
+    def _charge_key_work(self, items: int) -> None:
+        self._key_work += 8 * items
+        if self._key_work > self._memory_limit:
+            raise CheckpointLimitError(
+                f"{self._path!r}: hashing the pickle's dict keys and set members would visit "
+                f"more than {self._memory_limit // 8:,} items (a large key used many times); "
+                "refusing it."
+            )
 
     def _check_keys(self, values) -> None:
         for value in values:
