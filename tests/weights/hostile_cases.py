@@ -232,10 +232,19 @@ def memory_bomb_cases(tmp_path) -> dict[str, tuple[str, str]]:
     )
     overlapping_zip(tmp_path / "ov.pth", os.urandom(MB), keys, [("archive/data.pkl", pkl)])
     cases["zip_overlapping_members"] = (str(tmp_path / "ov.pth"), "overlap")
-    # One-byte opcodes/records that each make an empty container: 4 MB of `]` are 250 MB of
-    # lists, 12 MB of empty msgpack maps 770 MB of dicts.
-    lists = b"\x80\x02" + b"]" * (4 * MB) + b"."
+    # One-byte opcodes/records that each make an empty container: 2 MB of `]` would be 130 MB
+    # of lists (refused at 96 MB: the pure-Python unpickler takes ~1 s per million opcodes),
+    # 12 MB of empty msgpack maps 770 MB of dicts.
+    lists = b"\x80\x02" + b"]" * (2 * MB) + b"."
     cases["pth_empty_lists"] = (torch_zip(tmp_path / "lists.pth", lists), "memory bomb")
+    # A 10,000-item tuple memoized once, then used as a dict key a million times: every use
+    # hashes all of it again (10**10 steps).
+    big_key = b"(" + b"K\x01" * 10_000 + b"tq\x00"
+    uses = b"}" + b"h\x00K\x01s" * 1_000_000
+    cases["pth_reused_tuple_key"] = (
+        torch_zip(tmp_path / "reused_key.pth", b"\x80\x02" + big_key + b"0" + uses + b"."),
+        "large key used many times",
+    )
     maps = b"\x81\xa1w\xdd" + (12 * MB).to_bytes(4, "big") + b"\x80" * (12 * MB)
     (tmp_path / "maps").write_bytes(maps)
     cases["msgpack_empty_maps"] = (str(tmp_path / "maps"), "memory")
