@@ -14,6 +14,12 @@ The format is sniffed from the content, never from the file name. Supported:
 Nested containers are flattened; non-array leaves (epoch counters, config strings) are dropped.
 Prefixes such as `module.` or `model_state.` are kept: family converters decide what to strip.
 bfloat16 tensors are returned as float32 (exact); other dtypes are kept.
+
+Reading a hostile file is safe: no code from it runs and nothing it does outlives the read;
+only regular files are opened (never a FIFO or device); nesting is bounded in every format
+(an HF index's shards are read as files only); shapes are checked before anything is sized
+from them; and the memory a read materialises is bounded by the bytes the file stores. Every
+failure is a `CheckpointError` naming the file.
 """
 
 from __future__ import annotations

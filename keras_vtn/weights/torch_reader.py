@@ -8,6 +8,12 @@ function), so even an allowed name cannot reach torch code. Anything else, e.g. 
 `builtins.eval` or `subprocess.Popen`, raises `UnsafeCheckpointError` naming the global at the
 moment it is looked up, before it could be called.
 
+Admitting a name is not enough: the unpickler (the stdlib's pure-Python one, so that every
+opcode can be checked) also refuses to set state on, fill or call anything the file did not
+build itself, and its stand-ins are frozen and made afresh for each file, so nothing a file
+does outlives its read. What a pickle may allocate, how deep it may nest and what its tensors
+may materialise are bounded by its size (see `safe_zip.Budget`).
+
 Both on-disk layouts are supported:
 - zip (torch >= 1.6 default): `<archive>/data.pkl` plus one raw member per storage,
   `<archive>/data/<key>`;
