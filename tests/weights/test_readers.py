@@ -354,3 +354,39 @@ def test_keras_weights_file_is_pointed_to_load_weights(tmp_path):
     (tmp_path / "m.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(CheckpointError, match="load_weights"):
         read_checkpoint(tmp_path / "m.weights.h5")
+
+
+# --- reads are independent: concurrent and after hostile files ---------------------------------
+def test_concurrent_reads_share_no_state(tmp_path):
+    """Each read builds its own unpickler tables, so threads reading genuine and poisoning
+    files at the same time all get exactly the known arrays."""
+    import threading
+
+    from hostile_builders import B, G, dumps, genuine_torch_zip, torch_zip
+
+    expected = genuine_torch_zip(tmp_path / "genuine.pth")
+    poison = dumps({"p": B(G("torch", "FloatStorage"), {"dtype": "float16"})})
+    evil = torch_zip(tmp_path / "evil.pth", poison)
+    failures: list[str] = []
+
+    def read_genuine():
+        for _ in range(20):
+            got = read_checkpoint(tmp_path / "genuine.pth")
+            for name, array in expected.items():
+                if got[name].tobytes() != array.tobytes() or got[name].dtype != array.dtype:
+                    failures.append(name)
+
+    def read_evil():
+        for _ in range(20):
+            try:
+                read_checkpoint(evil)
+                failures.append("the poisoning file was read")
+            except CheckpointError:
+                pass
+
+    threads = [threading.Thread(target=f) for f in (read_genuine, read_evil) * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures[:5]
