@@ -8,7 +8,8 @@ as `evaluation.json` and `confusion_matrix.png`.
 
 `keras-vtn evaluate --model runs/x/model.keras` evaluates the way the run was trained: the
 sampler, clip length, stride or fps, image size, short side and views come from the run's
-`config.json` and the class names from its `labels.txt` (flags override each); the data are
+`config.json` (for `--family` with registry weights, from the registry's record of the original
+evaluation) and the class names from its `labels.txt` (flags override each); the data are
 labelled onto the model's class names, so a split with only some of the classes is scored
 against the right ones.
 """
@@ -258,8 +259,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """The sampling protocol flags; each left out comes from the run's `config.json`."""
     group = parser.add_argument_group(
         "sampling protocol",
-        "Default: as the run next to --model was trained (its config.json); a flag overrides "
-        "one field. Without a run folder: dense sampling at stride 2, one centre view, the "
+        "Default: as the run next to --model was trained (its config.json), or as the weight "
+        "registry records the original evaluation for --family with --weights NAME; a flag "
+        "overrides one field. Otherwise: dense sampling at stride 2, one centre view, the "
         "model's input frames and size.")
     group.add_argument("--num-frames", type=int, help="frames per clip")
     group.add_argument("--image-size", type=int, help="crop size in pixels")
@@ -319,7 +321,8 @@ PROTOCOL_FIELDS = ("sampling", "num_frames", "frame_stride", "target_fps", "imag
 
 def resolve_protocol(args, model, run_config: dict | None = None,
                      config_path: str | None = None) -> dict:
-    """The sampling protocol: flags, else the run's `config.json`, else the model and defaults.
+    """The sampling protocol: flags, else the run's `config.json` (or the registry entry of
+    `--weights`), else the model's input shape and defaults.
 
     Returns the `video_dataset` keyword arguments of `PROTOCOL_FIELDS` (`short_side` None
     means the dataset's default) plus `"source"`, a phrase saying where they came from.
@@ -331,7 +334,14 @@ def resolve_protocol(args, model, run_config: dict | None = None,
     recorded["num_clips"] = run_config.get("val_num_clips")
     recorded["num_crops"] = run_config.get("val_num_crops")
     recorded = {k: v for k, v in recorded.items() if v is not None}
+    recorded_from = config_path if recorded else None
+    if not recorded:
+        recorded, recorded_from = registry_protocol(args)
     frames, height, _ = model_clip_shape(model)
+    # a model built for a fixed clip takes only that clip, whatever else was recorded
+    for key, fixed in (("num_frames", frames), ("image_size", height)):
+        if fixed is not None and recorded.get(key, fixed) != fixed:
+            recorded.pop(key)
     protocol = {"sampling": "dense", "num_frames": frames or 16, "frame_stride": 2,
                 "target_fps": None, "image_size": height or 224, "short_side": None,
                 "num_clips": 1, "num_crops": 1}
@@ -348,14 +358,71 @@ def resolve_protocol(args, model, run_config: dict | None = None,
     if protocol["sampling"] == "time" and not protocol["target_fps"]:
         raise SystemExit("time sampling needs --target-fps")
     parts = []
-    if recorded and config_path:
-        parts.append(f"from {config_path}")
+    if recorded and recorded_from:
+        parts.append(f"from {recorded_from}")
     if given:
         parts.append(", ".join("--" + k.replace("_", "-") for k in given))
     if not parts:
-        parts.append("defaults and the model's input shape: no config.json next to the model")
+        parts.append("defaults and the model's input shape: no config.json next to the model, "
+                     "no registry protocol")
     protocol["source"] = "; ".join(parts)
     return protocol
+
+
+def registry_protocol(args) -> tuple[dict, str | None]:
+    """`(fields, source)` of the protocol the weight registry records for `--family F
+    --weights NAME` (the original evaluation's frames, stride or fps, sizes and views), or
+    `({}, None)` when there is no such entry or its candidates disagree."""
+    import inspect
+
+    from keras_vtn.weights import registry
+
+    family, name = getattr(args, "family", None), getattr(args, "weights", None)
+    if not family or not name or getattr(args, "model", None):
+        return {}, None
+    entries = registry.list_weights(family=family, name=name)
+    if not entries:
+        return {}, None
+    given = parse_model_args(getattr(args, "model_arg", []) or [])
+    try:
+        parameters = inspect.signature(registry.family_function(family, "builder")).parameters
+    except Exception:  # a family that cannot load says so when the model is built
+        parameters = {}
+
+    def wanted(key):
+        if key in given:
+            return given[key]
+        default = parameters[key].default if key in parameters else None
+        return None if default is inspect.Parameter.empty else default
+
+    fitting = [e for e in entries
+               if all(wanted(k) in (None, v) for k, v in e.get("match", {}).items())]
+    found = {json.dumps(_entry_protocol(e), sort_keys=True) for e in fitting}
+    if len(found) != 1:
+        return {}, None
+    fields = json.loads(found.pop())
+    return fields, (f"the registry entry of {family} weights {name!r}" if fields else None)
+
+
+def _entry_protocol(entry: dict) -> dict:
+    """The protocol fields a registry entry states plainly (nothing is guessed)."""
+    pre, views = entry.get("preprocessing") or {}, entry.get("eval_views") or {}
+    out = {}
+    frames = pre.get("num_frames")
+    frames = frames.get("eval") if isinstance(frames, dict) else frames
+    if isinstance(frames, int) and isinstance(pre.get("frame_stride"), int):
+        out.update(sampling="dense", num_frames=frames, frame_stride=pre["frame_stride"])
+    elif isinstance(frames, int) and isinstance(pre.get("clip_seconds"), (int, float)):
+        out.update(sampling="time", num_frames=frames, target_fps=frames / pre["clip_seconds"])
+    if isinstance(pre.get("resize_short_side"), int):
+        out["short_side"] = pre["resize_short_side"]
+    if isinstance(pre.get("crop_size"), int):
+        out["image_size"] = pre["crop_size"]
+    if isinstance(views.get("clips"), int):
+        out["num_clips"] = views["clips"]
+    if views.get("crops") in (1, 3):
+        out["num_crops"] = views["crops"]
+    return out
 
 
 def describe_protocol(protocol: dict) -> str:

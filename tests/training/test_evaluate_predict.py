@@ -267,3 +267,23 @@ def _labels_file(root):
     path = root / "labels.txt"
     path.write_text("\n".join(MOTION_CLASSES) + "\n")
     return path
+
+
+def test_registry_weights_bring_their_evaluation_protocol():
+    # `--family vivit --weights k400` evaluates as Scenic did: 32×2, 256 → 224, 4 × 3 views
+    fields = ("sampling", "num_frames", "frame_stride", "target_fps", "image_size",
+              "short_side", "num_clips", "num_crops")
+    clip = keras.Input((32, 224, 224, 3))
+    vivit = keras.Model(clip, keras.layers.GlobalAveragePooling3D()(clip))
+    args = argparse.Namespace(family="vivit", weights="k400", model=None, model_arg=[],
+                              **dict.fromkeys(fields))
+    assert describe_protocol(resolve_protocol(args, vivit)) == (
+        "protocol: dense 32×2, 224 px (short side 256), 4 clips × 3 crops "
+        "(from the registry entry of vivit weights 'k400')")
+    # LinearVTN: 16 frames over 5.12 s, three crops; a flag still wins
+    args = argparse.Namespace(family="linear_vtn", weights="k400", model=None, model_arg=[],
+                              **{**dict.fromkeys(fields), "num_clips": 2})
+    protocol = resolve_protocol(args, vivit)
+    assert (protocol["sampling"], protocol["target_fps"], protocol["num_crops"],
+            protocol["num_clips"]) == ("time", 3.125, 3, 2)
+    assert protocol["num_frames"] == 32  # the model's fixed clip, not the entry's 16
