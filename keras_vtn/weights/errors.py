@@ -6,6 +6,8 @@ machinery underneath (urllib, zipfile, pickle) because that would bury the messa
 
 from __future__ import annotations
 
+import errno
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable: truncated, corrupt, unknown or unsupported format."""
@@ -14,8 +16,16 @@ class CheckpointError(ValueError):
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path (or a file a checkpoint folder names) does not exist.
 
-    Also a `FileNotFoundError`, so callers that test for a missing file keep working.
+    Also a `FileNotFoundError` (errno ENOENT, `filename` set), so callers that test for a
+    missing file keep working; `str()` is the message alone.
     """
+
+    def __init__(self, message: str, filename: str | None = None):
+        super().__init__(message)
+        self.errno, self.strerror, self.filename = errno.ENOENT, message, filename
+
+    def __str__(self) -> str:
+        return self.strerror or ""
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -24,7 +24,6 @@ failure is a `CheckpointError` naming the file.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import re
@@ -137,10 +136,10 @@ def _as_checkpoint_error(path: str, err: Exception) -> CheckpointError:
         if path in str(err):
             return err
         if isinstance(err, CheckpointNotFoundError):
-            return CheckpointNotFoundError(errno.ENOENT, f"{path!r}: {err}")
+            return CheckpointNotFoundError(f"{path!r}: {err}", err.filename)
         return type(err)(f"{path!r}: {err}")
     if isinstance(err, FileNotFoundError):
-        return CheckpointNotFoundError(errno.ENOENT, f"{path!r}: a file is missing ({err}).")
+        return CheckpointNotFoundError(f"{path!r}: a file is missing ({err}).", err.filename)
     if isinstance(err, RecursionError):
         return CheckpointLimitError(f"{path!r} nests too deeply to be read; refusing it.")
     if isinstance(err, MemoryError):
@@ -154,7 +153,7 @@ def _as_checkpoint_error(path: str, err: Exception) -> CheckpointError:
 
 def sniff_format(path: str | os.PathLike) -> str:
     """Name the checkpoint format of `path` from its content (see the module table)."""
-    path = os.path.expanduser(os.fspath(path))
+    path = os.path.expanduser(os.fsdecode(os.fspath(path)))
     try:
         return _sniff(path)
     except Exception as err:  # noqa: BLE001 - turned into a CheckpointError naming the file
@@ -271,7 +270,7 @@ def _read_hf_folder(path: str) -> dict[str, np.ndarray]:
             shard_path = os.path.join(path, shard)
             if not os.path.lexists(shard_path):
                 raise CheckpointNotFoundError(
-                    errno.ENOENT, f"{path!r}: shard {describe(shard)} ({index_name}) is missing."
+                    f"{path!r}: shard {describe(shard)} ({index_name}) is missing.", shard_path
                 )
             fmt = _sniff_file(shard_path, "shard")
             if fmt not in _SHARD_FORMATS:
@@ -347,7 +346,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     >>> read_checkpoint(os.path.join(folder, "vit.npz"))["embedding/bias"].shape
     (3,)
     """
-    path = os.path.expanduser(os.fspath(path))
+    path = os.path.expanduser(os.fsdecode(os.fspath(path)))
     try:
         return _read(path)
     except Exception as err:  # noqa: BLE001 - turned into a CheckpointError naming the file

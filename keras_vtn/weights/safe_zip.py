@@ -111,10 +111,9 @@ def _open_error(path: str, err: OSError, what: str) -> CheckpointError:
             except OSError:
                 target = "?"
             return CheckpointNotFoundError(
-                errno.ENOENT,
-                f"{what} {path!r} is a symbolic link to {target!r}, which does not exist.",
+                f"{what} {path!r} is a symbolic link to {target!r}, which does not exist.", path
             )
-        return CheckpointNotFoundError(errno.ENOENT, f"{what} {path!r} does not exist.")
+        return CheckpointNotFoundError(f"{what} {path!r} does not exist.", path)
     if err.errno in (errno.EACCES, errno.EPERM):
         return CheckpointError(f"{what} {path!r} cannot be read: permission denied.")
     return CheckpointError(f"{what} {path!r} cannot be opened ({err.strerror or err}).")
