@@ -516,6 +516,7 @@ def add_parser(subparsers) -> None:
 
 def run_evaluate(args) -> int:
     from keras_vtn.data.dataset import relabel
+    from keras_vtn.data.layouts import UnknownClassError
     from keras_vtn.training.data import make_dataset
     from keras_vtn.training.families import takes_frame_indices
 
@@ -529,10 +530,19 @@ def run_evaluate(args) -> int:
                   return_frame_indices=takes_frame_indices(model), **protocol_kwargs(protocol))
     if names is not None and args.layout != "tfrecord":
         kwargs["label_names"] = names  # the data are labelled onto the model's classes
-    dataset = make_dataset(args.data_root, args.split, args.layout, **kwargs)
-    if names is not None and args.layout == "tfrecord":
-        # shards store indices of the manifest's classes: move them onto the model's
-        dataset = relabel(dataset, names)
+    try:
+        dataset = make_dataset(args.data_root, args.split, args.layout, **kwargs)
+        if names is not None and args.layout == "tfrecord":
+            # shards store indices of the manifest's classes: move them onto the model's
+            dataset = relabel(dataset, names)
+    except UnknownClassError as error:
+        # the data layer's advice (index the data's own classes) cannot score this model
+        raise UnknownClassError(
+            f"the data in {args.data_root!r} hold classes the model does not know: "
+            f"{', '.join(repr(n) for n in error.unknown[:8])}. The model's {num_classes} "
+            f"classes come from {label_source}; evaluate data of those classes (any subset), "
+            "or name the model's classes with --labels.", error.unknown, names,
+        ) from None
     if names is None:
         own = list(getattr(dataset, "label_names", []))
         if len(own) > num_classes:

@@ -39,6 +39,17 @@ def _read_labels(name: str) -> tuple[str, ...]:
 KINETICS400_LABELS: tuple[str, ...] = _read_labels("kinetics400_labels.txt")
 
 
+class UnknownClassError(ValueError):
+    """Data name a class that is not among the given label names (a model's classes).
+
+    `unknown` holds the data's class names that were not found, `label_names` the names given.
+    """
+
+    def __init__(self, message: str, unknown: Sequence[str], label_names: Sequence[str]):
+        super().__init__(message)
+        self.unknown, self.label_names = list(unknown), list(label_names)
+
+
 @dataclasses.dataclass
 class Records:
     """Videos of one split: `paths[i]` has class `labels[i]` (-1 = unlabelled)."""
@@ -192,10 +203,10 @@ def class_folders(
     for folder in folders:
         key = _normalise(folder)
         if key not in lookup:
-            raise ValueError(
+            raise UnknownClassError(
                 f"Folder {folder!r} in {root!r} is not a known class: it is not one of the "
                 f"{len(names)} label names ({_preview(names)}). Pass label_names=None to use "
-                "the folder names as classes."
+                "the folder names as classes.", [folder], names,
             )
         for path in _walk(os.path.join(root, folder), extensions, skipped):
             entries.append((path, lookup[key]))
@@ -247,7 +258,9 @@ def list_file(
         else:
             key = _normalise(label)
             if key not in lookup:
-                raise ValueError(f"Label {label!r} in {path!r} is not a known class name.")
+                raise UnknownClassError(
+                    f"Label {label!r} in {path!r} is not a known class: it is not one of the "
+                    f"{len(names)} label names ({_preview(names)}).", [label], names)
             index = lookup[key]
         if os.path.exists(full):
             paths.append(full)
@@ -322,9 +335,10 @@ def kinetics_csv(
         if label:
             key = _normalise(label)
             if key not in lookup:
-                raise ValueError(
+                raise UnknownClassError(
                     f"Label {label!r} in {csv_path!r} is not one of the {len(label_names)} "
-                    "label names (pass label_names=None to index the CSV's own labels)."
+                    "label names (pass label_names=None to index the CSV's own labels).",
+                    [label], label_names,
                 )
             labels.append(lookup[key])
         else:
@@ -345,9 +359,9 @@ def from_pairs(pairs: Iterable[tuple[str, int]], label_names: Sequence[str] | No
     for path, lab in pairs:
         if isinstance(lab, str):
             if _normalise(lab) not in lookup:
-                raise ValueError(
+                raise UnknownClassError(
                     f"Label {lab!r} of {path!r} is not a known class: it is not one of the "
-                    f"{len(names)} label names ({_preview(names)})."
+                    f"{len(names)} label names ({_preview(names)}).", [lab], names,
                 )
             labels.append(lookup[_normalise(lab)])
         else:
@@ -388,9 +402,10 @@ def reindex(records: Records, label_names: Sequence[str]) -> Records:
         else:
             unknown.append(records.label_names[old])
     if unknown:
-        raise ValueError(
+        raise UnknownClassError(
             f"{len(unknown)} classes of the data are not known classes: {_preview(unknown)}; "
-            f"they are not among the {len(names)} label names ({_preview(names)})."
+            f"they are not among the {len(names)} label names ({_preview(names)}).",
+            unknown, names,
         )
     labels = [mapping[label] if label >= 0 else -1 for label in records.labels]
     return dataclasses.replace(records, labels=labels, label_names=names)

@@ -221,7 +221,7 @@ def test_evaluate_refuses_a_class_the_model_does_not_know(motion_root, run_dir, 
              "--layout", "folders", "--output", str(tmp_path / "eval")),
         env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode != 0
-    assert "'jumping'" in result.stderr and "not a known class" in result.stderr
+    assert "'jumping'" in result.stderr and "the model does not know" in result.stderr
     assert not (tmp_path / "eval" / "evaluation.json").exists()
 
 
