@@ -536,6 +536,8 @@ def run_evaluate(args) -> int:
             # shards store indices of the manifest's classes: move them onto the model's
             dataset = relabel(dataset, names)
     except UnknownClassError as error:
+        if names is None:  # the layout's own class list (Kinetics-400) refused the data
+            raise
         # the data layer's advice (index the data's own classes) cannot score this model
         raise UnknownClassError(
             f"the data in {args.data_root!r} hold classes the model does not know: "
