@@ -371,6 +371,7 @@ def video_dataset(
     root: str | None = None,
     label_names: Sequence[str] | None = None,
     input_context: tf.distribute.InputContext | None = None,
+    service: str | None = None,
     **kwargs,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(clip, label)` decoded from video files.
@@ -416,11 +417,18 @@ def video_dataset(
         min_frames: videos with fewer frames count as `too_short` and are skipped.
         return_frame_indices: yield `({"frames": clip, "frame_indices": idx}, label)` where
             `idx` are the sampled positions in the source video (VTN's `frame_indices`).
+        service: `"grpc://HOST:PORT"` of a tf.data service dispatcher: decode on its workers
+            (`keras-vtn data-service`; see `keras_vtn.data.service`).
 
     The returned dataset carries `label_names`, `label_map`, `records`, `sampler` and
     `report` (a `DecodeReport` of decoded / skipped videos by reason, with exact counts per
     pass in `report.history`).
     """
+    if service is not None:
+        from keras_vtn.data import service as data_service
+
+        return data_service.video_dataset(source, root=root, label_names=label_names,
+                                          input_context=input_context, service=service, **kwargs)
     records = layouts.resolve(source, root, label_names)
     if len(records) == 0:
         raise ValueError(
