@@ -21,7 +21,9 @@ COMMANDS: dict[str, str] = {
     "benchmark": "keras_vtn.benchmark",
     "check-videos": "keras_vtn.data.check",
     "convert": "keras_vtn.weights.cli",
+    "data-service": "keras_vtn.data.service",
     "evaluate": "keras_vtn.evaluation",
+    "export": "keras_vtn.export",
     "predict": "keras_vtn.prediction",
     "prepare": "keras_vtn.data.tfrecord",
 }

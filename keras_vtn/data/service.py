@@ -1,0 +1,637 @@
+"""Decoding scaled out with tf.data service: `keras-vtn data-service dispatcher|worker`.
+
+TensorFlow's own servers do the work: a `DispatchServer` hands out the elements of each pass
+and `WorkerServer`s (other processes or machines) run the per-element graph.
+`video_dataset(..., service="grpc://HOST:P")` and `tfrecord_dataset(..., service=...)` ship
+decoding (PyAV, or the JPEG frames of `prepare`'s shards) to the workers; cropping,
+augmentation, batching and MixUp stay on the client, as do the `DecodeReport` and the order of
+each pass.
+
+Why the workers can run Python decoding at all: a graph refers to a Python function
+(`tf.numpy_function`) by a token looked up in the running process, and the tokens TensorFlow
+makes up are counters valid only in the process that made them. The functions here are
+registered under fixed names instead, in the client and -- because `keras-vtn data-service
+worker` imports this module -- in every worker, so the shipped graph finds them there. They
+take everything they need (path, seed, sampling options as JSON) as inputs, never a closure
+over the client's objects. A worker started without keras_vtn fails such an element with
+"Could not find callback with key=keras_vtn.data.service/...".
+
+How a pass is shared out: the client decides the whole pass -- which video, with which seed
+(the same order and seeds as without the service, so the same `seed` gives the same clips) --
+and registers it as one dataset of `(position, path, label, seed)` rows with the dispatcher;
+`processing_mode="distributed_epoch"` (dynamic sharding) gives each row to one worker, so a
+pass delivers every video once, whatever the number of workers. Each pass is a new job (a new
+registration when the order changes), which is how training reshuffles per epoch. Clips of a
+pass arrive in the order workers finish them. Each element carries its video's position and
+decode status back, so the client's `DecodeReport` counts the work of every worker, and a
+pass that came back short (a worker killed mid-pass loses the rows it held) or with a
+position twice is logged and recorded in `report.history[i]` (`expected`, `lost`,
+`duplicated`).
+
+Start the servers (the videos must be readable at the same paths on every worker):
+
+    keras-vtn data-service dispatcher --port 5050 [--work-dir DIR]
+    keras-vtn data-service worker --dispatcher HOST:5050   # on each decoding machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections import Counter
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.ops import gen_script_ops, script_ops
+
+from keras_vtn.data import layouts
+from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate
+from keras_vtn.data.decode import DecodeError, read_frames
+
+logger = logging.getLogger("keras_vtn.data")
+
+# Fixed callback names (see the module docstring); the version changes with the signature.
+DECODE_TOKEN = "keras_vtn.data.service/decode_video/v1"
+PICK_TOKEN = "keras_vtn.data.service/pick_frames/v1"
+
+# A dead worker is dropped after this long (TensorFlow's default is 10 minutes, during which
+# clients keep retrying it and training stalls).
+DEFAULT_WORKER_TIMEOUT_S = 10.0
+# How often a worker asks the dispatcher for new jobs: it bounds the start of every pass.
+DEFAULT_HEARTBEAT_S = 0.5
+CONNECT_TIMEOUT_S = 5.0
+
+_START_HINT = ("start one with `keras-vtn data-service dispatcher --port {port}` and workers "
+               "with `keras-vtn data-service worker --dispatcher {host}:{port}`")
+
+
+# ------------------------------------------------------------------- worker-side functions
+
+@functools.lru_cache(maxsize=64)
+def _config(spec: bytes) -> ClipConfig:
+    """The sampling part of a `ClipConfig`, rebuilt from its JSON (once per spec)."""
+    options = json.loads(spec)
+    short = options.pop("short_side")
+    # crop="none": the crop happens on the client, so the crop-size checks do not apply here
+    return ClipConfig(crop="none", short_side=tuple(short) if isinstance(short, list) else short,
+                      **options)
+
+
+# Paths that failed before in this worker: later passes report them without reopening them.
+_known_failures: dict[str, tuple[str, str]] = {}
+_known_lock = threading.Lock()
+
+
+def decode_video(path, seed, spec):
+    """One row of a pass -> `(frames, frame_indices, status, reason, detail)`.
+
+    `status` 0 is a decoded clip (`detail` says where its frames stop if the file is cut),
+    1 a video that failed (`reason`, `detail`).
+    """
+    config = _config(bytes(spec))
+    path = path.decode() if isinstance(path, bytes) else str(path)
+    v, t = config.num_clips, config.num_frames
+    empty = (np.zeros((v, t, 1, 1, 3), np.uint8), np.zeros((v, t), np.int64))
+
+    def failed(reason, detail):
+        return (*empty, np.int32(1), reason.encode(), detail[:500].encode())
+
+    with _known_lock:
+        known = _known_failures.get(path)
+    if known is not None:
+        return failed(*known)
+    rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    picked = []
+
+    def pick(info):
+        if info.num_frames < config.min_frames:
+            raise DecodeError("too_short", f"{info.num_frames} frames < {config.min_frames}")
+        short, idx = config.draw(rng, info.num_frames, info.fps)
+        picked.append((short, idx))
+        return idx
+
+    try:
+        frames, info = read_frames(path, None, short_side=lambda: picked[0][0],
+                                   threads=config.decode_threads, info_callback=pick)
+    except Exception as error:  # never let one file stop a run (as in-process)
+        reason, detail = ((error.reason, error.detail) if isinstance(error, DecodeError)
+                          else ("decode_error", repr(error)))
+        with _known_lock:
+            _known_failures[path] = (reason, detail)
+        return failed(reason, detail)
+    stop = info.stop_detail if info.truncated else ""
+    return frames, picked[-1][1], np.int32(0), b"", stop.encode()
+
+
+def pick_frames(num_frames, fps, seed, spec):
+    """Short side and frame indices of one stored video (the TFRecord path)."""
+    config = _config(bytes(spec))
+    rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    short, idx = config.draw(rng, int(num_frames), float(fps))
+    return np.int32(short or 0), idx.astype(np.int64)
+
+
+_REGISTERED = {DECODE_TOKEN: decode_video, PICK_TOKEN: pick_frames}
+
+
+def register_functions() -> None:
+    """Make the fixed callback names resolve in this process (client and worker alike).
+
+    TensorFlow keeps callbacks in a weak-valued registry; the functions are module-level, so
+    the module keeps them alive.
+    """
+    registry = script_ops._py_funcs  # the registry PyFunc ops look tokens up in
+    for token, func in _REGISTERED.items():
+        registry._funcs[token] = func
+
+
+register_functions()
+
+
+def _call(token, inputs, types):
+    # A PyFunc op naming a fixed token (what `tf.numpy_function` builds with a counter).
+    return gen_script_ops.py_func(input=inputs, token=token, Tout=types)
+
+
+# ------------------------------------------------------------------------------ addresses
+
+
+def _split_address(service: str) -> tuple[str, str, int]:
+    """`"grpc://host:port"` (or `"host:port"`) -> (target, host, port)."""
+    if not isinstance(service, str) or not service:
+        raise ValueError(f'service must be "grpc://HOST:PORT", not {service!r}')
+    protocol, sep, rest = service.partition("://")
+    if not sep:
+        protocol, rest = "grpc", service
+    if protocol != "grpc":
+        raise ValueError(f"service {service!r}: only grpc:// is supported")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f'service {service!r}: expected "grpc://HOST:PORT"')
+    return f"grpc://{host}:{port}", host.strip("[]"), int(port)
+
+
+def check_reachable(service: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """The service's target, or `ConnectionError` naming the address and what to start.
+
+    TensorFlow's client retries an absent dispatcher for a long time without a word; this
+    answers within `timeout` seconds instead.
+    """
+    target, host, port = _split_address(service)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ConnectionError(
+            f"No tf.data service dispatcher answers at {target} ({error}); "
+            + _START_HINT.format(host=host, port=port) + "."
+        ) from None
+    return target
+
+
+# ------------------------------------------------------------------------- client: passes
+
+
+class _Pass:
+    """What the client knows about one pass: rows sent, and which came back."""
+
+    def __init__(self, paths):
+        self.paths = paths
+        self.seen = Counter()
+
+
+class _Passes:
+    """Registers each pass with the dispatcher and closes it in the `DecodeReport`."""
+
+    def __init__(self, target, table, build_graph, report, shuffled, name):
+        self.target = target
+        self.table = table  # () -> (positions, paths, labels, seeds) of the next pass
+        self.build_graph = build_graph
+        self.report = report
+        self.shuffled = shuffled
+        self.name = name
+        self.passes: dict[int, _Pass] = {}
+        self.count = 0
+        self.lock = threading.Lock()
+        self._dataset_id = None  # unshuffled passes are all the same dataset
+
+    def start(self):
+        """Next pass: registered (unless it is the same as the last), returns its id."""
+        check_reachable(self.target)
+        positions, paths, labels, seeds = self.table()
+        with self.lock:
+            number = self.count
+            self.count += 1
+            self.passes[number] = _Pass(paths)
+        if self.shuffled or self._dataset_id is None:
+            graph = self.build_graph(positions, paths, labels, seeds)
+            self._dataset_id = tf.data.experimental.service.register_dataset(
+                self.target, graph
+            ).numpy()
+        return self._dataset_id, np.int64(number)
+
+    def note(self, number, position, status, reason, detail):
+        """One element back from a worker: into the report."""
+        number, position = int(number), int(position)
+        with self.lock:
+            record = self.passes[number]
+            record.seen[position] += 1
+        path = record.paths[position]
+        detail = detail.decode("utf-8", "replace")
+        if status == 0:
+            self.report.ok()
+            if detail:
+                self.report.note_truncated(path, detail)
+        else:
+            reason = reason.decode()
+            if not self.report.known_failure(path):
+                self.report.fail(path, reason, detail)
+        return np.int32(status)
+
+    def end(self, number):
+        """The pass's job has ended: every element that will come has come."""
+        with self.lock:
+            record = self.passes.pop(int(number))
+        expected = len(record.paths)
+        received = len(record.seen)
+        duplicated = sum(n - 1 for n in record.seen.values())
+        self.report.end_pass()
+        entry = self.report.history[-1]
+        entry.update(expected=expected, lost=expected - received, duplicated=duplicated)
+        if entry["lost"] or duplicated:
+            logger.warning(
+                "%s pass %d through %s: %d of %d videos never came back (a worker left "
+                "mid-pass), %d came twice.", self.name, len(self.report.history), self.target,
+                entry["lost"], expected, duplicated)
+        return np.int32(0)
+
+
+def _client_dataset(passes: _Passes, element_spec, repeat: bool, max_outstanding=None):
+    """Elements `(frames, idx, status, label, clip_seed)` of pass after pass."""
+    target = passes.target
+
+    def one_pass(_):
+        dataset_id, number = tf.numpy_function(passes.start, [], [tf.string, tf.int64],
+                                               name="register_pass")
+        dataset_id.set_shape([])
+        number.set_shape([])
+        remote = tf.data.experimental.service.from_dataset_id(
+            processing_mode="distributed_epoch", service=target, dataset_id=dataset_id,
+            element_spec=element_spec, max_outstanding_requests=max_outstanding,
+        )
+
+        def note(frames, idx, status, label, clip_seed, position, reason, detail):
+            status = tf.numpy_function(passes.note, [number, position, status, reason, detail],
+                                       tf.int32, name="note_element")
+            status.set_shape([])
+            return frames, idx, status, label, clip_seed
+
+        def end(_):
+            tf.numpy_function(passes.end, [number], tf.int32, name="end_pass")
+            return _empty_element(element_spec)
+
+        marker = tf.data.Dataset.range(1).map(end)
+        return remote.map(note).concatenate(marker)
+
+    count = None if repeat else 1
+    passes_ds = tf.data.Dataset.range(count) if count else tf.data.Dataset.counter()
+    return passes_ds.flat_map(one_pass)
+
+
+def _empty_element(spec):
+    frames, idx, _, label, clip_seed = spec[:5]
+    v, t = idx.shape
+    return (tf.zeros([v, t, 1, 1, 3], frames.dtype), tf.zeros([v, t], idx.dtype),
+            tf.constant(-1, tf.int32), tf.constant(-1, label.dtype),
+            tf.zeros([2], clip_seed.dtype))
+
+
+def _sampling_spec(config: ClipConfig) -> bytes:
+    sampler = config.sampler
+    short = config.short_side
+    return json.dumps({
+        "training": config.training, "num_frames": config.num_frames,
+        "sampling": sampler.kind, "frame_stride": sampler.frame_stride,
+        "target_fps": sampler.target_fps, "num_clips": config.num_clips,
+        "short_side": list(short) if isinstance(short, (tuple, list)) else short,
+        "min_frames": config.min_frames, "decode_threads": config.decode_threads,
+    }, sort_keys=True).encode()
+
+
+# ------------------------------------------------------------------------ the video path
+
+
+def video_dataset(source=None, *, root=None, label_names=None, input_context=None,
+                  service: str, **kwargs) -> tf.data.Dataset:
+    """`keras_vtn.data.video_dataset` with decoding on tf.data service workers."""
+    target = check_reachable(service)
+    records = layouts.resolve(source, root, label_names)
+    if len(records) == 0:
+        raise ValueError(
+            f"No videos found for {source!r} ({len(records.missing)} listed but missing)."
+        )
+    config = ClipConfig(**kwargs)
+    report = DecodeReport(config.training)
+    num_classes = max(len(records.label_names), max(records.labels) + 1, 1)
+    v, t = config.num_clips, config.num_frames
+    spec = _sampling_spec(config)
+    paths = np.asarray(records.paths, object)
+    labels = np.asarray(records.labels, np.int32)
+
+    # The order and seeds of a pass, made exactly as `video_dataset` makes them in-process:
+    # each new iteration of this small dataset is the next pass (reshuffled, new seeds).
+    indices = tf.data.Dataset.range(len(records))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if config.shuffle:
+        indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
+    order = tf.data.Dataset.zip((indices, seeds)).batch(1 << 20)
+
+    def table():
+        rows = [batch for batch in order.as_numpy_iterator()]
+        index = np.concatenate([r[0] for r in rows]) if rows else np.zeros([0], np.int64)
+        seed = np.concatenate([r[1] for r in rows]) if rows else np.zeros([0], np.int64)
+        return np.arange(len(index)), paths[index].tolist(), labels[index], seed
+
+    def build_graph(positions, row_paths, row_labels, row_seeds):
+        rows = tf.data.Dataset.from_tensor_slices((
+            tf.constant(positions, tf.int64), tf.constant(row_paths, tf.string),
+            tf.constant(row_labels, tf.int32), tf.constant(row_seeds, tf.int64),
+        ))
+        spec_tensor = tf.constant(spec)
+
+        def decode(position, path, label, seed):
+            frames, idx, status, reason, detail = _call(
+                DECODE_TOKEN, [path, seed, spec_tensor],
+                [tf.uint8, tf.int64, tf.int32, tf.string, tf.string],
+            )
+            frames.set_shape([v, t, None, None, 3])
+            idx.set_shape([v, t])
+            status.set_shape([])
+            reason.set_shape([])
+            detail.set_shape([])
+            return (frames, idx, status, label, tf.stack([seed, seed // 7]), position, reason,
+                    detail)
+
+        return rows.map(decode, num_parallel_calls=config.parallel, deterministic=False)
+
+    element_spec = (
+        tf.TensorSpec([v, t, None, None, 3], tf.uint8), tf.TensorSpec([v, t], tf.int64),
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
+        tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string),
+    )
+    passes = _Passes(target, table, build_graph, report, bool(config.shuffle or config.training),
+                     "video_dataset")
+    ds = _client_dataset(passes, element_spec, config.repeat)
+    ds = config.finish(ds, num_classes)
+    if records.skipped:
+        report.skipped.update(records.skipped)
+    ds = _annotate(ds, records.label_names, report, config, records)
+    ds.service = target
+    return ds
+
+
+# --------------------------------------------------------------------- the TFRecord path
+
+
+def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length=None,
+                     shuffle_buffer: int = 256, allow_incomplete: bool = False, service: str,
+                     **kwargs) -> tf.data.Dataset:
+    """`keras_vtn.data.tfrecord_dataset` with parsing and JPEG decoding on the workers.
+
+    Workers receive whole shard files (dynamic sharding by file), so a pass reads every
+    record once; `shuffle_buffer` shuffles within each worker. A record's seed is drawn from
+    the pass's seed and the record's bytes, so it does not depend on which worker reads it.
+    """
+    import glob
+
+    from keras_vtn.data import tfrecord as tfr
+
+    target = check_reachable(service)
+    manifest = {}
+    if isinstance(path, (list, tuple)):
+        files = sorted(str(p) for p in path)
+    elif os.path.isdir(path):
+        files, manifest = tfr._folder_shards(path, allow_incomplete)
+    else:
+        files = sorted(glob.glob(path))
+    if not files:
+        raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
+    names = list(label_names) if label_names is not None else manifest.get("label_names", [])
+    config = ClipConfig(**kwargs)
+    num_classes = max(len(names), 1)
+    v, t = config.num_clips, config.num_frames
+    spec = _sampling_spec(config)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+    base_seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy
+                                                                 % (1 << 62))
+    counter = iter(range(1 << 62))
+
+    def table():
+        number = next(counter)
+        rng = np.random.default_rng([base_seed, number])
+        order = rng.permutation(len(files)) if config.shuffle else np.arange(len(files))
+        pass_seed = int(rng.integers(0, 1 << 62))
+        return None, [files[i] for i in order], None, pass_seed
+
+    def build_graph(_, row_files, __, pass_seed):
+        spec_tensor = tf.constant(spec)
+        files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(row_files, tf.string))
+        records = files_ds.interleave(
+            tf.data.TFRecordDataset, cycle_length=cycle_length or 2,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        if config.shuffle:
+            records = records.shuffle(shuffle_buffer, seed=pass_seed % (1 << 31))
+
+        context_features = {**tfr._CONTEXT,
+                            "video/filename": tf.io.FixedLenFeature([], tf.string, "")}
+
+        def parse(serialized):
+            context, sequence = tf.io.parse_single_sequence_example(
+                serialized, context_features=context_features,
+                sequence_features=tfr._SEQUENCE,
+            )
+            seed = tf.bitwise.bitwise_xor(
+                tf.strings.to_hash_bucket_fast(serialized, (1 << 62)),
+                tf.constant(pass_seed, tf.int64))
+            jpegs = sequence["image/encoded"]
+            short, idx = _call(PICK_TOKEN, [tf.shape(jpegs)[0], context["video/fps"], seed,
+                                            spec_tensor], [tf.int32, tf.int64])
+            short.set_shape([])
+            idx.set_shape([v, t])
+            chosen = tf.gather(jpegs, tf.reshape(idx, [-1]))
+            frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), chosen,
+                               fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            shape = tf.shape(frames)
+            frames = tf.reshape(frames, tf.concat([[v, t], shape[1:]], 0))
+            current = tf.minimum(shape[1], shape[2])
+            if config.short_side is not None:
+                frames = tf.cond(tf.logical_or(tf.equal(short, current), tf.equal(short, 0)),
+                                 lambda: frames, lambda: tfr._resize(frames, short))
+            source_index = tf.sparse.to_dense(context["video/frame_index"])
+            source_idx = tf.cond(tf.size(source_index) > 0,
+                                 lambda: tf.gather(source_index, idx), lambda: idx)
+            label = tf.cast(context["clip/label/index"], tf.int32)
+            return (frames, source_idx, tf.constant(0, tf.int32), label,
+                    tf.stack([seed, seed // 7]), context["video/filename"])
+
+        return records.map(parse, num_parallel_calls=config.parallel, deterministic=False)
+
+    element_spec = (
+        tf.TensorSpec([v, t, None, None, 3], tf.uint8), tf.TensorSpec([v, t], tf.int64),
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64),
+        tf.TensorSpec([], tf.string),
+    )
+    report = DecodeReport(config.training)
+    for failed_path, reason in manifest.get("failed", {}).items():
+        report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
+    passes = _RecordPasses(target, table, build_graph, report, True, "tfrecord_dataset")
+    ds = _record_client_dataset(passes, element_spec, config.repeat)
+    ds = config.finish(ds, num_classes)
+    ds = _annotate(ds, names, report, config)
+    ds.num_videos = tfr._count_videos(files, manifest.get("fingerprint"))
+    ds.service = target
+    return ds
+
+
+class _RecordPasses(_Passes):
+    """Passes of the TFRecord path: records are known by file name, counted as they come."""
+
+    def start(self):
+        check_reachable(self.target)
+        _, files, _, pass_seed = self.table()
+        with self.lock:
+            number = self.count
+            self.count += 1
+            self.passes[number] = _Pass([])
+        graph = self.build_graph(None, files, None, pass_seed)
+        dataset_id = tf.data.experimental.service.register_dataset(self.target, graph).numpy()
+        return dataset_id, np.int64(number)
+
+    def note_record(self, number, name):
+        with self.lock:
+            self.passes[int(number)].seen[bytes(name)] += 1
+        self.report.ok()
+        return np.int32(0)
+
+    def end(self, number):
+        with self.lock:
+            record = self.passes.pop(int(number))
+        self.report.end_pass()
+        self.report.history[-1].update(
+            duplicated=sum(n - 1 for name, n in record.seen.items() if name))
+        return np.int32(0)
+
+
+def _record_client_dataset(passes: _RecordPasses, element_spec, repeat: bool):
+    target = passes.target
+
+    def one_pass(_):
+        dataset_id, number = tf.numpy_function(passes.start, [], [tf.string, tf.int64],
+                                               name="register_pass")
+        dataset_id.set_shape([])
+        number.set_shape([])
+        remote = tf.data.experimental.service.from_dataset_id(
+            processing_mode="distributed_epoch", service=target, dataset_id=dataset_id,
+            element_spec=element_spec)
+
+        def note(frames, idx, status, label, clip_seed, name):
+            done = tf.numpy_function(passes.note_record, [number, name], tf.int32,
+                                     name="note_record")
+            done.set_shape([])
+            return frames, idx, status + done, label, clip_seed
+
+        def end(_):
+            tf.numpy_function(passes.end, [number], tf.int32, name="end_pass")
+            return _empty_element(element_spec)
+
+        return remote.map(note).concatenate(tf.data.Dataset.range(1).map(end))
+
+    passes_ds = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    return passes_ds.flat_map(one_pass)
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "data-service",
+        help="run a tf.data service dispatcher or worker that decodes videos for training",
+        description=(
+            "Scale decoding out with tf.data service: start one dispatcher, then a worker on "
+            "each machine that should decode (every worker must read the videos or shards at "
+            "the same paths as the client). Then pass service='grpc://HOST:PORT' to "
+            "video_dataset, kinetics400 or tfrecord_dataset."
+        ),
+        epilog="examples:\n  keras-vtn data-service dispatcher --port 5050 --work-dir "
+               "/shared/dispatcher\n  keras-vtn data-service worker --dispatcher host0:5050\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roles = parser.add_subparsers(dest="role", metavar="ROLE", required=True)
+    dispatcher = roles.add_parser("dispatcher", help="hand out the elements of each pass")
+    dispatcher.add_argument("--port", type=int, required=True)
+    dispatcher.add_argument(
+        "--work-dir", help="folder where the dispatcher journals its state, so a restarted "
+        "dispatcher resumes its jobs (fault-tolerant mode)")
+    dispatcher.add_argument(
+        "--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT_S, metavar="SECONDS",
+        help="drop a worker silent this long; clients wait for a dead one until then "
+        f"(default {DEFAULT_WORKER_TIMEOUT_S:g})")
+    dispatcher.set_defaults(func=_run_dispatcher)
+    worker = roles.add_parser("worker", help="decode the elements the dispatcher hands out")
+    worker.add_argument("--dispatcher", required=True, metavar="HOST:PORT")
+    worker.add_argument("--port", type=int, default=0, help="worker port (default: any free)")
+    worker.add_argument(
+        "--host", help="name clients reach this worker by (default: localhost for a local "
+        "dispatcher, else this machine's name)")
+    worker.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S,
+                        metavar="SECONDS", help="how often to ask the dispatcher for work")
+    worker.set_defaults(func=_run_worker)
+    return parser
+
+
+def _serve(server, what: str) -> int:
+    """Blocks until SIGINT / SIGTERM, then stops `server`."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(what, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+def _run_dispatcher(args) -> int:
+    options = {"port": args.port, "worker_timeout_ms": int(args.worker_timeout * 1000)}
+    if args.work_dir:
+        os.makedirs(args.work_dir, exist_ok=True)
+        options.update(work_dir=args.work_dir, fault_tolerant_mode=True)
+    server = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(**options))
+    return _serve(server, f"keras-vtn data-service: dispatcher at {server.target} "
+                          "(Ctrl-C stops it)")
+
+
+def _run_worker(args) -> int:
+    address = args.dispatcher.split("://")[-1]
+    _, host, port = _split_address(address)
+    check_reachable(address)
+    name = args.host or ("localhost" if host in ("localhost", "127.0.0.1", "::1")
+                         else socket.getfqdn())
+    server = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=f"{host}:{port}", worker_address=f"{name}:%port%",
+            port=args.port, heartbeat_interval_ms=max(1, int(args.heartbeat * 1000)),
+        ))
+    return _serve(server, f"keras-vtn data-service: worker {name}:{server._address.split(':')[-1]} "
+                          f"(pid {os.getpid()}) serving dispatcher {host}:{port}")
