@@ -150,7 +150,7 @@ def open_regular(path: str | os.PathLike, what: str = "checkpoint"):
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path, info.st_mode, what)
-        if getattr(os, "O_NONBLOCK", 0):  # POSIX only; Windows opens never block on a pipe
+        if getattr(os, "O_NONBLOCK", 0):  # the open above was non-blocking (POSIX)
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
