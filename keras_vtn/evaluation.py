@@ -172,7 +172,7 @@ def evaluate_views(
             rate = done / max(time.perf_counter() - start, 1e-9)
             progress.update(min(done, progress.target or done), [("videos/s", rate)])
     seconds = time.perf_counter() - start
-    if progress is not None and done:
+    if progress is not None and done and done != progress.target:
         # broken videos are skipped, so the count can stop short of the listed target
         progress.target = done
         progress.update(done, [("videos/s", done / max(seconds, 1e-9))], finalize=True)

@@ -503,8 +503,11 @@ def relabel(dataset: tf.data.Dataset, label_names: Sequence[str]) -> tf.data.Dat
         return inputs, tf.where(labels >= 0, moved, labels)
 
     out = dataset.map(move, num_parallel_calls=tf.data.AUTOTUNE)
-    return _annotate(out, names, getattr(dataset, "report", None), config,
-                     getattr(dataset, "records", None))
+    out = _annotate(out, names, getattr(dataset, "report", None), config,
+                    getattr(dataset, "records", None))
+    if hasattr(dataset, "num_videos"):  # what a TFRecord dataset knows of its length
+        out.num_videos = dataset.num_videos
+    return out
 
 
 def _annotate(ds, label_names, report, config, records=None):

@@ -287,3 +287,20 @@ def test_registry_weights_bring_their_evaluation_protocol():
     assert (protocol["sampling"], protocol["target_fps"], protocol["num_crops"],
             protocol["num_clips"]) == ("time", 3.125, 3, 2)
     assert protocol["num_frames"] == 32  # the model's fixed clip, not the entry's 16
+
+
+def test_evaluate_moves_tfrecord_labels_onto_the_model_classes(motion_root, run_dir, tmp_path):
+    # shards store indices of the manifest's own classes (here approaching 0, receding 1)
+    from keras_vtn.data.tfrecord import prepare
+
+    for name in ("approaching", "receding"):
+        shutil.copytree(motion_root / "val" / name, tmp_path / "videos" / name)
+    prepare(str(tmp_path / "videos"), str(tmp_path / "shards" / "val"), short_side=40,
+            workers=1, progress=False)
+    out = tmp_path / "eval"
+    run(_cli("evaluate", "--model", str(run_dir / "model.keras"), "--data-root",
+             str(tmp_path / "shards"), "--layout", "tfrecord", "--output", str(out)))
+    report = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    rows = np.array(report["confusion_matrix"]).sum(axis=1)
+    assert report["label_names"] == list(MOTION_CLASSES)
+    assert rows[MOTION_CLASSES.index("receding")] == 2 and rows.sum() == 4
