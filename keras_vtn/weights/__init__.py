@@ -9,6 +9,8 @@ state = keras_vtn.weights.read_checkpoint("lin-vtn.pth")  # {name: numpy array},
 
 from keras_vtn.weights.errors import (
     CheckpointError,
+    CheckpointLimitError,
+    CheckpointNotFoundError,
     FamilyNotAvailableError,
     NoReleasedWeightsError,
     UnknownWeightsError,
@@ -33,6 +35,8 @@ __all__ = [
     "FAMILIES",
     "AssignReport",
     "CheckpointError",
+    "CheckpointLimitError",
+    "CheckpointNotFoundError",
     "FamilyNotAvailableError",
     "NoReleasedWeightsError",
     "UnknownWeightsError",
