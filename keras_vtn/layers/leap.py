@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
-import numpy as np
 from keras import ops
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
@@ -99,15 +100,28 @@ class LeapAttention(MultiHeadSelfAttention):
         if self.num_frames is None and (self.level is not None or self.shifter is not None):
             raise ValueError("LeapAttention needs a static number of frames (input axis 1).")
         if self.level is not None:
-            # Frames in pair order (a0, b0, a1, b1, ...): the pairs are then a free reshape.
-            self._pair_order = [t for pair in leap_pairs(self.num_frames, self.level) for t in pair]
-            self._restore = [int(i) for i in np.argsort(self._pair_order)]
+            # Validates the level; the pair step s = T // 2**level.
+            pairs = leap_pairs(self.num_frames, self.level)
+            self._step = pairs[0][1] - pairs[0][0]
         super().build(input_shape)
+
+    def _reorder(self, x, inner: int):
+        """Frames (blocks, T / blocks / inner, inner) → (blocks, inner, ...), one transpose.
+
+        Time order t = b·2s + half·s + j becomes pair order (b, j, half) with inner = s, and
+        back with inner = 2. A reshape and a rank-5 transpose, not a gather: exporters keep
+        it builtin (the torch backend's `take` leaves a Squeeze onnxruntime rejects).
+        """
+        rest = tuple(ops.shape(x)[2:])  # tensors where a static size is unknown (TF graphs)
+        blocks = self.num_frames // (2 * self._step)
+        x = ops.reshape(x, (-1, blocks, self.num_frames // blocks // inner, inner, math.prod(rest)))
+        x = ops.transpose(x, (0, 1, 3, 2, 4))
+        return ops.reshape(x, (-1, self.num_frames, *rest))
 
     def project_qkv(self, inputs, query_tokens: int | None = None):
         # One gather of the inputs replaces a gather and a transpose of each of q, k and v.
         if self.level is not None:
-            inputs = ops.take(inputs, self._pair_order, axis=1)
+            inputs = self._reorder(inputs, self._step)  # pair order (a0, b0, a1, b1, ...)
         return super().project_qkv(inputs, query_tokens)
 
     def attend(self, query, key, value, attention_mask=None, training=None):
@@ -123,7 +137,7 @@ class LeapAttention(MultiHeadSelfAttention):
             training=training,
         )
         heads = ops.reshape(heads, (-1, self.num_frames, n, h, d))
-        return ops.take(heads, self._restore, axis=1)
+        return self._reorder(heads, 2)  # back to time order
 
     def _pairs(self, x):
         """(B, T, N, H, d) in pair order → (B, T/2, 2N, H, d): each pair's two frames' tokens."""
