@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "convert": "keras_vtn.weights.cli",
     "data-service": "keras_vtn.data.service",
     "evaluate": "keras_vtn.evaluation",
+    "export": "keras_vtn.export",
     "predict": "keras_vtn.prediction",
     "prepare": "keras_vtn.data.tfrecord",
 }
