@@ -21,8 +21,8 @@ _CONFIG_FORMAT = "keras_vtn.model_config"
 
 EXAMPLES = """examples:
   keras-vtn convert lin-vtn.pth -o lin_vtn.weights.h5
-  keras-vtn convert path/to/hf_vivit_folder -o vivit.keras
-  keras-vtn convert checkpoint --model-arg num_frames=16 --model-arg image_size=320 -o v.weights.h5
+  keras-vtn convert path/to/hf_vivit_folder -o vivit.weights.h5
+  keras-vtn convert hf_vivit_folder --model-arg num_frames=16 --model-arg image_size=64 -o v.keras
   keras-vtn convert ckpt_e30.pth --family laps --model-arg num_heads=4 -o laps.weights.h5
   keras-vtn convert k400 --family linear_vtn -o lin_vtn_k400.weights.h5
 """
