@@ -398,6 +398,10 @@ def tfrecord_dataset(
         **kwargs: the sampling / augmentation / batching options of `video_dataset`. Frame
             indices refer to the stored frames (`fps` given to `prepare`), and `short_side`
             resizes in the graph only when it differs from the stored size.
+
+    The dataset carries `num_videos`: the videos in the shards it reads (this input
+    pipeline's shards only with `input_context`), from `prepare`'s completion markers; None
+    for shards `prepare` did not write (a glob or a file list without markers).
     """
     manifest = {}
     if isinstance(path, (list, tuple)):
@@ -450,13 +454,14 @@ def tfrecord_dataset(
         status = tf.constant(0, tf.int32)
         return frames, source_idx, status, label, tf.stack([element_seed, element_seed // 7])
 
-    files_ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None and input_context.num_input_pipelines > 1:
-        files_ds = files_ds.shard(input_context.num_input_pipelines,
-                                  input_context.input_pipeline_id)
+        # Sliced in Python (as `shard` would) so that `num_videos` counts this pipeline's
+        # files; a pipeline left without a file yields nothing.
+        files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+    files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string, [len(files)]))
     if config.shuffle:
         files_ds = files_ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
-    cycle = cycle_length or min(len(files), 16)
+    cycle = cycle_length or max(min(len(files), 16), 1)
     ds = files_ds.interleave(
         tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=config.deterministic,
@@ -472,7 +477,20 @@ def tfrecord_dataset(
     report = DecodeReport(config.training)
     for failed_path, reason in manifest.get("failed", {}).items():
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
-    return _annotate(ds, names, report, config)
+    ds = _annotate(ds, names, report, config)
+    ds.num_videos = _count_videos(files, manifest.get("fingerprint"))
+    return ds
+
+
+def _count_videos(files: list[str], fingerprint: str | None) -> int | None:
+    """Videos in `files` from their completion markers; None if any file has none."""
+    total = 0
+    for file in files:
+        meta = _shard_meta(os.path.dirname(file), os.path.basename(file), fingerprint)
+        if meta is None or not isinstance(meta.get("videos"), int):
+            return None
+        total += meta["videos"]
+    return total
 
 
 def _folder_shards(folder: str, allow_incomplete: bool) -> tuple[list[str], dict]:

@@ -33,6 +33,16 @@ def make_dataset(root: str, split: str, layout: str = "kinetics400", **kwargs) -
     raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
 
 
+def num_videos(dataset: tf.data.Dataset) -> int | None:
+    """How many videos one pass of a `make_dataset` dataset reads (before broken ones are
+    skipped), or None when nothing says: the listing of a video dataset, the shard markers of
+    a TFRecord dataset."""
+    records = getattr(dataset, "records", None)
+    if records is not None:
+        return len(records)
+    return getattr(dataset, "num_videos", None)
+
+
 def shuffle_frames(dataset: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
     """Permutes the frames of every clip independently: a control that destroys temporal order.
 
@@ -52,7 +62,8 @@ def shuffle_frames(dataset: tf.data.Dataset, seed: int | None = None) -> tf.data
         return frames, labels
 
     shuffled = dataset.map(permute, num_parallel_calls=tf.data.AUTOTUNE)
-    for attribute in ("label_names", "label_map", "records", "report", "sampler", "config"):
+    for attribute in ("label_names", "label_map", "records", "report", "sampler", "config",
+                      "num_videos"):
         if hasattr(dataset, attribute):
             setattr(shuffled, attribute, getattr(dataset, attribute))
     return shuffled

@@ -19,6 +19,7 @@ from keras_vtn.training import callbacks as callbacks_lib
 from keras_vtn.training import data as data_lib
 from keras_vtn.training import distribution as distribution_lib
 from keras_vtn.training import families, losses, optimizers, plots, schedules
+from keras_vtn.training import validation as validation_lib
 from keras_vtn.training.presets import get_preset
 
 logger = logging.getLogger("keras_vtn.training")
@@ -146,6 +147,18 @@ def eval_dataset(config: TrainConfig, split: str | None = None, num_clips: int |
     return ds
 
 
+def _steps_per_epoch(train_ds, config: TrainConfig) -> int:
+    """Full global batches in one pass over the training videos."""
+    count = data_lib.num_videos(train_ds)
+    if count is None:
+        raise ValueError(
+            f"The number of training videos in {config.data_root!r} is unknown (TFRecords "
+            "without `keras-vtn prepare`'s manifest and shard markers): pass steps_per_epoch "
+            "(--steps-per-epoch)."
+        )
+    return max(count // config.batch_size, 1)
+
+
 def _build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     kwargs = dict(config.model_kwargs)
     kwargs.update(
@@ -178,11 +191,20 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
 
     train_ds = train_dataset(config)
     one_hot = bool(config.mixup_alpha or config.cutmix_alpha)  # mixed batches: soft labels
-    # Validation inside fit sees one centre view per video; multi-view is evaluate_views' job.
+    # Validation sees one centre view per video; multi-view is evaluate_views' job.
+    val_label_mode = "one_hot" if one_hot else "int"
     val_ds = eval_dataset(config, num_clips=1, num_crops=1,
-                          label_mode="one_hot" if one_hot else "int") if config.val_split else None
+                          label_mode=val_label_mode) if config.val_split else None
+
+    def make_val_dataset(input_context, batch_size):
+        if input_context is None and batch_size == config.batch_size:
+            return val_ds
+        extra = {} if input_context is None else {"input_context": input_context}
+        return eval_dataset(config, num_clips=1, num_crops=1, batch_size=batch_size,
+                            label_mode=val_label_mode, **extra)
+
     label_names = train_ds.label_names
-    num_steps = config.steps_per_epoch or max(len(train_ds.records) // config.batch_size, 1)
+    num_steps = config.steps_per_epoch or _steps_per_epoch(train_ds, config)
     updates_per_epoch = max(num_steps // max(config.gradient_accumulation_steps, 1), 1)
     lr = optimizers.scale_learning_rate(
         config.learning_rate, config.batch_size * max(config.gradient_accumulation_steps, 1),
@@ -207,16 +229,23 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
             loss=losses.SmoothedCrossEntropy(config.label_smoothing),
             metrics=losses.accuracy_metrics(one_hot, top_k=min(5, len(label_names))),
         )
+    top_k = min(5, len(label_names))
     callbacks = callbacks_lib.training_callbacks(
         config.output_dir, backup=config.backup, tensorboard=config.tensorboard,
         monitor="val_accuracy" if val_ds is not None else "accuracy",
     )
+    if val_ds is not None:
+        # Instead of fit's validation_data, which deadlocks multi-worker runs whose processes
+        # hold different numbers of validation batches. First, so that the checkpoint, CSV
+        # log and history see the val_* values.
+        callbacks.insert(0, validation_lib.Validation(
+            make_val_dataset, model.loss, config.batch_size, top_k=top_k))
     start = time.perf_counter()
     # A repeated dataset with a fixed steps_per_epoch: on a dataset of unknown length
     # (videos are filtered), Keras 3.15 (TensorFlow) ends every epoch with an empty step that
     # still counts in the metrics and in optimizer.iterations (hence the LR schedule).
     history = model.fit(
-        train_ds.repeat(), validation_data=val_ds, epochs=config.epochs,
+        train_ds.repeat(), epochs=config.epochs,
         steps_per_epoch=num_steps, callbacks=callbacks, verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles
     )

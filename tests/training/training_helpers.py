@@ -71,3 +71,40 @@ def to_numpy(x):
     import numpy as np
 
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def reference_val_metrics(model_path, data_root, batch_size=16) -> dict:
+    """val_loss / val_accuracy / val_top5 of a saved motion-demo model over every `val` clip,
+    computed here clip by clip (independently of the training's validation code)."""
+    import keras
+    import numpy as np
+
+    from keras_vtn.training import SmoothedCrossEntropy, TrainConfig
+    from keras_vtn.training.run import eval_dataset
+
+    config = TrainConfig.from_preset("motion_demo", data_root=str(data_root), layout="csv",
+                                     batch_size=batch_size)
+    model = keras.saving.load_model(str(model_path))
+    loss = SmoothedCrossEntropy(config.label_smoothing)
+    logits, labels = [], []
+    for clips, y in eval_dataset(config, num_clips=1, num_crops=1).as_numpy_iterator():
+        logits.append(np.asarray(keras.ops.convert_to_numpy(model(clips, training=False))))
+        labels.append(y)
+    logits, labels = np.concatenate(logits).astype("float64"), np.concatenate(labels)
+    per_clip = np.asarray(keras.ops.convert_to_numpy(loss.call(labels, logits)))
+    order = np.argsort(-logits, axis=-1)
+    return {
+        "count": len(labels),
+        "val_loss": float(per_clip.mean()),
+        "val_accuracy": float(np.mean(order[:, 0] == labels)),
+        "val_top5": float(np.mean([y in row[:5] for y, row in zip(labels, order, strict=True)])),
+    }
+
+
+def last_logged(path) -> dict:
+    """The last row of a CSV log as floats."""
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for k, v in rows[-1].items()}
