@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-worker: KERAS_BACKEND=jax + KERAS_DISTRIBUTION_* variables "
                    "(see keras_vtn.training.distribution)")
     r.add_argument("--virtual-cpus", type=int,
-                   help="split the CPU into N logical devices (to try --distribution on a laptop)")
+                   help="split the CPU into N logical devices (to try --distribution on a "
+                   "laptop; TensorFlow and JAX)")
     r.add_argument("--output", dest="output_dir", default="runs/train")
     r.add_argument("--seed", type=int)
     r.add_argument("--tensorboard", action="store_true", default=None)
@@ -145,7 +147,17 @@ def main(argv=None) -> int:
     from keras_vtn.training import train
 
     config = config_from_args(args)
-    result = train(config)
+    try:
+        result = train(config)
+    except BaseException:
+        if config.distribution != "multi-worker":
+            raise
+        # A failed collective (another worker died): exit now. A normal exit would wait in
+        # JAX's shutdown barrier for the dead worker until the heartbeat timeout.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     result.pop("model")
     print(json.dumps({k: v for k, v in result.items() if k not in ("history", "full_history")},
                      indent=2))

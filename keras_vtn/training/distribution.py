@@ -7,7 +7,10 @@ command and `KERAS_DISTRIBUTION_JOB_ADDRESSES` (comma-separated host:port, the f
 coordinator), `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`
 (`keras.distribution.initialize`). Every process feeds its shard of the data; the gradients
 are averaged over all devices of all processes. Process 0 writes the run's files; the others
-write theirs under `worker_<id>/`.
+write theirs under `worker_<id>/`. Validation (`keras_vtn.training.validation`) gives every
+process its share of the videos, padded to the same number of steps. A process that dies (or
+is sent SIGTERM) makes the others fail with an error: at once when they wait for it in a
+collective, otherwise after `KERAS_VTN_HEARTBEAT_TIMEOUT` seconds (default 30).
 
 Build and compile the model inside `distribution.scope()`; pass the *global* batch to the data
 pipeline (Keras splits it across replicas).
@@ -36,9 +39,9 @@ def set_precision(precision: str) -> None:
 def virtual_cpu_devices(count: int) -> None:
     """Splits the host CPU into `count` logical devices, to try multi-device code on a laptop.
 
-    TensorFlow: must run before TensorFlow initialises its devices. JAX: needs
-    `XLA_FLAGS=--xla_force_host_platform_device_count=N` in the environment before `jax`
-    is imported; this function checks it.
+    Must run before the backend creates its devices (before building any model or tensor):
+    TensorFlow's logical device configuration, JAX's `jax_num_cpu_devices` (the same as
+    `XLA_FLAGS=--xla_force_host_platform_device_count=N`, which it overrides).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -56,14 +59,60 @@ def virtual_cpu_devices(count: int) -> None:
             ) from error
     elif backend == "jax":
         import jax
+        from jax._src import xla_bridge
 
-        if len(jax.devices("cpu")) < count:
+        if xla_bridge.backends_are_initialized():
+            if len(jax.devices("cpu")) == count:
+                return
             raise RuntimeError(
-                f"JAX sees {len(jax.devices('cpu'))} CPU devices; start Python with "
-                f"XLA_FLAGS=--xla_force_host_platform_device_count={count}."
+                f"JAX already created its {len(jax.devices('cpu'))} CPU devices: call "
+                "virtual_cpu_devices() before building any model or tensor, or start Python "
+                f"with XLA_FLAGS=--xla_force_host_platform_device_count={count}."
             )
+        jax.config.update("jax_num_cpu_devices", int(count))
     else:
         raise ValueError(f"virtual CPU devices are not supported on the {backend} backend")
+
+
+# Seconds without a heartbeat after which JAX's coordination service declares a process dead
+# and terminates the others (JAX's default is 100).
+HEARTBEAT_TIMEOUT_S = 30
+
+
+def _initialize_processes() -> None:
+    """`keras.distribution.initialize()` with a shorter heartbeat timeout, and SIGTERM that
+    terminates the process.
+
+    A process that dies makes the collectives of the others fail (or, when it hangs, the
+    coordination service terminates them after `KERAS_VTN_HEARTBEAT_TIMEOUT` seconds, default
+    `HEARTBEAT_TIMEOUT_S`). JAX's preemption notifier takes over SIGTERM, which then no longer
+    stops a process blocked in a collective; the default action is restored so that
+    `kill` ends a worker (whose death then ends the others).
+    """
+    import signal
+
+    import jax
+    from keras.src.backend.jax import distribution_lib as jax_distribution
+
+    addresses = os.environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")
+    num_processes = int(os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"])
+    if len(addresses) not in (1, num_processes):
+        raise ValueError(
+            f"KERAS_DISTRIBUTION_JOB_ADDRESSES lists {len(addresses)} addresses for "
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={num_processes} processes."
+        )
+    timeout = int(os.environ.get("KERAS_VTN_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
+    jax.distributed.initialize(
+        coordinator_address=addresses[0], num_processes=num_processes,
+        process_id=int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"]),
+        heartbeat_timeout_seconds=timeout,
+    )
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: its owner decides what SIGTERM does
+        pass
+    # What keras.distribution.initialize does next: one random seed on every process.
+    jax_distribution.initialize_rng()
 
 
 class Distribution:
@@ -109,7 +158,7 @@ class Distribution:
 
             # CPU processes exchange gradients through gloo (no-op for accelerators).
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            keras.distribution.initialize()
+            _initialize_processes()
             self.process_id = jax.process_index()
             devices = keras.distribution.list_devices()
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
