@@ -25,6 +25,7 @@ from keras_vtn.training.optimizers import (
 from keras_vtn.training.presets import PRESETS, get_preset
 from keras_vtn.training.run import TrainConfig, eval_dataset, train, train_dataset
 from keras_vtn.training.schedules import StepDecay, WarmupCosine, build_schedule
+from keras_vtn.training.validation import Validation
 
 __all__ = [
     "BestCheckpoint",
@@ -38,6 +39,7 @@ __all__ = [
     "SmoothedCrossEntropy",
     "StepDecay",
     "TrainConfig",
+    "Validation",
     "WarmupCosine",
     "accuracy_metrics",
     "build_model",

@@ -1,7 +1,9 @@
 """`train(config)`: one function behind `examples/train_kinetics400.py` and `make demo`.
 
 Builds the data pipeline, the model (inside the distribution scope), optimizer and schedule,
-then runs `model.fit` with checkpoints, resumable backups and logs under `output_dir`.
+then runs `model.fit` with validation at every epoch end (`validation.Validation`: every
+validation video once, on every distribution), checkpoints, resumable backups and logs under
+`output_dir`.
 """
 
 from __future__ import annotations
