@@ -2,7 +2,8 @@
 
 Routes, by format and Keras backend:
 
-- `"savedmodel"`: Keras' `model.export(format="tf_saved_model")` (TensorFlow or JAX backend).
+- `"savedmodel"`: Keras' `model.export(format="tf_saved_model")` (TensorFlow backend; JAX's
+  jax2tf route embeds StableHLO that a TensorFlow of another release may not read back).
 - `"onnx"`: TensorFlow backend: Keras' export through tf2onnx; PyTorch backend: the
   `torch.export` (dynamo) ONNX exporter with a dynamic batch axis.
 - `"litert"`: TensorFlow backend: the TFLite converter with builtin ops only, so the file
@@ -30,7 +31,7 @@ import sys
 FORMATS = ("savedmodel", "onnx", "litert")
 # Backends that build each format here (the first is the command line's fallback).
 ROUTES = {
-    "savedmodel": ("tensorflow", "jax"),
+    "savedmodel": ("tensorflow",),
     "onnx": ("tensorflow", "torch"),
     "litert": ("tensorflow",),
 }

@@ -176,3 +176,13 @@ def test_cli_user_mistakes_are_one_line_errors(argv, message, saved_keras, tmp_p
 def test_unknown_format_is_an_error():
     with pytest.raises(ValueError, match="Unknown export format 'tflite'"):
         export_model(None, "x", "tflite")
+
+
+def test_docstring_examples_run():
+    skip_unless_available("savedmodel")
+    import doctest
+
+    from keras_vtn import export
+
+    result = doctest.testmod(export, optionflags=doctest.ELLIPSIS)
+    assert result.attempted and not result.failed
