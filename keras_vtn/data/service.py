@@ -24,9 +24,15 @@ pass delivers every video once, whatever the number of workers. Each pass is a n
 registration when the order changes), which is how training reshuffles per epoch. Clips of a
 pass arrive in the order workers finish them. Each element carries its video's position and
 decode status back, so the client's `DecodeReport` counts the work of every worker, and a
-pass that came back short (a worker killed mid-pass loses the rows it held) or with a
-position twice is logged and recorded in `report.history[i]` (`expected`, `lost`,
-`duplicated`).
+pass that came back short or with a position twice is logged and recorded in
+`report.history[i]` (`expected`, `lost`, `duplicated`).
+
+A worker that dies: tf.data service never drops a worker from a job; clients wait for it to
+come back at the same address, and its rows still unread are handed to whoever asks next. So
+`keras-vtn data-service worker` runs the server in a child process and starts it again at the
+same port when it dies: the pass goes on, short of the rows the dead server held (a few per
+worker: what its parallel map had started), never with a row twice. If the command itself is
+killed, start it again with the same `--port`; until then the pass waits.
 
 Start the servers (the videos must be readable at the same paths on every worker):
 
@@ -37,13 +43,18 @@ Start the servers (the videos must be readable at the same paths on every worker
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import functools
 import json
 import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -60,9 +71,6 @@ logger = logging.getLogger("keras_vtn.data")
 DECODE_TOKEN = "keras_vtn.data.service/decode_video/v1"
 PICK_TOKEN = "keras_vtn.data.service/pick_frames/v1"
 
-# A dead worker is dropped after this long (TensorFlow's default is 10 minutes, during which
-# clients keep retrying it and training stalls).
-DEFAULT_WORKER_TIMEOUT_S = 10.0
 # How often a worker asks the dispatcher for new jobs: it bounds the start of every pass.
 DEFAULT_HEARTBEAT_S = 0.5
 CONNECT_TIMEOUT_S = 5.0
@@ -573,7 +581,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "video_dataset, kinetics400 or tfrecord_dataset."
         ),
         epilog="examples:\n  keras-vtn data-service dispatcher --port 5050 --work-dir "
-               "/shared/dispatcher\n  keras-vtn data-service worker --dispatcher host0:5050\n",
+               "/shared/dispatcher\n  keras-vtn data-service worker --dispatcher host0:5050 "
+               "--port 5051\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     roles = parser.add_subparsers(dest="role", metavar="ROLE", required=True)
@@ -582,19 +591,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     dispatcher.add_argument(
         "--work-dir", help="folder where the dispatcher journals its state, so a restarted "
         "dispatcher resumes its jobs (fault-tolerant mode)")
-    dispatcher.add_argument(
-        "--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT_S, metavar="SECONDS",
-        help="drop a worker silent this long; clients wait for a dead one until then "
-        f"(default {DEFAULT_WORKER_TIMEOUT_S:g})")
     dispatcher.set_defaults(func=_run_dispatcher)
-    worker = roles.add_parser("worker", help="decode the elements the dispatcher hands out")
+    worker = roles.add_parser(
+        "worker", help="decode the elements the dispatcher hands out",
+        description="Runs a tf.data service worker in a child process and starts it again, at "
+        "the same address, if it dies (a crash in a decoder, the OOM killer): the dispatcher "
+        "never drops a worker, and clients wait for a lost one to come back at its address. "
+        "Restart this command with the same --port if it is itself killed.")
     worker.add_argument("--dispatcher", required=True, metavar="HOST:PORT")
-    worker.add_argument("--port", type=int, default=0, help="worker port (default: any free)")
+    worker.add_argument("--port", type=int, default=0,
+                        help="worker port (default: a free one, kept across restarts)")
     worker.add_argument(
         "--host", help="name clients reach this worker by (default: localhost for a local "
         "dispatcher, else this machine's name)")
     worker.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S,
                         metavar="SECONDS", help="how often to ask the dispatcher for work")
+    worker.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for the dispatcher to answer at start "
+                        "(default 60)")
     worker.set_defaults(func=_run_worker)
     return parser
 
@@ -612,7 +626,7 @@ def _serve(server, what: str) -> int:
 
 
 def _run_dispatcher(args) -> int:
-    options = {"port": args.port, "worker_timeout_ms": int(args.worker_timeout * 1000)}
+    options = {"port": args.port}
     if args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)
         options.update(work_dir=args.work_dir, fault_tolerant_mode=True)
@@ -622,16 +636,77 @@ def _run_dispatcher(args) -> int:
                           "(Ctrl-C stops it)")
 
 
+# A server that dies this often this quickly has a problem a restart will not fix.
+_MAX_RESTARTS, _RESTART_WINDOW_S = 5, 60.0
+
+
 def _run_worker(args) -> int:
     address = args.dispatcher.split("://")[-1]
     _, host, port = _split_address(address)
-    check_reachable(address)
+    # Workers are often started together with their dispatcher: give it time to come up.
+    deadline = time.monotonic() + max(args.wait, 0.0)
+    while True:
+        try:
+            check_reachable(address, timeout=min(CONNECT_TIMEOUT_S, max(args.wait, 0.1)))
+            break
+        except ConnectionError as error:
+            if time.monotonic() >= deadline:
+                print(f"keras-vtn data-service worker: error: {error}", file=sys.stderr)
+                return 2
+            time.sleep(0.5)
     name = args.host or ("localhost" if host in ("localhost", "127.0.0.1", "::1")
                          else socket.getfqdn())
+    worker_port = args.port or _free_port()
+    command = [sys.executable, "-m", "keras_vtn.data.service", f"{host}:{port}",
+               str(worker_port), name, str(args.heartbeat)]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    deaths: list[float] = []
+    while not stop.is_set():
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        child = subprocess.Popen(command, env=env)
+        while child.poll() is None and not stop.wait(0.2):
+            pass
+        if stop.is_set():
+            child.terminate()
+            child.wait()
+            return 0
+        code = child.returncode
+        if code == 0:
+            return 0
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < _RESTART_WINDOW_S] + [now]
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        if len(deaths) > _MAX_RESTARTS:
+            print(f"keras-vtn data-service worker: error: the worker server died "
+                  f"{len(deaths)} times in {_RESTART_WINDOW_S:g} s (last: {how}); giving up.",
+                  file=sys.stderr)
+            return 1
+        print(f"keras-vtn data-service worker: the server (pid {child.pid}) died ({how}); "
+              f"starting it again at {name}:{worker_port}", file=sys.stderr, flush=True)
+        time.sleep(0.5)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def _worker_server(dispatcher: str, port: int, name: str, heartbeat: float) -> int:
+    """The child process of `keras-vtn data-service worker`: one `WorkerServer`."""
+    with contextlib.suppress(Exception):  # Linux: end with the supervisor, even on SIGKILL
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     server = tf.data.experimental.service.WorkerServer(
         tf.data.experimental.service.WorkerConfig(
-            dispatcher_address=f"{host}:{port}", worker_address=f"{name}:%port%",
-            port=args.port, heartbeat_interval_ms=max(1, int(args.heartbeat * 1000)),
+            dispatcher_address=dispatcher, worker_address=f"{name}:%port%", port=port,
+            heartbeat_interval_ms=max(1, int(heartbeat * 1000)),
         ))
-    return _serve(server, f"keras-vtn data-service: worker {name}:{server._address.split(':')[-1]} "
-                          f"(pid {os.getpid()}) serving dispatcher {host}:{port}")
+    return _serve(server, f"keras-vtn data-service: worker {name}:{port} (pid {os.getpid()}) "
+                          f"serving dispatcher {dispatcher}")
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_server(sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])))
