@@ -379,6 +379,7 @@ def tfrecord_dataset(
     cycle_length: int | None = None,
     shuffle_buffer: int = 256,
     allow_incomplete: bool = False,
+    service: str | None = None,
     **kwargs,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(clip, label)` from `prepare`'s shards.
@@ -395,6 +396,8 @@ def tfrecord_dataset(
             reads its own subset of shards.
         cycle_length: shards read at once (interleave; default min(#shards, 16)).
         shuffle_buffer: examples shuffled in memory in training.
+        service: `"grpc://HOST:PORT"` of a tf.data service dispatcher: parse and decode on its
+            workers (`keras-vtn data-service`; see `keras_vtn.data.service`).
         **kwargs: the sampling / augmentation / batching options of `video_dataset`. Frame
             indices refer to the stored frames (`fps` given to `prepare`), and `short_side`
             resizes in the graph only when it differs from the stored size.
@@ -403,6 +406,13 @@ def tfrecord_dataset(
     pipeline's shards only with `input_context`), from `prepare`'s completion markers; None
     for shards `prepare` did not write (a glob or a file list without markers).
     """
+    if service is not None:
+        from keras_vtn.data import service as data_service
+
+        return data_service.tfrecord_dataset(
+            path, label_names=label_names, input_context=input_context,
+            cycle_length=cycle_length, shuffle_buffer=shuffle_buffer,
+            allow_incomplete=allow_incomplete, service=service, **kwargs)
     manifest = {}
     if isinstance(path, (list, tuple)):
         files = sorted(str(p) for p in path)
