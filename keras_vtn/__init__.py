@@ -9,16 +9,101 @@ A saved `.keras` model holds keras_vtn's layers by their registered names, so Ke
 only once `import keras_vtn` has registered them; `keras_vtn.load_model(path)` does both.
 """
 
+import contextlib as _contextlib
 import os as _os
+import re as _re
 import sys as _sys
+import tempfile as _tempfile
 
-from keras_vtn import cli as _cli
+# TensorFlow >= 2.19 logs through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the variable
+# cannot hide the lines printed while it loads (tensorflow/tensorflow#100442), and the CUDA
+# probe on a machine without an NVIDIA driver logs at ERROR level ("failed call to cuInit"),
+# which only level 3 hides -- together with every real error. So the command line loads
+# TensorFlow and probes its devices with stderr captured, then prints back every captured line
+# except these known, harmless ones.
+_NOISE = [
+    _re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
+    _re.compile(r"^I\d{4} .*\bport\.cc:\d+\] oneDNN custom operations are on"),
+    _re.compile(r"^I\d{4} .*\bcudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    _re.compile(r"^I\d{4} .*\bcpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
+    _re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with the"),
+]
+# Without an NVIDIA kernel driver no GPU can work, so this failure says nothing new; with one,
+# it explains why the GPU is not used and is kept.
+_CUINIT = _re.compile(r"^E\d{4} .*\] failed call to cuInit")
+
+
+def _is_noise(line: str, has_nvidia_driver: bool) -> bool:
+    if any(pattern.search(line) for pattern in _NOISE):
+        return True
+    return not has_nvidia_driver and bool(_CUINIT.search(line))
+
+
+def _filter_startup_log(text: str, has_nvidia_driver: bool | None = None) -> str:
+    """`text` without TensorFlow's known start-up noise lines (every other line is kept)."""
+    if has_nvidia_driver is None:
+        has_nvidia_driver = _os.path.exists("/proc/driver/nvidia")
+    kept = [line for line in text.splitlines(keepends=True)
+            if not _is_noise(line, has_nvidia_driver)]
+    return "".join(kept)
+
+
+@_contextlib.contextmanager
+def _stderr_filtered():
+    """Captures file descriptor 2 (C++ logs bypass `sys.stderr`); replays it filtered."""
+    try:
+        _sys.stderr.flush()
+        saved = _os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (e.g. closed): nothing to protect
+        yield
+        return
+    with _tempfile.TemporaryFile() as captured:
+        _os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with _contextlib.suppress(OSError, ValueError):
+                _sys.stderr.flush()
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = _filter_startup_log(text)
+            if kept:
+                _sys.stderr.write(kept)
+                _sys.stderr.flush()
+
+
+def _quiet_tensorflow_startup() -> None:
+    """Loads TensorFlow and initialises its devices without the start-up noise.
+
+    Called below before anything imports TensorFlow, only when the process is the command
+    line: Python users keep TensorFlow's logging as TensorFlow configures it.
+    """
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_filtered():
+        try:
+            import tensorflow as tf
+        except ImportError:  # another backend without TensorFlow: no TensorFlow noise either
+            return
+        # The CUDA probe (and its cuInit message) runs on the first device query; do it here.
+        tf.config.list_physical_devices()
+
+
+def _is_command_line_process(argv: list[str] | None = None) -> bool:
+    """Whether this process is `keras-vtn ...` or `python -m keras_vtn.cli|keras_vtn.demo`."""
+    argv = list(_sys.orig_argv if argv is None else argv)
+    if any(_os.path.basename(arg) in ("keras-vtn", "keras-vtn.exe") for arg in argv[:2]):
+        return True
+    return any(a == "-m" and b in ("keras_vtn.cli", "keras_vtn.demo")
+               for a, b in zip(argv, argv[1:], strict=False))
+
 
 # The command line quiets TensorFlow's start-up log, which it can do only before TensorFlow
 # loads -- and every `keras_vtn.*` import runs this file first. A Python user's import leaves
 # TensorFlow's logging alone.
-if _cli.is_command_line_process() and "--debug" not in _sys.orig_argv:
-    _cli.quiet_tensorflow_startup()
+if _is_command_line_process() and "--debug" not in _sys.orig_argv:
+    _quiet_tensorflow_startup()
 
 from keras_vtn import layers, weights  # noqa: E402
 from keras_vtn.evaluation import evaluate_views  # noqa: E402

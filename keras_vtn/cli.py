@@ -9,12 +9,9 @@ console free of TensorFlow's start-up chatter, and one-line errors for the usual
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
-import re
 import sys
-import tempfile
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
@@ -32,90 +29,12 @@ PROG = "keras-vtn"
 # Exit status of a user mistake, as argparse uses for a bad argument.
 USER_ERROR = 2
 
-# ---------------------------------------------------------------- TensorFlow start-up noise
-#
-# TensorFlow >= 2.19 logs through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the variable
-# cannot hide the lines printed while it loads (tensorflow/tensorflow#100442), and the CUDA
-# probe on a machine without an NVIDIA driver logs at ERROR level ("failed call to cuInit"),
-# which only level 3 hides -- together with every real error. So the command line loads
-# TensorFlow and probes its devices with stderr captured, then prints back every captured line
-# except these known, harmless ones.
-_NOISE = [
-    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called"),
-    re.compile(r"^I\d{4} .*\bport\.cc:\d+\] oneDNN custom operations are on"),
-    re.compile(r"^I\d{4} .*\bcudart_stub\.cc:\d+\] Could not find cuda drivers"),
-    re.compile(r"^I\d{4} .*\bcpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
-    re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with the"),
-]
-# Without an NVIDIA kernel driver no GPU can work, so this failure says nothing new; with one,
-# it explains why the GPU is not used and is kept.
-_CUINIT = re.compile(r"^E\d{4} .*\] failed call to cuInit")
+# The start-up filter lives in the package's `__init__`, the one module that runs before
+# TensorFlow loads (importing this module from there would upset `python -m keras_vtn.cli`).
+import keras_vtn as _package  # noqa: E402
 
-
-def _is_noise(line: str, has_nvidia_driver: bool) -> bool:
-    if any(pattern.search(line) for pattern in _NOISE):
-        return True
-    return not has_nvidia_driver and bool(_CUINIT.search(line))
-
-
-def filter_startup_log(text: str, has_nvidia_driver: bool | None = None) -> str:
-    """`text` without TensorFlow's known start-up noise lines (every other line is kept)."""
-    if has_nvidia_driver is None:
-        has_nvidia_driver = os.path.exists("/proc/driver/nvidia")
-    kept = [line for line in text.splitlines(keepends=True)
-            if not _is_noise(line, has_nvidia_driver)]
-    return "".join(kept)
-
-
-@contextlib.contextmanager
-def _stderr_filtered():
-    """Captures file descriptor 2 (C++ logs bypass `sys.stderr`); replays it filtered."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr (e.g. closed): nothing to protect
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", "replace")
-            kept = filter_startup_log(text)
-            if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
-
-
-def quiet_tensorflow_startup() -> None:
-    """Loads TensorFlow and initialises its devices without the start-up noise.
-
-    Called by `keras_vtn/__init__.py` before anything imports TensorFlow, only when the process
-    is this command line: Python users keep TensorFlow's logging as TensorFlow configures it.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_filtered():
-        try:
-            import tensorflow as tf
-        except ImportError:  # another backend without TensorFlow: no TensorFlow noise either
-            return
-        # The CUDA probe (and its cuInit message) runs on the first device query; do it here.
-        tf.config.list_physical_devices()
-
-
-def is_command_line_process(argv: list[str] | None = None) -> bool:
-    """Whether this process is `keras-vtn ...` or `python -m keras_vtn.cli|keras_vtn.demo`."""
-    argv = list(sys.orig_argv if argv is None else argv)
-    if any(os.path.basename(arg) in (PROG, PROG + ".exe") for arg in argv[:2]):
-        return True
-    return any(a == "-m" and b in ("keras_vtn.cli", "keras_vtn.demo")
-               for a, b in zip(argv, argv[1:], strict=False))
+filter_startup_log = _package._filter_startup_log
+is_command_line_process = _package._is_command_line_process
 
 
 # ------------------------------------------------------------------------ one-line errors

@@ -41,12 +41,13 @@ def command_line() -> list[str]:
 
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict | None = None, module: bool = False) -> subprocess.CompletedProcess:
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow", **(env or {})}
     # The test runner's own setting must not hide noise the command would print.
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run(
-        [*command_line(), *map(str, args)], cwd=cwd, env=environment, capture_output=True,
+        [*([sys.executable, "-m", "keras_vtn.cli"] if module else command_line()),
+         *map(str, args)], cwd=cwd, env=environment, capture_output=True,
         text=True, timeout=timeout,
     )
 
@@ -211,8 +212,10 @@ def test_debug_flag_shows_the_traceback_and_default_is_one_line(mistakes):
 
 
 def test_help_is_clean_and_says_no_issue_numbers():
-    for args in (["--help"], ["convert", "--help"], ["benchmark", "--help"]):
-        result = run_cli(*args)
+    # `python -m keras_vtn.cli` too: the package's import must not upset runpy.
+    for args, module in ((["--help"], True), (["convert", "--help"], False),
+                         (["benchmark", "--help"], False)):
+        result = run_cli(*args, module=module)
         assert result.returncode == 0, result.stderr
         assert noise_lines(result.stderr) == [], (args, result.stderr)
         assert result.stderr.strip() == "", (args, result.stderr)
