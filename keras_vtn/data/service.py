@@ -502,6 +502,7 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
     for failed_path, reason in manifest.get("failed", {}).items():
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
     passes = _RecordPasses(target, table, build_graph, report, True, "tfrecord_dataset")
+    passes.expected = tfr._count_videos(files, manifest.get("fingerprint"))
     ds = _record_client_dataset(passes, element_spec, config.repeat)
     ds = config.finish(ds, num_classes)
     ds = _annotate(ds, names, report, config)
@@ -511,7 +512,10 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
 
 
 class _RecordPasses(_Passes):
-    """Passes of the TFRecord path: records are known by file name, counted as they come."""
+    """Passes of the TFRecord path: records are known by file name, counted as they come;
+    `expected` is the number of videos in the shards (None when `prepare` did not say)."""
+
+    expected: int | None = None
 
     def start(self):
         check_reachable(self.target)
@@ -534,8 +538,16 @@ class _RecordPasses(_Passes):
         with self.lock:
             record = self.passes.pop(int(number))
         self.report.end_pass()
-        self.report.history[-1].update(
-            duplicated=sum(n - 1 for name, n in record.seen.items() if name))
+        entry = self.report.history[-1]
+        # records without a file name cannot be told apart: not counted as duplicates
+        entry.update(duplicated=sum(n - 1 for name, n in record.seen.items() if name))
+        if self.expected is not None:
+            entry.update(expected=self.expected, lost=self.expected - entry["decoded"]
+                         + entry["duplicated"])
+        if entry.get("lost") or entry["duplicated"]:
+            logger.warning("%s pass %d through %s: %s of %s videos never came back, %d came "
+                           "twice.", self.name, len(self.report.history), self.target,
+                           entry.get("lost", "?"), self.expected, entry["duplicated"])
         return np.int32(0)
 
 

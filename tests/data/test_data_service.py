@@ -19,7 +19,6 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from keras_vtn.data import prepare, tfrecord_dataset, video_dataset  # noqa: E402
-from keras_vtn.data import service as data_service  # noqa: E402
 from keras_vtn.data.testing import write_video  # noqa: E402
 
 NUM_VIDEOS = 12
@@ -141,11 +140,12 @@ def test_same_seed_gives_the_clips_of_the_in_process_pipeline(servers, pairs):
 def test_tfrecords_through_the_service(servers, pairs, tmp_path):
     out = str(tmp_path / "shards")
     prepare(pairs[:NUM_VIDEOS], out, num_shards=4, short_side=36, progress=False)
-    ds = data_service.tfrecord_dataset(out, service=servers["service"], **OPTIONS)
+    ds = tfrecord_dataset(out, service=servers["service"], **OPTIONS)
     assert ds.num_videos == NUM_VIDEOS
     labels = _labels_of(ds)
     assert sorted(labels) == list(range(NUM_VIDEOS))
-    assert ds.report.history[-1]["decoded"] == NUM_VIDEOS
+    assert ds.report.history[-1] == {"decoded": NUM_VIDEOS, "failed": 0, "attempted": NUM_VIDEOS,
+                                     "duplicated": 0, "expected": NUM_VIDEOS, "lost": 0}
     local = tfrecord_dataset(out, **OPTIONS)
     assert sorted(_labels_of(local)) == sorted(labels)
 
