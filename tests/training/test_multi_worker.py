@@ -1,11 +1,14 @@
-"""Multi-worker JAX training (2 processes on 127.0.0.1) with validation: uneven validation
-shares finish with exact metrics, and a worker killed mid-epoch ends the other with an error."""
+"""Multi-worker JAX training (2 processes on 127.0.0.1, one CPU device each, synchronised
+through gloo) with validation: uneven validation shares finish with exact metrics, a worker
+killed mid-epoch ends the other with an error, and SIGTERM stops a worker blocked in a
+collective."""
 
 import math
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -93,6 +96,12 @@ def test_uneven_validation_shares_finish_with_exact_metrics(motion, tmp_path):
     summary = read_summary(output)
     assert summary["replicas"] == 2 and summary["optimizer_iterations"] == 48 // BATCH
     assert summary["best_checkpoint"]["monitor"] == "val_accuracy"
+    # One global model: the same global batches and averaged gradients give both processes
+    # the same training losses.
+    other_summary = read_summary(output / "worker_1")
+    assert other_summary["replicas"] == 2
+    np.testing.assert_allclose(summary["history"]["loss"], other_summary["history"]["loss"],
+                               rtol=1e-6)
 
 
 def test_a_killed_worker_ends_the_other_with_an_error(motion, tmp_path):
@@ -123,3 +132,57 @@ def test_a_killed_worker_ends_the_other_with_an_error(motion, tmp_path):
     assert workers[0].returncode not in (0, None), log
     assert "Error" in log or "error" in log, log
     assert waited < 120
+
+
+_BLOCKED_WORKER = """
+import time
+import numpy as np
+from keras_vtn.training import Distribution
+Distribution("multi-worker")
+import jax
+from jax.experimental import multihost_utils
+print("ready", flush=True)
+if jax.process_index() == 1:
+    multihost_utils.process_allgather(np.zeros(1))  # process 0 never joins: blocked in gloo
+else:
+    time.sleep(600)
+"""
+
+
+def test_sigterm_ends_a_worker_blocked_in_a_collective_and_then_the_others(tmp_path):
+    """JAX's preemption notifier swallows SIGTERM; a worker must still stop when signalled,
+    and the others must then fail (heartbeat timeout) instead of waiting for it."""
+    addresses = f"127.0.0.1:{_free_port()},127.0.0.1:{_free_port()}"
+    logs = [open(tmp_path / f"worker_{i}.log", "w") for i in range(2)]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _BLOCKED_WORKER], cwd=REPO, stdout=logs[i],
+                         stderr=subprocess.STDOUT,
+                         env=subprocess_env(KERAS_BACKEND="jax",
+                                            KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses,
+                                            KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                                            KERAS_DISTRIBUTION_PROCESS_ID=str(i),
+                                            KERAS_VTN_HEARTBEAT_TIMEOUT="5"))
+        for i in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+                "ready" in (tmp_path / f"worker_{i}.log").read_text() for i in range(2)):
+            assert all(w.poll() is None for w in workers), _tail(tmp_path / "worker_0.log")
+            time.sleep(0.1)
+        time.sleep(1)  # worker 1 is now inside the all-gather
+        workers[1].send_signal(signal.SIGTERM)
+        try:
+            workers[1].wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM did not stop a worker blocked in a collective")
+        assert workers[1].returncode == -signal.SIGTERM
+        try:
+            workers[0].wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("worker 0 still runs 90 s after worker 1 ended:\n"
+                        + _tail(tmp_path / "worker_0.log"))
+    finally:
+        _stop(workers, logs)
+    assert workers[0].returncode != 0
+    assert "heartbeat" in _tail(tmp_path / "worker_0.log", 6000).lower()

@@ -1,21 +1,17 @@
 """Mixed precision training steps stay finite; MirroredStrategy (2 logical CPUs), JAX data
-parallel (2 host devices from --virtual-cpus) and multi-worker (2 JAX processes on 127.0.0.1)
-train the same model through the example script."""
+parallel (2 host devices from --virtual-cpus) train the same model through the example script
+(multi-worker JAX: test_multi_worker.py)."""
 
 import importlib.util
 import math
-import socket
-import subprocess
 
 import keras
 import numpy as np
 import pytest
 from training_helpers import (
-    REPO,
     TINY_VIVIT,
     read_summary,
     run,
-    subprocess_env,
     to_numpy,
     train_command,
 )
@@ -83,38 +79,6 @@ def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
     summary = _check(tmp_path)
     assert summary["parameters"] == build_model(
         "vivit", **TINY_VIVIT, num_classes=6, num_frames=8, image_size=32).count_params()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_multi_worker_two_jax_processes(small_motion, tmp_path):
-    """Two processes, one CPU device each, synchronised through gloo: one global model."""
-    addresses = f"127.0.0.1:{_free_port()},127.0.0.1:{_free_port()}"
-    command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
-                            extra=["--distribution", "multi-worker"])
-    workers = [
-        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env=subprocess_env(
-                             KERAS_BACKEND="jax", KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses,
-                             KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                             KERAS_DISTRIBUTION_PROCESS_ID=str(i)))
-        for i in range(2)
-    ]
-    try:
-        logs = [w.communicate(timeout=300)[0] for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    assert [w.returncode for w in workers] == [0, 0], "\n".join(log[-3000:] for log in logs)
-    chief = _check(tmp_path)
-    other = read_summary(tmp_path / "worker_1")
-    assert other["replicas"] == 2
-    # Same global batches and averaged gradients: both processes saw the same losses.
-    np.testing.assert_allclose(chief["history"]["loss"], other["history"]["loss"], rtol=1e-6)
 
 
 def test_multi_worker_on_tensorflow_is_a_clear_error():
