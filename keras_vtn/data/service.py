@@ -280,7 +280,7 @@ class _Passes:
         return np.int32(0)
 
 
-def _client_dataset(passes: _Passes, element_spec, repeat: bool, max_outstanding=None):
+def _client_dataset(passes: _Passes, element_spec, repeat: bool):
     """Elements `(frames, idx, status, label, clip_seed)` of pass after pass."""
     target = passes.target
 
@@ -291,7 +291,7 @@ def _client_dataset(passes: _Passes, element_spec, repeat: bool, max_outstanding
         number.set_shape([])
         remote = tf.data.experimental.service.from_dataset_id(
             processing_mode="distributed_epoch", service=target, dataset_id=dataset_id,
-            element_spec=element_spec, max_outstanding_requests=max_outstanding,
+            element_spec=element_spec,
         )
 
         def note(frames, idx, status, label, clip_seed, position, reason, detail):
@@ -401,6 +401,8 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
     ds = config.finish(ds, num_classes)
     if records.skipped:
         report.skipped.update(records.skipped)
+        logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
+            f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
     ds = _annotate(ds, records.label_names, report, config, records)
     ds.service = target
     return ds
