@@ -75,7 +75,14 @@ def export_model(model, path: str, format: str = "savedmodel", *, verbose: bool 
         _export_onnx_torch(model, path)
     else:
         _require("tf2onnx", "ONNX export on the TensorFlow backend")
-        model.export(path, format="onnx", verbose=verbose)
+        # Keras' ONNX route reads the signature only from a model that was called once; one
+        # fresh from a .keras file was not, so the signature is given from its inputs.
+        signature = [
+            keras.tree.map_structure(
+                lambda x: keras.InputSpec(shape=x.shape, dtype=x.dtype), model._inputs_struct
+            )
+        ]
+        model.export(path, format="onnx", verbose=verbose, input_signature=signature)
     return path
 
 

@@ -32,3 +32,10 @@ def test_check_videos_exit_status(tmp_path):
     broken = _check_videos(tmp_path)
     assert broken.returncode == 1, broken.stdout + broken.stderr[-2000:]
     assert "2 video files, 1 ok" in broken.stdout and "empty: 1" in broken.stdout
+
+
+def test_check_videos_on_a_missing_folder_is_an_error(tmp_path):
+    result = _check_videos(tmp_path / "no_such_folder")
+    assert result.returncode == 2, result.stdout + result.stderr[-2000:]
+    assert "No such folder of videos" in result.stderr and "no_such_folder" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -55,13 +55,7 @@ NOT_RUN = {
 
 # Commands that run here but fail from a known bug outside this test: (start, message the
 # failure must show, the bug). Each still runs; once it passes, the entry must go.
-KNOWN_FAILURES = {
-    "keras-vtn export runs/vivit/model.keras --format onnx": (
-        "The model provided has never called",
-        "Keras' ONNX export needs a model that was called once; a freshly loaded .keras model "
-        "was not (keras_vtn/export.py should call it on a zero batch or pass input_signature)",
-    ),
-}
+KNOWN_FAILURES: dict[str, tuple[str, str]] = {}
 
 
 def _bash_blocks(text: str) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import errno
 import os
 import sys
 from collections import Counter
@@ -90,6 +91,9 @@ def check_videos(
     Each file is checked once (`num_files` counts distinct files); `skipped` maps the paths a
     folder scan left out (a second path to a file already listed, a symlink loop) to why.
     """
+    if not os.path.isdir(root):
+        # an empty result would read as "nothing wrong" for a mistyped path
+        raise FileNotFoundError(errno.ENOENT, "No such folder of videos", root)
     missing: list[str] = []
     skipped: dict[str, str] = {}
     if csv:

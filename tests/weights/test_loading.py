@@ -281,10 +281,10 @@ def test_cli_convert(tmp_path, toy_pth, capsys):
     assert cli.main(["convert", str(path), "--family", "toy", "-o", str(out)]) == 2
     capsys.readouterr()
     # Without --family the names are those of a timm image ViT: refused with the reason.
-    assert cli.main(["convert", str(path), "-o", str(tmp_path / "b.weights.h5")]) == 1
+    assert cli.main(["convert", str(path), "-o", str(tmp_path / "b.weights.h5")]) == 2
     assert "image ViT checkpoint" in capsys.readouterr().err
-    assert cli.main(["convert", "missing.pth", "-o", str(tmp_path / "c.weights.h5")]) == 1
-    assert cli.main(["convert", str(path), "--family", "toy", "-o", str(tmp_path / "x.h5")]) == 1
+    assert cli.main(["convert", "missing.pth", "-o", str(tmp_path / "c.weights.h5")]) == 2
+    assert cli.main(["convert", str(path), "--family", "toy", "-o", str(tmp_path / "x.h5")]) == 2
     assert ".weights.h5" in capsys.readouterr().err
 
 
