@@ -10,7 +10,8 @@ epoch ends in Keras' "Your input ran out of data" warning.
 `Validation` reads the videos itself: under a JAX distribution every process reads its own
 share of the videos, padded with weight-0 clips to the same number of equal batches on every
 process; the loss and accuracies are weighted sums over the real clips only. Elsewhere
-(TensorFlow, PyTorch, JAX on one device) it predicts the global batches as they come.
+(TensorFlow, including MirroredStrategy, on one device; PyTorch) it predicts the global
+batches as they come.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Validation(keras.callbacks.Callback):
         self._global_batch = int(global_batch_size)
         self._top_k = int(top_k)
         self._dataset = None
-        self._jax_step = None
+        self._step = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -62,14 +63,25 @@ class Validation(keras.callbacks.Callback):
         logs["val_accuracy"] = top1 / count
         logs[f"val_top{self._top_k}"] = topk / count
 
-    # -- TensorFlow / PyTorch: global batches through predict_on_batch ------------------------
+    # -- TensorFlow / PyTorch: the global batches as they come -------------------------------
 
     def _plain_sums(self):
         if self._dataset is None:
             self._dataset = self._make_dataset(None, self._global_batch)
+        predict = self.model.predict_on_batch
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Not predict_on_batch: under MirroredStrategy it returns every replica's
+            # outputs for the whole batch (2 replicas: twice as many rows as clips).
+            if self._step is None:
+                model = self.model
+                self._step = tf.function(lambda x: model(x, training=False),
+                                             reduce_retracing=True)
+            predict = self._step
         sums = np.zeros(4)
         for clips, labels in self._dataset.as_numpy_iterator():
-            logits = self.model.predict_on_batch(clips)
+            logits = predict(clips)
             weights = np.ones(len(labels), "float32")
             sums += [float(keras.ops.convert_to_numpy(s))
                      for s in self._stats(labels, logits, weights)]
@@ -143,8 +155,8 @@ class Validation(keras.callbacks.Callback):
         return jax.make_array_from_process_local_data(layout, local)
 
     def _jax_function(self, distribution):
-        if self._jax_step is not None:
-            return self._jax_step
+        if self._step is not None:
+            return self._step
         import jax
 
         model = self.model
@@ -158,8 +170,8 @@ class Validation(keras.callbacks.Callback):
             # Replicated sums: every process reads the same four numbers.
             layout = distribution.get_data_layout((self._global_batch,)).backend_layout
             out = jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec())
-        self._jax_step = jax.jit(step, out_shardings=out)
-        return self._jax_step
+        self._step = jax.jit(step, out_shardings=out)
+        return self._step
 
     def _stats(self, labels, logits, weights):
         """Weighted sums of the loss, top-1 and top-k hits, and the weight."""

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from training_helpers import (
     TINY_VIVIT,
+    last_logged,
     read_summary,
+    reference_val_metrics,
     run,
     to_numpy,
     train_command,
@@ -65,10 +67,18 @@ def _check(output):
 
 
 def test_mirrored_strategy_on_two_logical_cpus(small_motion, tmp_path):
+    """With validation: each of the 6 clips once (batches of 4 and 2 over 2 replicas)."""
     command = train_command(small_motion, tmp_path, epochs=1, batch_size=4,
-                            extra=["--distribution", "mirrored", "--virtual-cpus", "2"])
+                            extra=["--distribution", "mirrored", "--virtual-cpus", "2",
+                                   "--val-split", "val"])
     run(command, timeout=300)
     _check(tmp_path)
+    logged = last_logged(tmp_path / "log.csv")
+    reference = reference_val_metrics(tmp_path / "model.keras", small_motion, 4)
+    assert reference["count"] == 6
+    for key in ("val_loss", "val_accuracy", "val_top5"):
+        np.testing.assert_allclose(logged[key], reference[key], rtol=1e-4, atol=1e-6,
+                                   err_msg=key)
 
 
 def test_jax_data_parallel_on_two_host_devices(small_motion, tmp_path):
