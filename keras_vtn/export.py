@@ -24,9 +24,11 @@ True
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
+import warnings
 
 FORMATS = ("savedmodel", "onnx", "litert")
 # Backends that build each format here (the first is the command line's fallback).
@@ -82,7 +84,19 @@ def export_model(model, path: str, format: str = "savedmodel", *, verbose: bool 
                 lambda x: keras.InputSpec(shape=x.shape, dtype=x.dtype), model._inputs_struct
             )
         ]
-        model.export(path, format="onnx", verbose=verbose, input_signature=signature)
+        # tf2onnx logs a traceback when one of its optional graph optimisers gives up (its
+        # einsum optimiser cannot read '...' equations); the graph is kept as it was, correct.
+        optimizer_log = logging.getLogger("tf2onnx.optimizer")
+        level = optimizer_log.level
+        if not verbose:
+            optimizer_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                # Keras' tf2onnx shim probes `np.object`, which NumPy 2 warns about.
+                warnings.simplefilter("ignore", FutureWarning)
+                model.export(path, format="onnx", verbose=verbose, input_signature=signature)
+        finally:
+            optimizer_log.setLevel(level)
     return path
 
 
