@@ -434,7 +434,9 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
         files = sorted(glob.glob(path))
     if not files:
         raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
-    names = list(label_names) if label_names is not None else manifest.get("label_names", [])
+    stored = manifest.get("label_names", [])
+    names = list(label_names) if label_names is not None else stored
+    label_table = tfr.stored_label_table(stored, names)
     config = ClipConfig(**kwargs)
     num_classes = max(len(names), 1)
     v, t = config.num_clips, config.num_frames
@@ -489,7 +491,7 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
             source_index = tf.sparse.to_dense(context["video/frame_index"])
             source_idx = tf.cond(tf.size(source_index) > 0,
                                  lambda: tf.gather(source_index, idx), lambda: idx)
-            label = tf.cast(context["clip/label/index"], tf.int32)
+            label = tfr.move_label(tf.cast(context["clip/label/index"], tf.int32), label_table)
             return (frames, source_idx, tf.constant(0, tf.int32), label,
                     tf.stack([seed, seed // 7]), context["video/filename"])
 

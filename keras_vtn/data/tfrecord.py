@@ -371,6 +371,26 @@ _CONTEXT = {
 _SEQUENCE = {"image/encoded": tf.io.FixedLenSequenceFeature([], tf.string)}
 
 
+def stored_label_table(stored: list[str], label_names: list[str]) -> tf.Tensor | None:
+    """Stored label index -> index in `label_names`; None when the two lists are the same.
+
+    Shards store indices of the manifest's classes. A caller (a model) with another class
+    list, a superset or another order, needs its own indices, or every video would be scored
+    against the wrong class without a word; a stored class it lacks is an error naming it.
+    """
+    if not stored or list(stored) == list(label_names):
+        return None
+    every_class = layouts.Records([""] * len(stored), list(range(len(stored))), list(stored))
+    return tf.constant(np.asarray(layouts.reindex(every_class, label_names).labels, np.int32))
+
+
+def move_label(label: tf.Tensor, table: tf.Tensor | None) -> tf.Tensor:
+    """`label` through `stored_label_table`'s table (negative labels, unlabelled, stay)."""
+    if table is None:
+        return label
+    return tf.where(label >= 0, tf.gather(table, tf.maximum(label, 0)), label)
+
+
 def tfrecord_dataset(
     path,
     *,
@@ -422,7 +442,9 @@ def tfrecord_dataset(
         files = sorted(glob.glob(path))
     if not files:
         raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
-    names = list(label_names) if label_names is not None else manifest.get("label_names", [])
+    stored = manifest.get("label_names", [])
+    names = list(label_names) if label_names is not None else stored
+    label_table = stored_label_table(stored, names)
     config = ClipConfig(**kwargs)
     num_classes = max(len(names), 1)
     v, t = config.num_clips, config.num_frames
@@ -460,7 +482,7 @@ def tfrecord_dataset(
         source_idx = tf.cond(
             tf.size(source_index) > 0, lambda: tf.gather(source_index, idx), lambda: idx
         )
-        label = tf.cast(context["clip/label/index"], tf.int32)
+        label = move_label(tf.cast(context["clip/label/index"], tf.int32), label_table)
         status = tf.constant(0, tf.int32)
         return frames, source_idx, status, label, tf.stack([element_seed, element_seed // 7])
 

@@ -104,9 +104,14 @@ def _clip_kwargs(config: TrainConfig) -> dict:
     )
 
 
-def train_dataset(config: TrainConfig, input_context=None):
-    """The training split: random clips, augmentation, global batches."""
+def train_dataset(config: TrainConfig, input_context=None, label_names=None):
+    """The training split: random clips, augmentation, global batches.
+
+    `label_names`: label the videos onto these classes by name (a fine-tuned model's).
+    """
     kwargs = _clip_kwargs(config)
+    if label_names is not None:
+        kwargs["label_names"] = list(label_names)
     kwargs.update(
         training=True, batch_size=config.batch_size, seed=config.seed, flip=config.flip,
         color_jitter=config.color_jitter, mixup_alpha=config.mixup_alpha,
@@ -147,6 +152,28 @@ def eval_dataset(config: TrainConfig, split: str | None = None, num_clips: int |
     if config.shuffle_frames:
         ds = data_lib.shuffle_frames(ds, config.seed)
     return ds
+
+
+def _fine_tuning_dataset(config: TrainConfig):
+    """The training split, labelled onto the classes of the run whose model `weights` names
+    (its `labels.txt`) when the videos' classes are among them, so its classifier keeps
+    meaning what it meant; other classes make a new task with the data's own class list."""
+    from keras_vtn.data.layouts import UnknownClassError
+    from keras_vtn.evaluation import run_labels_path
+
+    labels_path = run_labels_path(config.weights) if isinstance(config.weights, str) and \
+        os.path.isfile(config.weights) else None
+    if labels_path is None:
+        return train_dataset(config)
+    with open(labels_path, encoding="utf-8") as handle:
+        model_labels = [line.strip() for line in handle if line.strip()]
+    try:
+        return train_dataset(config, label_names=model_labels)
+    except UnknownClassError as err:
+        logging.getLogger(__name__).warning(
+            "The training videos hold classes that %s does not name (%s): they form a new "
+            "task, labelled with the data's own class list.", labels_path, err)
+        return train_dataset(config)
 
 
 def _steps_per_epoch(train_ds, config: TrainConfig) -> int:
@@ -191,21 +218,24 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
         keras.utils.set_random_seed(config.seed)
     distribution_lib.set_precision(config.precision)
 
-    train_ds = train_dataset(config)
+    train_ds = _fine_tuning_dataset(config)
+    label_names = train_ds.label_names
     one_hot = bool(config.mixup_alpha or config.cutmix_alpha)  # mixed batches: soft labels
-    # Validation sees one centre view per video; multi-view is evaluate_views' job.
+    # Validation sees one centre view per video; multi-view is evaluate_views' job. Its videos
+    # are labelled onto the training classes: a split holding only some of them would
+    # otherwise number its own classes 0, 1, ... and be scored against the wrong ones.
     val_label_mode = "one_hot" if one_hot else "int"
-    val_ds = eval_dataset(config, num_clips=1, num_crops=1,
-                          label_mode=val_label_mode) if config.val_split else None
+
+    val_ds = eval_dataset(config, num_clips=1, num_crops=1, label_mode=val_label_mode,
+                          label_names=label_names) if config.val_split else None
 
     def make_val_dataset(input_context, batch_size):
         if input_context is None and batch_size == config.batch_size:
             return val_ds
         extra = {} if input_context is None else {"input_context": input_context}
         return eval_dataset(config, num_clips=1, num_crops=1, batch_size=batch_size,
-                            label_mode=val_label_mode, **extra)
+                            label_mode=val_label_mode, label_names=label_names, **extra)
 
-    label_names = train_ds.label_names
     num_steps = config.steps_per_epoch or _steps_per_epoch(train_ds, config)
     updates_per_epoch = max(num_steps // max(config.gradient_accumulation_steps, 1), 1)
     lr = optimizers.scale_learning_rate(

@@ -142,3 +142,22 @@ def test_prepare_command(folder, tmp_path, capsys):
     out = str(tmp_path / "cli")
     assert cli.main(["prepare", folder, out, "--shards", "2", "--short-side", "32"]) == 0
     assert "4 videos in 2 shards" in capsys.readouterr().out
+
+
+def test_label_names_move_stored_labels_onto_the_callers_classes(shards):
+    out, _ = shards
+
+    def labels_by_file(**kwargs):
+        ds = tfrecord_dataset(out, num_frames=2, frame_stride=1, image_size=32, batch_size=1,
+                              return_frame_indices=False, **kwargs)
+        return ds.label_names, sorted(int(y[0]) for _, y in ds.as_numpy_iterator())
+
+    names, stored = labels_by_file()
+    assert names == ["class_0", "class_1"]
+    # A model whose classes are another list: the stored 0/1 become its indices 2/0.
+    model_classes = ["class_1", "other", "class_0"]
+    names, moved = labels_by_file(label_names=model_classes)
+    assert names == model_classes
+    assert moved == sorted({0: 2, 1: 0}[label] for label in stored)
+    with pytest.raises(ValueError, match="class_1"):
+        labels_by_file(label_names=["class_0", "other"])

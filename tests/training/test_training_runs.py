@@ -75,3 +75,61 @@ def test_tfrecords_of_unknown_size_ask_for_steps_per_epoch(small_motion, tmp_pat
     config.val_split = None
     with pytest.raises(ValueError, match="--steps-per-epoch"):
         train(config)
+
+
+def test_validation_of_a_class_subset_is_scored_against_the_training_classes(small_motion,
+                                                                            tmp_path):
+    # A validation split holding only 'moving_right' and 'receding' would number them 0 and
+    # 1 by itself ('approaching' and 'moving_down' for the model) and score every clip against
+    # the wrong class.
+    data = tmp_path / "data"
+    shutil.copytree(small_motion, data)
+    lines = (data / "val.csv").read_text().splitlines()
+    kept = [line for line in lines[1:] if line.split(",")[0] in ("moving_right", "receding")]
+    (data / "val.csv").write_text("\n".join(lines[:1] + kept) + "\n")
+    config = TrainConfig.from_preset(
+        "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT), data_root=str(data),
+        layout="csv", output_dir=str(tmp_path / "run"), epochs=1, batch_size=4, verbose=0,
+        backup=False,
+    )
+    summary = train(config)
+    label_names = summary["label_names"]
+    assert len(label_names) == 6
+
+    import keras
+
+    from keras_vtn.training.run import eval_dataset
+
+    model = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
+    hits = []
+    for clips, labels in eval_dataset(config, num_clips=1, num_crops=1,
+                                      label_names=label_names).as_numpy_iterator():
+        assert {label_names[i] for i in labels} <= {"moving_right", "receding"}
+        predicted = np.argmax(keras.ops.convert_to_numpy(model(clips, training=False)), -1)
+        hits.extend(predicted == labels)
+    assert len(hits) == len(kept)
+    logged = last_logged(tmp_path / "run" / "log.csv")
+    np.testing.assert_allclose(logged["val_accuracy"], np.mean(hits), atol=1e-6)
+
+
+def test_fine_tuning_a_run_on_some_of_its_classes_keeps_its_class_list(small_motion, tmp_path):
+    first = TrainConfig.from_preset(
+        "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT),
+        data_root=str(small_motion), layout="csv", output_dir=str(tmp_path / "first"),
+        epochs=1, batch_size=4, verbose=0, backup=False,
+    )
+    first.val_split = None
+    classes = train(first)["label_names"]
+    data = tmp_path / "two_classes"
+    shutil.copytree(small_motion, data)
+    lines = (data / "train.csv").read_text().splitlines()
+    kept = [line for line in lines[1:] if line.split(",")[0] in ("moving_right", "receding")]
+    (data / "train.csv").write_text("\n".join(lines[:1] + kept) + "\n")
+    second = TrainConfig.from_preset(
+        "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT), data_root=str(data),
+        layout="csv", output_dir=str(tmp_path / "second"), epochs=1, batch_size=2, verbose=0,
+        backup=False, weights=str(tmp_path / "first" / "model.keras"),
+    )
+    second.val_split = None
+    # The videos keep the first run's indices, so its classifier (all six classes) loads.
+    assert train(second)["label_names"] == classes
