@@ -515,7 +515,6 @@ def add_parser(subparsers) -> None:
 
 
 def run_evaluate(args) -> int:
-    from keras_vtn.data.dataset import relabel
     from keras_vtn.data.layouts import UnknownClassError
     from keras_vtn.training.data import make_dataset
     from keras_vtn.training.families import takes_frame_indices
@@ -528,13 +527,10 @@ def run_evaluate(args) -> int:
     names, label_source = model_label_names(args, num_classes)
     kwargs = dict(training=False, batch_size=args.batch_size, views_axis=True,
                   return_frame_indices=takes_frame_indices(model), **protocol_kwargs(protocol))
-    if names is not None and args.layout != "tfrecord":
+    if names is not None:
         kwargs["label_names"] = names  # the data are labelled onto the model's classes
     try:
         dataset = make_dataset(args.data_root, args.split, args.layout, **kwargs)
-        if names is not None and args.layout == "tfrecord":
-            # shards store indices of the manifest's classes: move them onto the model's
-            dataset = relabel(dataset, names)
     except UnknownClassError as error:
         if names is None:  # the layout's own class list (Kinetics-400) refused the data
             raise

@@ -475,41 +475,6 @@ def video_dataset(
     return _annotate(ds, records.label_names, report, config, records)
 
 
-def relabel(dataset: tf.data.Dataset, label_names: Sequence[str]) -> tf.data.Dataset:
-    """`dataset` (integer labels, with `label_names`) labelled onto `label_names` by name.
-
-    For datasets whose labels are fixed when they are read, such as `tfrecord_dataset`'s
-    (stored as indices of the manifest's classes): a model trained on other class lists
-    needs its own indices. Every class of the dataset must be among `label_names`.
-    """
-    names = list(label_names)
-    own = list(getattr(dataset, "label_names", None) or [])
-    if own == names:
-        return dataset
-    if not own:
-        raise ValueError("The dataset does not name its classes, so its labels cannot be "
-                         "matched to label_names.")
-    config = getattr(dataset, "config", None)
-    if config is not None and config.label_mode != "int":
-        raise ValueError("relabel needs integer labels (label_mode='int').")
-    # every class, not only those with videos: which classes the shards hold is unknown here
-    every_class = layouts.Records([""] * len(own), list(range(len(own))), own)
-    mapping = layouts.reindex(every_class, names).labels
-    table = tf.constant(np.asarray(mapping, np.int32))
-
-    def move(inputs, labels):
-        labels = tf.cast(labels, tf.int32)
-        moved = tf.gather(table, tf.clip_by_value(labels, 0, len(mapping) - 1))
-        return inputs, tf.where(labels >= 0, moved, labels)
-
-    out = dataset.map(move, num_parallel_calls=tf.data.AUTOTUNE)
-    out = _annotate(out, names, getattr(dataset, "report", None), config,
-                    getattr(dataset, "records", None))
-    if hasattr(dataset, "num_videos"):  # what a TFRecord dataset knows of its length
-        out.num_videos = dataset.num_videos
-    return out
-
-
 def _annotate(ds, label_names, report, config, records=None):
     ds.label_names = list(label_names)
     ds.label_map = {name: i for i, name in enumerate(label_names)}

@@ -156,7 +156,6 @@ def test_a_subset_of_the_model_classes_keeps_the_model_indices(tmp_path):
     # A split holding two of a 4-class model's classes: numbered by its own sorted names,
     # "receding" would be 1, the model's "moving_left".
     from keras_vtn.data import video_dataset
-    from keras_vtn.data.dataset import relabel
     from keras_vtn.data.layouts import from_pairs, reindex
 
     root = _class_tree(tmp_path, ["approaching", "receding"])
@@ -172,13 +171,6 @@ def test_a_subset_of_the_model_classes_keeps_the_model_indices(tmp_path):
                          ).records.labels == [0, 3]
     pairs = list(zip(own.paths, ["approaching", "receding"], strict=True))
     assert from_pairs(pairs, MODEL_CLASSES).labels == [0, 3]
-    # datasets whose labels are read as stored indices (TFRecords) are moved after reading
-    moved = relabel(video_dataset(root, num_frames=2, image_size=32, batch_size=4),
-                    MODEL_CLASSES)
-    assert moved.label_names == MODEL_CLASSES
-    assert sorted(int(y) for y in next(iter(moved))[1]) == [0, 3]
-    with pytest.raises(ValueError, match="'receding'"):
-        relabel(video_dataset(root, num_frames=2, image_size=32), MODEL_CLASSES[:3])
 
 
 def test_a_class_the_model_does_not_know_is_an_error_naming_it(tmp_path):
