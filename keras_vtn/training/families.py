@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 
@@ -54,6 +55,8 @@ def load_model(
                 f"{path!r}: give a saved `.keras` model, or --family with --weights for a "
                 "checkpoint (.weights.h5 or an original checkpoint)."
             )
+        if not os.path.isfile(path):  # Keras would say only "File not found" as a ValueError
+            raise FileNotFoundError(errno.ENOENT, "No saved model file", path)
         import keras_vtn.layers  # noqa: F401  (registers the serializable layers)
         for name in FAMILIES:  # register family-specific layers that are installed
             try:

@@ -304,3 +304,10 @@ def test_evaluate_moves_tfrecord_labels_onto_the_model_classes(motion_root, run_
     rows = np.array(report["confusion_matrix"]).sum(axis=1)
     assert report["label_names"] == list(MOTION_CLASSES)
     assert rows[MOTION_CLASSES.index("receding")] == 2 and rows.sum() == 4
+
+
+def test_a_missing_model_file_is_a_file_not_found_error(tmp_path):
+    from keras_vtn.training.families import load_model
+
+    with pytest.raises(FileNotFoundError, match="No saved model file"):
+        load_model(tmp_path / "missing.keras")
