@@ -429,11 +429,7 @@ def video_dataset(
 
         return data_service.video_dataset(source, root=root, label_names=label_names,
                                           input_context=input_context, service=service, **kwargs)
-    records = layouts.resolve(source, root, label_names)
-    if len(records) == 0:
-        raise ValueError(
-            f"No videos found for {source!r} ({len(records.missing)} listed but missing)."
-        )
+    records = resolve_records(source, root, label_names)
     config = ClipConfig(**kwargs)
     report = DecodeReport(config.training)
     loader = _Loader(records, config, report)
@@ -473,6 +469,16 @@ def video_dataset(
         logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
             f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
     return _annotate(ds, records.label_names, report, config, records)
+
+
+def resolve_records(source, root, label_names) -> layouts.Records:
+    """`layouts.resolve`, with no videos at all an error rather than an empty dataset."""
+    records = layouts.resolve(source, root, label_names)
+    if len(records) == 0:
+        raise ValueError(
+            f"No videos found for {source!r} ({len(records.missing)} listed but missing)."
+        )
+    return records
 
 
 def _annotate(ds, label_names, report, config, records=None):

@@ -61,8 +61,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import gen_script_ops, script_ops
 
-from keras_vtn.data import layouts
-from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate
+from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate, resolve_records
 from keras_vtn.data.decode import DecodeError, read_frames
 
 logger = logging.getLogger("keras_vtn.data")
@@ -339,11 +338,7 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
                   service: str, **kwargs) -> tf.data.Dataset:
     """`keras_vtn.data.video_dataset` with decoding on tf.data service workers."""
     target = check_reachable(service)
-    records = layouts.resolve(source, root, label_names)
-    if len(records) == 0:
-        raise ValueError(
-            f"No videos found for {source!r} ({len(records.missing)} listed but missing)."
-        )
+    records = resolve_records(source, root, label_names)
     config = ClipConfig(**kwargs)
     report = DecodeReport(config.training)
     num_classes = max(len(records.label_names), max(records.labels) + 1, 1)
@@ -420,20 +415,10 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
     record once; `shuffle_buffer` shuffles within each worker. A record's seed is drawn from
     the pass's seed and the record's bytes, so it does not depend on which worker reads it.
     """
-    import glob
-
     from keras_vtn.data import tfrecord as tfr
 
     target = check_reachable(service)
-    manifest = {}
-    if isinstance(path, (list, tuple)):
-        files = sorted(str(p) for p in path)
-    elif os.path.isdir(path):
-        files, manifest = tfr._folder_shards(path, allow_incomplete)
-    else:
-        files = sorted(glob.glob(path))
-    if not files:
-        raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
+    files, manifest = tfr.shard_files(path, allow_incomplete)
     stored = manifest.get("label_names", [])
     names = list(label_names) if label_names is not None else stored
     label_table = tfr.stored_label_table(stored, names)

@@ -371,6 +371,21 @@ _CONTEXT = {
 _SEQUENCE = {"image/encoded": tf.io.FixedLenSequenceFeature([], tf.string)}
 
 
+def shard_files(path, allow_incomplete: bool = False) -> tuple[list[str], dict]:
+    """`(shard files, manifest)` of a `prepare` folder (its complete shards), a glob pattern or
+    a list of files (no manifest)."""
+    manifest = {}
+    if isinstance(path, (list, tuple)):
+        files = sorted(str(p) for p in path)
+    elif os.path.isdir(path):
+        files, manifest = _folder_shards(path, allow_incomplete)
+    else:
+        files = sorted(glob.glob(path))
+    if not files:
+        raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
+    return files, manifest
+
+
 def stored_label_table(stored: list[str], label_names: list[str]) -> tf.Tensor | None:
     """Stored label index -> index in `label_names`; None when the two lists are the same.
 
@@ -433,15 +448,7 @@ def tfrecord_dataset(
             path, label_names=label_names, input_context=input_context,
             cycle_length=cycle_length, shuffle_buffer=shuffle_buffer,
             allow_incomplete=allow_incomplete, service=service, **kwargs)
-    manifest = {}
-    if isinstance(path, (list, tuple)):
-        files = sorted(str(p) for p in path)
-    elif os.path.isdir(path):
-        files, manifest = _folder_shards(path, allow_incomplete)
-    else:
-        files = sorted(glob.glob(path))
-    if not files:
-        raise FileNotFoundError(f"No .tfrecord shards at {path!r}; run `keras-vtn prepare` first.")
+    files, manifest = shard_files(path, allow_incomplete)
     stored = manifest.get("label_names", [])
     names = list(label_names) if label_names is not None else stored
     label_table = stored_label_table(stored, names)
