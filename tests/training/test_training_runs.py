@@ -77,16 +77,22 @@ def test_tfrecords_of_unknown_size_ask_for_steps_per_epoch(small_motion, tmp_pat
         train(config)
 
 
+def _copy_keeping(source, target, split, classes) -> list[str]:
+    """A copy of a motion dataset whose `split` lists only `classes`; returns the kept rows."""
+    shutil.copytree(source, target)
+    lines = (target / f"{split}.csv").read_text().splitlines()
+    kept = [line for line in lines[1:] if line.split(",")[0] in classes]
+    (target / f"{split}.csv").write_text("\n".join(lines[:1] + kept) + "\n")
+    return kept
+
+
 def test_validation_of_a_class_subset_is_scored_against_the_training_classes(small_motion,
                                                                             tmp_path):
     # A validation split holding only 'moving_right' and 'receding' would number them 0 and
     # 1 by itself ('approaching' and 'moving_down' for the model) and score every clip against
     # the wrong class.
     data = tmp_path / "data"
-    shutil.copytree(small_motion, data)
-    lines = (data / "val.csv").read_text().splitlines()
-    kept = [line for line in lines[1:] if line.split(",")[0] in ("moving_right", "receding")]
-    (data / "val.csv").write_text("\n".join(lines[:1] + kept) + "\n")
+    kept = _copy_keeping(small_motion, data, "val", ("moving_right", "receding"))
     config = TrainConfig.from_preset(
         "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT), data_root=str(data),
         layout="csv", output_dir=str(tmp_path / "run"), epochs=1, batch_size=4, verbose=0,
@@ -121,10 +127,7 @@ def test_fine_tuning_a_run_on_some_of_its_classes_keeps_its_class_list(small_mot
     first.val_split = None
     classes = train(first)["label_names"]
     data = tmp_path / "two_classes"
-    shutil.copytree(small_motion, data)
-    lines = (data / "train.csv").read_text().splitlines()
-    kept = [line for line in lines[1:] if line.split(",")[0] in ("moving_right", "receding")]
-    (data / "train.csv").write_text("\n".join(lines[:1] + kept) + "\n")
+    _copy_keeping(small_motion, data, "train", ("moving_right", "receding"))
     second = TrainConfig.from_preset(
         "motion_demo", family="vivit", model_kwargs=dict(TINY_VIVIT), data_root=str(data),
         layout="csv", output_dir=str(tmp_path / "second"), epochs=1, batch_size=2, verbose=0,
