@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    from keras_vtn.evaluation import parse_model_args
     from keras_vtn.training import TrainConfig
+    from keras_vtn.weights.cli import parse_model_args
 
     fields = {f for f in TrainConfig.__dataclass_fields__}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}

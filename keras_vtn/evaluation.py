@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from keras_vtn.io_utils import write_json
+from keras_vtn.weights.cli import parse_model_args
 
 AGGREGATES = ("logits", "probabilities", "log_probabilities")
 
@@ -271,19 +272,6 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-clips", type=int, help="temporal clips per video")
     group.add_argument("--num-crops", type=int, choices=[1, 3], help="spatial crops per clip")
     group.add_argument("--short-side", type=int, help="resize the short side before cropping")
-
-
-def parse_model_args(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--model-arg {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def model_from_args(args, **defaults):
