@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "export": "keras_vtn.export",
     "predict": "keras_vtn.prediction",
     "prepare": "keras_vtn.data.tfrecord",
+    "reencode-videos": "keras_vtn.data.reencode",
 }
 
 PROG = "keras-vtn"
