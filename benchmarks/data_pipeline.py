@@ -1,19 +1,32 @@
-"""Clips per second: keras_vtn video path and TFRecord path vs a naive PyAV loop.
+"""Clips per second of the keras_vtn video path against the decoders a user would pick instead.
 
-The videos are realistic for decoding cost: 320x240, 25 fps, 10 s (250 frames), H.264 at
-about 2.7 Mbit/s with GOP 50, every frame covered in temporal Gaussian noise (as in
-shared/specs/dependencies.md section 2). All three methods produce the same training clips:
-dense sampling of 16 frames at stride 4 (a random 2.5 s window), short side 256, random
-224x224 crop, uint8 output.
+Videos come from `benchmarks/video_corpus.py` (camera-like content, 10 s; H.264 with a key
+frame every 250 or 12 frames, VP9; 340x256 and 1280x720). For every video kind and
+sampling mode, every method turns the same list of (video, frame indices) into the same
+uint8 clips, resized to short side 256 (one view, centre crop 224) or 224 (three crops of
+224 along the long side), on a pool of 1 or 2 worker threads:
 
-- naive: for each clip, decode the whole video with PyAV to RGB, take the sampled frames,
-  resize and crop (one Python loop, as commonly written).
-- video path: `keras_vtn.data.video_dataset` (seek + decode only the window, parallel map).
-- TFRecord path: `keras_vtn.data.prepare` once (JPEG frames at short side 256, not timed),
-  then `keras_vtn.data.tfrecord_dataset`.
+- `keras_vtn`: `keras_vtn.data.decode.read_frames` (the decode step of `video_dataset`:
+  seek, decode forward, convert only the sampled frames, resize in swscale), then the crop.
+- `naive`: PyAV decodes every frame to full-size RGB, then the sampled frames are resized.
+- `decord`: `decord.VideoReader(width=, height=)` (resize in the decoder) + `get_batch`.
+- `torchcodec`: `VideoDecoder(...).get_frames_at`, then `torch.nn.functional.interpolate`.
+- `video_dataset` / `tfrecord_dataset`: the whole tf.data pipelines (their own samplers draw
+  the indices, from the same distribution) with `num_parallel_calls` = workers; TFRecords
+  come from `keras_vtn.data.prepare` (JPEG frames, not timed).
 
-Run: `python benchmarks/data_pipeline.py [--videos 8 --clips 48 --repeats 3]`; writes
-`benchmarks/results/data_pipeline.json` and prints a markdown table.
+Methods run interleaved (each repeat runs every method once, in a rotating order), so load
+from other processes on a shared machine hits all of them alike; the 1-minute load average
+is stored with every run. Peers that are not installed (`pip install -e .[bench]`) are
+skipped with a message. decord and torchcodec keep their default FFmpeg threading (decord:
+automatic, torchcodec: one thread), PyAV one thread per decoder; `CPU s/clip` counts all.
+
+`decoded/sampled`: frames the decoder produced per distinct frame requested, measured for
+`keras_vtn` (`VideoInfo.decoded_frames`) and `naive`; `min` is the least any decoder that
+starts at key frames must decode (from the key frame positions), what an ideal peer pays.
+
+Run: `python -m benchmarks.data_pipeline [--kinds ...] [--modes ...] [--repeats 3]`; writes
+`benchmarks/results/data_pipeline.json` and prints markdown tables.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -32,167 +46,321 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from benchmarks.video_corpus import KINDS, keyframes, make_corpus  # noqa: E402
 from keras_vtn.data import Sampler, prepare, tfrecord_dataset, video_dataset  # noqa: E402
-from keras_vtn.data.testing import write_video  # noqa: E402
+from keras_vtn.data.decode import probe, read_frames  # noqa: E402
 from keras_vtn.data.tfrecord import PrepareArgumentsError  # noqa: E402
 
-NUM_FRAMES, STRIDE, SHORT, CROP = 16, 4, 256, 224
+CROP = 224
+# mode: (sampling, frames, stride, clips, crops, short side)
+MODES = {
+    "dense16x4_1view": ("dense", 16, 4, 1, 1, 256),
+    "dense16x4_4x3": ("dense", 16, 4, 4, 3, 224),
+    "uniform8_1view": ("uniform", 8, 1, 1, 1, 256),
+}
 
 
-def make_videos(folder: str, count: int) -> list[str]:
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = os.path.join(folder, f"noisy_{i:02d}.mp4")
-        if not os.path.exists(path):
-            write_video(path, num_frames=250, height=240, width=320, fps=25, gop=50,
-                        noise=15.0, bit_rate=2_700_000, seed=i)
-        paths.append(path)
-    return paths
+def peers() -> dict:
+    """The installed peer decoders, and why the others are missing."""
+    found, missing = {}, {}
+    try:
+        import decord
+
+        found["decord"] = decord
+    except Exception as error:  # ImportError, or a wheel that does not load here
+        missing["decord"] = f"{type(error).__name__}: {error}"
+    try:
+        import torch
+        from torchcodec.decoders import VideoDecoder
+
+        found["torchcodec"] = (torch, VideoDecoder)
+    except Exception as error:
+        missing["torchcodec"] = f"{type(error).__name__}: {error}"
+    return found, missing
 
 
-def naive(paths: list[str], num_clips: int, seed: int) -> int:
-    """Decode the whole video, then sample, resize and crop: one clip at a time."""
-    rng = np.random.default_rng(seed)
-    sampler = Sampler("dense", NUM_FRAMES, STRIDE)
-    resize = tf.function(lambda x, size: tf.image.resize(x, size))
-    for k in range(num_clips):
-        with av.open(paths[k % len(paths)]) as container:
+def _short_size(width: int, height: int, short: int) -> tuple[int, int]:
+    scale = short / min(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def crops(clip: np.ndarray, num_crops: int) -> np.ndarray:
+    """(V, T, h, w, 3) -> (V * crops, T, 224, 224, 3): centre, or three along the long side."""
+    h, w = clip.shape[2:4]
+    if num_crops == 1:
+        top, left = (h - CROP) // 2, (w - CROP) // 2
+        return clip[:, :, top:top + CROP, left:left + CROP]
+    out = []
+    for v in range(clip.shape[0]):
+        for k in range(num_crops):
+            if w >= h:
+                top, left = (h - CROP) // 2, (w - CROP) * k // (num_crops - 1)
+            else:
+                top, left = (h - CROP) * k // (num_crops - 1), (w - CROP) // 2
+            out.append(clip[v, :, top:top + CROP, left:left + CROP])
+    return np.stack(out)
+
+
+class Methods:
+    """One function per method: (path, indices (V, T), mode) -> (clip, frames decoded)."""
+
+    def __init__(self, sizes: dict, found: dict):
+        self.sizes = sizes  # path -> (width, height), probed once, untimed, for every method
+        self.found = found
+        self.resize = tf.function(lambda x, size: tf.image.resize(x, size), reduce_retracing=True)
+
+    def keras_vtn(self, path, idx, mode):
+        short, num_crops = MODES[mode][5], MODES[mode][4]
+        frames, info = read_frames(path, idx, short_side=short)
+        return crops(frames, num_crops), info.decoded_frames
+
+    def naive(self, path, idx, mode):
+        short, num_crops = MODES[mode][5], MODES[mode][4]
+        with av.open(path) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        idx = sampler(len(frames), 25.0, training=True, rng=rng)[0]
-        clip = np.stack([frames[i] for i in idx])
-        h, w = clip.shape[1:3]
-        scale = SHORT / min(h, w)
-        clip = resize(clip, (round(h * scale), round(w * scale))).numpy()
-        top = rng.integers(0, clip.shape[1] - CROP + 1)
-        left = rng.integers(0, clip.shape[2] - CROP + 1)
-        clip = clip[:, top:top + CROP, left:left + CROP].round().clip(0, 255).astype(np.uint8)
-        assert clip.shape == (NUM_FRAMES, CROP, CROP, 3)
-    return num_clips
+        flat = np.minimum(idx.reshape(-1), len(frames) - 1)
+        clip = np.stack([frames[i] for i in flat])
+        w, h = _short_size(clip.shape[2], clip.shape[1], short)
+        clip = self.resize(clip, (h, w)).numpy().round().clip(0, 255).astype(np.uint8)
+        return crops(clip.reshape(idx.shape + clip.shape[1:]), num_crops), len(frames)
+
+    def decord(self, path, idx, mode):
+        decord = self.found["decord"]
+        short, num_crops = MODES[mode][5], MODES[mode][4]
+        w, h = _short_size(*self.sizes[path], short)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h)
+        flat = np.minimum(idx.reshape(-1), len(reader) - 1)
+        clip = reader.get_batch(list(flat)).asnumpy()
+        return crops(clip.reshape(idx.shape + clip.shape[1:]), num_crops), None
+
+    def torchcodec(self, path, idx, mode):
+        torch, decoder_class = self.found["torchcodec"]
+        short, num_crops = MODES[mode][5], MODES[mode][4]
+        w, h = _short_size(*self.sizes[path], short)
+        decoder = decoder_class(path, device="cpu")
+        flat = np.minimum(idx.reshape(-1), decoder.metadata.num_frames - 1)
+        batch = decoder.get_frames_at(indices=[int(i) for i in flat]).data  # (N, 3, H, W)
+        batch = torch.nn.functional.interpolate(batch.float(), size=(h, w), mode="bilinear",
+                                                antialias=False)
+        clip = batch.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return crops(clip.reshape(idx.shape + clip.shape[1:]), num_crops), None
+
+
+def minimum_decoded(wanted: np.ndarray, keys: list[int]) -> int:
+    """Least frames a key-frame-seeking decoder decodes for sorted unique `wanted`."""
+    keys = np.asarray(keys)
+    total, current = 0, None
+    for frame in wanted:
+        from_key = frame - keys[np.searchsorted(keys, frame, side="right") - 1] + 1
+        total += from_key if current is None else min(frame - current, from_key)
+        current = frame
+    return int(total)
+
+
+def run_pool(fn, tasks, mode, workers) -> dict:
+    load = os.getloadavg()[0]
+    cpu0, start = os.times(), time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda t: fn(t[0], t[1], mode), tasks))
+    seconds = time.perf_counter() - start
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    for clip, _ in results:
+        views = MODES[mode][3] * MODES[mode][4]
+        assert clip.shape == (views, MODES[mode][1], CROP, CROP, 3), clip.shape
+    decoded = [d for _, d in results]
+    sampled = sum(len(np.unique(t[1])) for t in tasks)
+    return {"clips": len(tasks), "seconds": seconds, "clips_per_s": len(tasks) / seconds,
+            "cpu_s_per_clip": cpu / len(tasks), "load_before": load,
+            "decoded_per_sampled": None if None in decoded else sum(decoded) / sampled}
 
 
 def consume(ds, num_clips: int) -> int:
     seen = 0
-    for clips, _ in ds:
-        seen += int(clips.shape[0])
+    for _ in ds:
+        seen += 1
         if seen >= num_clips:
             break
     return seen
 
 
-KWARGS = dict(training=True, num_frames=NUM_FRAMES, frame_stride=STRIDE, image_size=CROP,
-              short_side=SHORT, batch_size=8, repeat=True)
-
-
-def timed(fn, *args):
+def run_dataset(ds, num_clips) -> dict:
     load = os.getloadavg()[0]
-    cpu0 = os.times()
-    start = time.perf_counter()
-    clips = fn(*args)
+    cpu0, start = os.times(), time.perf_counter()
+    consume(ds, num_clips)
     seconds = time.perf_counter() - start
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return {"clips": clips, "seconds": seconds, "clips_per_s": clips / seconds,
-            "process_cpu_s": cpu, "load_before": load}
+    return {"clips": num_clips, "seconds": seconds, "clips_per_s": num_clips / seconds,
+            "cpu_s_per_clip": cpu / num_clips, "load_before": load, "decoded_per_sampled": None}
+
+
+def dataset_kwargs(mode: str, workers: int) -> dict:
+    sampling, frames, stride, clips, num_crops, short = MODES[mode]
+    kwargs = dict(num_frames=frames, sampling=sampling, frame_stride=stride, image_size=CROP,
+                  short_side=short, repeat=True, num_parallel_calls=workers, seed=0)
+    if clips == 1 and sampling == "dense":
+        kwargs.update(training=True, crop="random", flip=False)
+    else:
+        kwargs.update(training=False, num_clips=clips, num_crops=num_crops)
+    return kwargs
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--clips", type=int, default=24, help="clips per timed run")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--per-kind", type=int, default=2, help="videos per kind")
+    parser.add_argument("--clips", type=int, default=8, help="clips per timed run (340x256)")
+    parser.add_argument("--clips-720p", type=int, default=4, help="clips per timed run (720p)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-pipelines", action="store_true",
+                        help="skip the video_dataset / tfrecord_dataset rows")
     parser.add_argument("--workdir", default="/tmp/keras_vtn_bench")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                          "data_pipeline.json"))
     args = parser.parse_args(argv)
 
-    paths = make_videos(os.path.join(args.workdir, "videos"), args.videos)
-    pairs = [(p, 0) for p in paths]
-    shards = os.path.join(args.workdir, "tfrecords")
-    existed = os.path.exists(os.path.join(shards, "manifest.json"))
+    found, missing = peers()
+    for name, why in missing.items():
+        print(f"skipping {name}: not importable ({why}); pip install -e .[bench]",
+              file=sys.stderr)
     t0 = time.perf_counter()
-    try:
-        manifest = prepare(pairs, shards, num_shards=4, short_side=SHORT, progress=False)
-    except PrepareArgumentsError:  # shards of another --videos count or package version
-        existed = False
-        manifest = prepare(pairs, shards, num_shards=4, short_side=SHORT, progress=False,
-                           overwrite=True)
-    prepare_s = None if existed else time.perf_counter() - t0  # None: shards were reused
-    size_mb = sum(os.path.getsize(os.path.join(shards, s)) for s in manifest["shards"]) / 2**20
-    video_mb = sum(os.path.getsize(p) for p in paths) / 2**20
+    corpus = make_corpus(os.path.join(args.workdir, "corpus"), args.per_kind, args.kinds)
+    corpus_s = time.perf_counter() - t0
+    sizes, keys = {}, {}
+    for paths in corpus.values():
+        for p in paths:
+            info = probe(p)
+            sizes[p], keys[p] = (info.width, info.height), keyframes(p)
+    methods = Methods(sizes, found)
+    names = ["keras_vtn", "naive", *found]
+    rng = np.random.default_rng(0)
+    results = []
+    start_time = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    for kind in args.kinds:
+        paths = corpus[kind]
+        count = args.clips_720p if "720p" in kind else args.clips
+        for mode in args.modes:
+            sampling, frames, stride, clips, num_crops, short = MODES[mode]
+            sampler = Sampler(sampling, frames, stride, num_clips=clips)
+            training = clips == 1 and sampling == "dense"
+            tasks = []
+            for k in range(count):
+                p = paths[k % len(paths)]
+                info = probe(p)
+                tasks.append((p, sampler(info.num_frames, info.fps, training, rng)))
+            minimum = sum(minimum_decoded(np.unique(i), keys[p]) for p, i in tasks)
+            sampled = sum(len(np.unique(i)) for _, i in tasks)
+            pipelines = {}
+            if not args.no_pipelines:
+                pairs = [(p, 0) for p in paths]
+                shards = os.path.join(args.workdir, "tfrecords", f"{kind}_s{short}")
+                try:
+                    prepare(pairs, shards, num_shards=1, short_side=short, progress=False)
+                except PrepareArgumentsError:
+                    prepare(pairs, shards, num_shards=1, short_side=short, progress=False,
+                            overwrite=True)
+                for w in args.workers:
+                    kw = dataset_kwargs(mode, w)
+                    # each video listed 8 times: a pass ends in a barrier (the decode report
+                    # closes it), which a 2-video pass would hit every other clip
+                    pipelines[f"video_dataset@{w}"] = video_dataset(pairs * 8, **kw)
+                    pipelines[f"tfrecord_dataset@{w}"] = tfrecord_dataset(shards, **kw)
+                for ds in pipelines.values():
+                    consume(ds, 2)  # graph construction, thread pools
+            for name in names:  # warm-up: imports, tf.function tracing, first open
+                getattr(methods, name)(*tasks[0], mode)
+            runs = {}
+            for r in range(args.repeats):
+                order = names[r % len(names):] + names[: r % len(names)]
+                for w in args.workers:
+                    for name in order:
+                        runs.setdefault(f"{name}@{w}", []).append(
+                            run_pool(getattr(methods, name), tasks, mode, w))
+                    for key, ds in pipelines.items():
+                        if key.endswith(f"@{w}"):
+                            runs.setdefault(key, []).append(
+                                run_dataset(ds, count * (2 if "tfrecord" in key else 1)))
+                print(f"{kind} {mode} repeat {r}: " + ", ".join(
+                    f"{k} {v[-1]['clips_per_s']:.2f}" for k, v in runs.items()), file=sys.stderr)
+            summary = {}
+            for key, rs in runs.items():
+                ratio = None
+                w = key.rsplit("@", 1)[1]
+                fastest_peer = [p for p in ("decord", "torchcodec") if f"{p}@{w}" in runs]
+                if fastest_peer:
+                    # per repeat: against the faster peer of the same repeat (same load)
+                    ratio = statistics.median(
+                        rs[r]["clips_per_s"] / max(runs[f"{p}@{w}"][r]["clips_per_s"]
+                                                   for p in fastest_peer)
+                        for r in range(args.repeats))
+                dps = [x["decoded_per_sampled"] for x in rs]
+                summary[key] = {
+                    "clips_per_s": statistics.median(x["clips_per_s"] for x in rs),
+                    "cpu_s_per_clip": statistics.median(x["cpu_s_per_clip"] for x in rs),
+                    "decoded_per_sampled": None if None in dps else statistics.median(dps),
+                    "vs_fastest_peer": ratio,
+                    "load": [round(x["load_before"], 2) for x in rs],
+                }
+            results.append({"kind": kind, "mode": mode, "clips_per_run": count,
+                            "min_decoded_per_sampled": minimum / sampled,
+                            "summary": summary, "runs": runs})
+            print(table([results[-1]]), file=sys.stderr)
 
-    video_ds = video_dataset(pairs, seed=0, **KWARGS)
-    record_ds = tfrecord_dataset(shards, seed=0, **KWARGS)
-    consume(video_ds, 8)  # warm up: graph construction, thread pools
-    consume(record_ds, 8)
-    naive(paths, 1, 0)
-
-    runs = {"naive": [], "video": [], "tfrecord": []}
-    for r in range(args.repeats):  # interleave methods so machine noise hits all of them
-        runs["naive"].append(timed(naive, paths, args.clips, r))
-        runs["video"].append(timed(consume, video_ds, args.clips))
-        runs["tfrecord"].append(timed(consume, record_ds, args.clips))
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]['clips_per_s']:.2f}" for k, v in
-                                           runs.items()), file=sys.stderr)
-
-    median = {k: statistics.median(x["clips_per_s"] for x in v) for k, v in runs.items()}
-    # ratios within one repeat: the methods ran back to back, under similar machine load
-    paired = {k: [runs[k][r]["clips_per_s"] / runs["naive"][r]["clips_per_s"]
-                  for r in range(args.repeats)] for k in ("video", "tfrecord")}
-    cpu = {k: statistics.median(x["process_cpu_s"] / x["clips"] for x in v)
-           for k, v in runs.items()}
     result = {
         "setup": {
-            "videos": args.videos, "clips_per_run": args.clips, "repeats": args.repeats,
-            "video": "320x240, 25 fps, 10 s, H.264 2.7 Mbit/s, GOP 50, noise-textured",
-            "clip": f"dense {NUM_FRAMES} frames stride {STRIDE}, short side {SHORT}, "
-                    f"random crop {CROP}, uint8",
+            "kinds": {k: dict(zip(("codec", "width", "height", "fps", "keyint"), KINDS[k],
+                                  strict=True))
+                      for k in args.kinds},
+            "modes": {m: dict(zip(("sampling", "frames", "stride", "clips", "crops",
+                                   "short_side"), MODES[m], strict=True)) for m in args.modes},
+            "videos_per_kind": args.per_kind, "repeats": args.repeats,
+            "workers": args.workers, "corpus_seconds": corpus_s,
             "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
             "python": platform.python_version(), "tensorflow": tf.__version__,
-            "av": av.__version__,
+            "av": av.__version__, "ffmpeg_pyav": av.library_versions.get("libavcodec"),
+            "peers": {**{k: _version(k) for k in found}, **{k: "missing: " + v
+                                                         for k, v in missing.items()}},
+            "started": start_time,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "load_average_end": os.getloadavg(),
         },
-        "prepare_seconds": prepare_s,
-        "tfrecord_mb": size_mb,
-        "video_mb": video_mb,
-        "runs": runs,
-        "median_clips_per_s": median,
-        "speedup_vs_naive": {k: median[k] / median["naive"] for k in ("video", "tfrecord")},
-        "paired_speedup_per_repeat": paired,
-        "paired_speedup_median": {k: statistics.median(v) for k, v in paired.items()},
-        "cpu_seconds_per_clip": cpu,
+        "results": results,
     }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    # keep earlier invocations' medians: on a shared machine one run is not the whole story
-    history = []
-    if os.path.exists(args.output):
-        with open(args.output) as f:
-            old = json.load(f)
-        history = old.get("history", [])
-    history.append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "load_average": os.getloadavg(),
-                    "median_clips_per_s": median,
-                    "speedup_vs_naive": result["speedup_vs_naive"],
-                    "paired_speedup_median": result["paired_speedup_median"],
-                    "cpu_seconds_per_clip": cpu})
-    result["history"] = history
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    print(table(result))
+    print(table(results))
     return 0
 
 
-def table(result) -> str:
-    med, runs = result["median_clips_per_s"], result["runs"]
-    rows = [("naive loop (decode whole video, then sample)", "naive"),
-            ("`video_dataset` (seek + decode window, parallel map)", "video"),
-            ("`tfrecord_dataset` (JPEG frames, decode sampled only)", "tfrecord")]
-    lines = ["| pipeline | clips/s (median) | runs | vs naive | CPU s per clip |",
-             "|---|---|---|---|---|"]
-    for label, key in rows:
-        each = " / ".join(f"{x['clips_per_s']:.1f}" for x in runs[key])
-        cpu = statistics.median(x["process_cpu_s"] / x["clips"] for x in runs[key])
-        lines.append(f"| {label} | {med[key]:.1f} | {each} | {med[key] / med['naive']:.1f}x "
-                     f"| {cpu:.2f} |")
+def _version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("eva-decord" if name == "decord" else name)
+    except Exception:
+        try:
+            from importlib.metadata import version
+
+            return version(name)
+        except Exception:
+            return "?"
+
+
+def table(results) -> str:
+    lines = ["| video | mode | method @ workers | clips/s | vs fastest peer | CPU s/clip "
+             "| decoded/sampled (min) | load |", "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for key, s in res["summary"].items():
+            ratio = f"{s['vs_fastest_peer']:.2f}" if s["vs_fastest_peer"] else "–"
+            dps = f"{s['decoded_per_sampled']:.1f}" if s["decoded_per_sampled"] else "–"
+            lines.append(
+                f"| {res['kind']} | {res['mode']} | {key} | {s['clips_per_s']:.2f} | {ratio} "
+                f"| {s['cpu_s_per_clip']:.2f} | {dps} ({res['min_decoded_per_sampled']:.1f}) "
+                f"| {'/'.join(str(x) for x in s['load'])} |")
     return "\n".join(lines)
 
 

@@ -40,6 +40,11 @@ MAX_PIXELS = 1 << 26
 # Seek again when the next wanted frame is further ahead than this (in frames). Decoding
 # forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's worth of decoding.
 SEEK_GAP = 50
+# Below SEEK_GAP, seek when the key frames seen so far say one lies between here and the next
+# wanted frame, and decoding from it saves more than this many frames (a seek flushes the
+# decoder and reads the index: a few frames' worth). Files re-encoded with key frames every
+# 8-16 frames then decode a few frames per sampled frame instead of the whole gap.
+SEEK_COST = 4
 
 
 class DecodeError(Exception):
@@ -65,6 +70,9 @@ class VideoInfo:
     truncated: bool = False
     # with `truncated`: where the frames stop, and the decoder's error if one stopped them
     stop_detail: str = ""
+    # set by `read_frames`: frames the decoder produced to give the requested ones (the cost
+    # of decoding forward from key frames; benchmarks compare it to the frames requested)
+    decoded_frames: int = 0
 
 
 def stops_short(count: int, declared: int) -> bool:
@@ -236,6 +244,7 @@ class _Reader:
         self.time_base = float(self.stream.time_base) if self.stream.time_base else 1 / 90000
         self.start = self.stream.start_time or 0
         self.error: Exception | None = None
+        self.decoded = 0
 
     def _open_stream(self):
         self.container = _open(self.path)
@@ -291,6 +300,7 @@ class _Reader:
             except Exception as error:  # cut or corrupt data: the stream ends here
                 self.error = error
                 return
+            self.decoded += len(frames)
             yield from frames
 
     def decode_from(self, index: int | None):
@@ -354,6 +364,7 @@ def read_frames(
         if wanted.size == 0:
             raise ValueError("read_frames needs at least one frame index")
         images, real_count = _decode_wanted(reader, wanted)
+        decoded = reader.decoded
         if real_count > 0:
             info.truncated = True
             info.stop_detail = f"frames stop after {real_count} of the {info.num_frames} declared"
@@ -366,10 +377,21 @@ def read_frames(
                 reader.close()
                 reader = _Reader(path, reader.short_side, threads, interpolation)
                 images, _ = _decode_wanted(reader, np.unique(indices))
+                decoded += reader.decoded
+        info.decoded_frames = decoded
     finally:
         reader.close()
     stacked = np.stack([images[i] for i in indices.reshape(-1)])
     return stacked.reshape(indices.shape + stacked.shape[1:]), info
+
+
+def _seek_pays(index: int, target: int, last_key: int | None, interval: int) -> bool:
+    """Whether seeking from `index` to `target` decodes fewer frames than going forward,
+    predicting key frames every `interval` frames from `last_key` (0: not known yet)."""
+    if not interval or last_key is None:
+        return False
+    key = last_key + interval * ((target - last_key) // interval)
+    return key > index and (target - key) + SEEK_COST < target - index
 
 
 def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
@@ -380,11 +402,16 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
     last_frame = None  # the last decoded frame, converted only if the stream ends early
     last_index = -1
     restarted = False
+    # Key frames met while decoding forward: the last one, and the longest distance between
+    # two met in one forward run (consecutive then); the longest, so a scene-cut key frame
+    # does not make later ones look closer than they are.
+    last_key, interval = None, 0
     try:
         seek_to: int | None = int(wanted[0])
         while pos < len(wanted):
             jumped = False
             first = True
+            run_key = None
             for index, frame in reader.decode_from(seek_to):
                 overshot = first and seek_to and index > seek_to
                 if (overshot or index == -2) and not restarted:
@@ -396,13 +423,20 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
                     break
                 first = False
                 last_frame, last_index = frame, index
+                if frame.key_frame:
+                    if run_key is not None and index > run_key:
+                        interval = max(interval, index - run_key)
+                    run_key = last_key = index
                 if index < wanted[pos]:
                     continue
                 image = reader.to_rgb(frame)
                 while pos < len(wanted) and wanted[pos] <= index:
                     images[int(wanted[pos])] = image
                     pos += 1
-                if pos < len(wanted) and wanted[pos] - index > SEEK_GAP:
+                if pos < len(wanted) and (
+                    wanted[pos] - index > SEEK_GAP
+                    or _seek_pays(index, int(wanted[pos]), last_key, interval)
+                ):
                     seek_to = int(wanted[pos])
                     jumped = True
                     break

@@ -58,3 +58,14 @@ def test_folder_keeps_layout_resumes_and_reports_broken_files(tmp_path, capsys):
     assert "1 re-encoded, 0 already there, 1 failed" in capsys.readouterr().out
     again = reencode.reencode_folder(str(root), str(out), keyint=5)
     assert again["kept"] == 1 and again["done"] == 0 and len(again["failed"]) == 1
+
+
+def test_short_key_frame_intervals_are_used_for_seeking(tmp_path):
+    # what re-encoding buys: with key frames every 10 frames, frames 31 apart cost a seek and
+    # a few frames each, not the whole gap; and every frame is still the one asked for
+    path = str(tmp_path / "k10.mp4")
+    write_video(path, num_frames=250, height=32, width=32, gop=10)
+    wanted = [15, 46, 77, 108, 139, 170, 201, 232]
+    frames, info = read_frames(path, wanted)
+    assert [read_index(f) for f in frames] == wanted
+    assert info.decoded_frames < 120  # the gaps alone are 217 frames
