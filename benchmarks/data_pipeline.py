@@ -217,11 +217,23 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pipelines", action="store_true",
                         help="skip the video_dataset / tfrecord_dataset rows")
+    parser.add_argument("--reencode-effect", action="store_true",
+                        help="only measure keras_vtn on the key-frame-250 videos before and "
+                        "after keras_vtn.data.reencode (short side 256, key frame every 16); "
+                        "adds `reencode_effect` to the output file")
+    parser.add_argument("--table", metavar="JSON", help="only print the summary table of a "
+                        "results file")
     parser.add_argument("--workdir", default="/tmp/keras_vtn_bench")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results",
                                                          "data_pipeline.json"))
     args = parser.parse_args(argv)
 
+    if args.table:
+        with open(args.table) as f:
+            print(compact_table(json.load(f)))
+        return 0
+    if args.reencode_effect:
+        return reencode_effect(args)
     found, missing = peers()
     for name, why in missing.items():
         print(f"skipping {name}: not importable ({why}); pip install -e .[bench]",
@@ -334,6 +346,93 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=1)
     print(table(results))
     return 0
+
+
+def reencode_effect(args) -> int:
+    """keras_vtn clips/s on the key-frame-250 kinds, as uploaded and after re-encoding."""
+    from keras_vtn.data.reencode import reencode_video
+
+    kinds = [k for k in args.kinds if KINDS[k][4] == 250]
+    corpus = make_corpus(os.path.join(args.workdir, "corpus"), args.per_kind, kinds)
+    methods = Methods({}, {})
+    rng = np.random.default_rng(1)
+    out = {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        again = [reencode_video(p, os.path.join(args.workdir, "reencoded", os.path.basename(p)
+                                                + ".mp4"), short_side=256, keyint=16)
+                 for p in corpus[kind]]
+        reencode_s = (time.perf_counter() - t0) / len(again)
+        count = args.clips_720p if "720p" in kind else args.clips
+        for mode in ("dense16x4_1view", "uniform8_1view"):
+            sampling, frames, stride, clips, _, _ = MODES[mode]
+            sampler = Sampler(sampling, frames, stride, num_clips=clips)
+            picks = []
+            for k in range(count):
+                info = probe(corpus[kind][k % len(again)])
+                picks.append((k % len(again),
+                              sampler(info.num_frames, info.fps, sampling == "dense", rng)))
+            runs = {"original": [], "reencoded": []}
+            for _ in range(args.repeats):  # interleaved
+                for name, paths in (("original", corpus[kind]), ("reencoded", again)):
+                    runs[name].append(run_pool(methods.keras_vtn,
+                                               [(paths[i], idx) for i, idx in picks], mode, 1))
+            med = {k: statistics.median(x["clips_per_s"] for x in v) for k, v in runs.items()}
+            out[f"{kind}/{mode}"] = {
+                "clips_per_s": med, "speedup": med["reencoded"] / med["original"],
+                "cpu_s_per_clip": {k: statistics.median(x["cpu_s_per_clip"] for x in v)
+                                   for k, v in runs.items()},
+                "decoded_per_sampled": {k: statistics.median(x["decoded_per_sampled"] for x in v)
+                                        for k, v in runs.items()},
+                "reencode_seconds_per_video": reencode_s,
+                "mib": {"original": sum(os.path.getsize(p) for p in corpus[kind]) / 2**20,
+                        "reencoded": sum(os.path.getsize(p) for p in again) / 2**20},
+                "load": [round(x["load_before"], 2) for v in runs.values() for x in v],
+            }
+            print(kind, mode, json.dumps(out[f"{kind}/{mode}"]), file=sys.stderr)
+    result = {}
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            result = json.load(f)
+    result["reencode_effect"] = {
+        "what": "keras_vtn read_frames + crop, 1 worker, before/after reencode_video "
+                "(short side 256, keyint 16, crf 23)",
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_average_end": os.getloadavg(), "results": out}
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+def compact_table(result) -> str:
+    """One row per video kind, mode and worker count (the README tables)."""
+    cols = ["keras_vtn", "decord", "torchcodec", "naive", "video_dataset", "tfrecord_dataset"]
+    lines = ["| video | mode | workers | keras_vtn | decord | torchcodec | naive | video_dataset "
+             "| tfrecord_dataset | keras_vtn / fastest peer | tfrecord / fastest peer "
+             "| CPU s/clip keras_vtn · decord · torchcodec | decoded/sampled keras_vtn (min) "
+             "| load |", "|---" * 14 + "|"]
+    for res in result["results"]:
+        for w in result["setup"]["workers"]:
+            s = {c: res["summary"].get(f"{c}@{w}") for c in cols}
+
+            def rate(c, s=s):
+                return f"{s[c]['clips_per_s']:.2f}" if s[c] else "–"
+
+            def ratio(c, s=s):
+                return f"{s[c]['vs_fastest_peer']:.2f}×" if s[c] and s[c]["vs_fastest_peer"] \
+                    else "–"
+
+            cpu = " · ".join(f"{s[c]['cpu_s_per_clip']:.3f}" if s[c] else "–"
+                             for c in cols[:3])
+            dps = s["keras_vtn"]["decoded_per_sampled"]
+            loads = [x for c in cols if s[c] for x in s[c]["load"]]
+            lines.append(
+                f"| {res['kind']} | {res['mode']} | {w} | "
+                + " | ".join(rate(c) for c in cols)
+                + f" | {ratio('keras_vtn')} | {ratio('tfrecord_dataset')} | {cpu} "
+                f"| {dps:.1f} ({res['min_decoded_per_sampled']:.1f}) "
+                f"| {min(loads):.1f}–{max(loads):.1f} |")
+    return "\n".join(lines)
 
 
 def _version(name: str) -> str:
