@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 # Failure reasons, in the order they are checked; `DecodeReport` counts them by name.
 # not_a_file: a folder, FIFO or device with a video name (opening a FIFO would block);
@@ -245,6 +246,7 @@ class _Reader:
         self.start = self.stream.start_time or 0
         self.error: Exception | None = None
         self.decoded = 0
+        self.reformatter = VideoReformatter()
 
     def _open_stream(self):
         self.container = _open(self.path)
@@ -280,9 +282,12 @@ class _Reader:
             out_h, out_w = _target_size(height, width, self.short_side)
         else:
             out_w, out_h = _target_size(width, height, self.short_side)
-        image = frame.to_ndarray(
-            format="rgb24", width=out_w, height=out_h, interpolation=self.interpolation
-        )
+        # One reformatter per reader: `frame.to_ndarray(width=...)` builds a new swscale
+        # context for every frame, which cost more than the conversion itself (1.07 ms
+        # against 0.42 ms per 340x256 frame, identical pixels).
+        image = self.reformatter.reformat(
+            frame, width=out_w, height=out_h, format="rgb24", interpolation=self.interpolation
+        ).to_ndarray()
         if rotation:
             # frame.rotation is the counter-clockwise angle to show the frame upright.
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
