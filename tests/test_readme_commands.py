@@ -18,10 +18,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 from test_cli import HF_FOLDER, LAPS_VIT, LIN_VTN, REPO, command_line, noise_lines
-
-pytestmark = pytest.mark.slow
 
 README = os.path.join(REPO, "README.md")
 
