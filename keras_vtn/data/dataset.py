@@ -447,13 +447,7 @@ def video_dataset(
         label = tf.gather(labels_table, tf.maximum(index, 0))
         return frames, idx, status, label, tf.stack([element_seed, element_seed // 7])
 
-    indices = tf.data.Dataset.range(len(records))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if config.shuffle:
-        indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((indices, seeds))
+    ds = pass_order(len(records), config, input_context)
     ds = ds.map(decode, num_parallel_calls=config.parallel, deterministic=config.deterministic)
     # The end-of-pass marker (index -1, where the report closes the pass) comes after the
     # parallel map, not through it: concatenate reaches it only once every element of the pass
@@ -469,6 +463,19 @@ def video_dataset(
         logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
             f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
     return _annotate(ds, records.label_names, report, config, records)
+
+
+def pass_order(num_records: int, config: ClipConfig, input_context=None) -> tf.data.Dataset:
+    """`(record index, element seed)` of each pass: this pipeline's share of the records,
+    reshuffled and with new seeds at every iteration (the same in-process and on tf.data
+    service workers, so a seed gives the same clips either way)."""
+    indices = tf.data.Dataset.range(num_records)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if config.shuffle:
+        indices = indices.shuffle(num_records, seed=config.seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((indices, seeds))
 
 
 def resolve_records(source, root, label_names) -> layouts.Records:

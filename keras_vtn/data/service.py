@@ -61,7 +61,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import gen_script_ops, script_ops
 
-from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate, resolve_records
+from keras_vtn.data.dataset import (
+    ClipConfig,
+    DecodeReport,
+    _annotate,
+    pass_order,
+    resolve_records,
+)
 from keras_vtn.data.decode import DecodeError, read_frames
 
 logger = logging.getLogger("keras_vtn.data")
@@ -349,13 +355,7 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
 
     # The order and seeds of a pass, made exactly as `video_dataset` makes them in-process:
     # each new iteration of this small dataset is the next pass (reshuffled, new seeds).
-    indices = tf.data.Dataset.range(len(records))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if config.shuffle:
-        indices = indices.shuffle(len(records), seed=config.seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
-    order = tf.data.Dataset.zip((indices, seeds)).batch(1 << 20)
+    order = pass_order(len(records), config, input_context).batch(1 << 20)
 
     def table():
         rows = [batch for batch in order.as_numpy_iterator()]
