@@ -285,8 +285,10 @@ class _Passes:
         return np.int32(0)
 
 
-def _client_dataset(passes: _Passes, element_spec, repeat: bool):
-    """Elements `(frames, idx, status, label, clip_seed)` of pass after pass."""
+def _client_dataset(passes, element_spec, repeat: bool, note):
+    """Elements `(frames, idx, status, label, clip_seed)` of pass after pass: each pass is
+    registered with the dispatcher, read once, and closed by an end marker. `note(number)`
+    gives the map that records each element of pass `number` in the report."""
     target = passes.target
 
     def one_pass(_):
@@ -299,22 +301,28 @@ def _client_dataset(passes: _Passes, element_spec, repeat: bool):
             element_spec=element_spec,
         )
 
+        def end(_):
+            tf.numpy_function(passes.end, [number], tf.int32, name="end_pass")
+            return _empty_element(element_spec)
+
+        marker = tf.data.Dataset.range(1).map(end)
+        return remote.map(note(number)).concatenate(marker)
+
+    passes_ds = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    return passes_ds.flat_map(one_pass)
+
+
+def _note_video(passes: _Passes):
+    def for_pass(number):
         def note(frames, idx, status, label, clip_seed, position, reason, detail):
             status = tf.numpy_function(passes.note, [number, position, status, reason, detail],
                                        tf.int32, name="note_element")
             status.set_shape([])
             return frames, idx, status, label, clip_seed
 
-        def end(_):
-            tf.numpy_function(passes.end, [number], tf.int32, name="end_pass")
-            return _empty_element(element_spec)
+        return note
 
-        marker = tf.data.Dataset.range(1).map(end)
-        return remote.map(note).concatenate(marker)
-
-    count = None if repeat else 1
-    passes_ds = tf.data.Dataset.range(count) if count else tf.data.Dataset.counter()
-    return passes_ds.flat_map(one_pass)
+    return for_pass
 
 
 def _empty_element(spec):
@@ -392,7 +400,7 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
     )
     passes = _Passes(target, table, build_graph, report, bool(config.shuffle or config.training),
                      "video_dataset")
-    ds = _client_dataset(passes, element_spec, config.repeat)
+    ds = _client_dataset(passes, element_spec, config.repeat, _note_video(passes))
     ds = config.finish(ds, num_classes)
     if records.skipped:
         report.skipped.update(records.skipped)
@@ -492,7 +500,7 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
     passes = _RecordPasses(target, table, build_graph, report, True, "tfrecord_dataset")
     passes.expected = tfr._count_videos(files, manifest.get("fingerprint"))
-    ds = _record_client_dataset(passes, element_spec, config.repeat)
+    ds = _client_dataset(passes, element_spec, config.repeat, _note_record(passes))
     ds = config.finish(ds, num_classes)
     ds = _annotate(ds, names, report, config)
     ds.num_videos = tfr._count_videos(files, manifest.get("fingerprint"))
@@ -540,32 +548,17 @@ class _RecordPasses(_Passes):
         return np.int32(0)
 
 
-def _record_client_dataset(passes: _RecordPasses, element_spec, repeat: bool):
-    target = passes.target
-
-    def one_pass(_):
-        dataset_id, number = tf.numpy_function(passes.start, [], [tf.string, tf.int64],
-                                               name="register_pass")
-        dataset_id.set_shape([])
-        number.set_shape([])
-        remote = tf.data.experimental.service.from_dataset_id(
-            processing_mode="distributed_epoch", service=target, dataset_id=dataset_id,
-            element_spec=element_spec)
-
+def _note_record(passes: _RecordPasses):
+    def for_pass(number):
         def note(frames, idx, status, label, clip_seed, name):
             done = tf.numpy_function(passes.note_record, [number, name], tf.int32,
                                      name="note_record")
             done.set_shape([])
             return frames, idx, status + done, label, clip_seed
 
-        def end(_):
-            tf.numpy_function(passes.end, [number], tf.int32, name="end_pass")
-            return _empty_element(element_spec)
+        return note
 
-        return remote.map(note).concatenate(tf.data.Dataset.range(1).map(end))
-
-    passes_ds = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    return passes_ds.flat_map(one_pass)
+    return for_pass
 
 
 # ------------------------------------------------------------------------- command line
