@@ -201,10 +201,9 @@ def test_family_without_converter_is_a_clear_error(toy_pth, monkeypatch):
         load_weights(model, str(path), "ghost")
 
 
-def test_registry_download_convert_and_cache(keras_home, server, toy_pth):
-    path, state = toy_pth
-    server.files["toy.pth"] = path.read_bytes()
-    entry = {
+def _toy_entry(server) -> dict:
+    """A registry entry for the toy checkpoint served as `toy.pth`."""
+    return {
         "id": "toy/k400",
         "name": "k400",
         "family": "toy",
@@ -215,7 +214,12 @@ def test_registry_download_convert_and_cache(keras_home, server, toy_pth):
         "files": [{"url": f"{server.base}/files/toy.pth", "fname": "toy.pth", "sha256": None}],
         "cache_dir": "test/toy",
     }
-    register(entry)
+
+
+def test_registry_download_convert_and_cache(keras_home, server, toy_pth):
+    path, state = toy_pth
+    server.files["toy.pth"] = path.read_bytes()
+    register(_toy_entry(server))
     try:
         model = build_toy(weights="k400")
         converted = os.listdir(os.path.join(str(keras_home), "keras_vtn", "converted"))
@@ -291,18 +295,7 @@ def test_cli_convert(tmp_path, toy_pth, capsys):
 def test_truncated_converted_cache_is_reported_removed_and_rebuilt(keras_home, server, toy_pth):
     path, _ = toy_pth
     server.files["toy.pth"] = path.read_bytes()
-    entry = {
-        "id": "toy/k400",
-        "name": "k400",
-        "family": "toy",
-        "match": {},
-        "kind": "video",
-        "config": {"num_classes": 5},
-        "format": "pytorch",
-        "files": [{"url": f"{server.base}/files/toy.pth", "fname": "toy.pth", "sha256": None}],
-        "cache_dir": "test/toy",
-    }
-    register(entry)
+    register(_toy_entry(server))
     try:
         model = build_toy(weights="k400")
         folder = os.path.join(str(keras_home), "keras_vtn", "converted")
