@@ -541,34 +541,6 @@ class RestrictedUnpickler(pickle._Unpickler):
             raise self._refuse(f"creates an instance of {describe(cls)} without calling it")
         self.append(self._call(cls, ()))
 
-    @_opcode(pickle.NEWOBJ_EX)
-    def load_newobj_ex(self):
-        raise self._refuse("creates an object with keyword arguments (NEWOBJ_EX)")
-
-    @_opcode(pickle.INST)
-    def load_inst(self):
-        raise self._refuse("instantiates a class with the INST opcode")
-
-    @_opcode(pickle.OBJ)
-    def load_obj(self):
-        raise self._refuse("instantiates a class with the OBJ opcode")
-
-    @_opcode(pickle.EXT1)
-    def load_ext1(self):
-        raise self._refuse("uses the copyreg extension registry (EXT1)")
-
-    @_opcode(pickle.EXT2)
-    def load_ext2(self):
-        raise self._refuse("uses the copyreg extension registry (EXT2)")
-
-    @_opcode(pickle.EXT4)
-    def load_ext4(self):
-        raise self._refuse("uses the copyreg extension registry (EXT4)")
-
-    @_opcode(pickle.BYTEARRAY8)
-    def load_bytearray8(self):
-        raise self._refuse("holds a protocol-5 bytearray, which torch.save never writes")
-
     @_opcode(pickle.BUILD)
     def load_build(self):
         self.stack.pop()
@@ -578,21 +550,22 @@ class RestrictedUnpickler(pickle._Unpickler):
         if self._created.get(id(inst)) is not inst or not isinstance(inst, dict):
             raise self._refuse(f"sets the state of {describe(inst)} (BUILD)")
 
-    @_opcode(pickle.APPEND)
-    def load_append(self):
-        value = self.stack.pop()
+    def _own_list(self) -> list:
+        """The list on top of the stack, which APPEND(S) may fill; refused if not a list."""
         target = self.stack[-1]
         if type(target) is not list:
             raise self._refuse(f"appends to {describe(target)}")
-        target.append(value)
+        return target
+
+    @_opcode(pickle.APPEND)
+    def load_append(self):
+        value = self.stack.pop()
+        self._own_list().append(value)
 
     @_opcode(pickle.APPENDS)
     def load_appends(self):
         items = self.pop_mark()
-        target = self.stack[-1]
-        if type(target) is not list:
-            raise self._refuse(f"appends to {describe(target)}")
-        target.extend(items)
+        self._own_list().extend(items)
 
     def _set_items(self, target, items) -> None:
         if not isinstance(target, dict):
@@ -635,6 +608,29 @@ class RestrictedUnpickler(pickle._Unpickler):
         items = self.pop_mark()
         self._check_keys(items)
         self.append(frozenset(items))
+
+
+# Opcodes that would build objects without an admitted call, or that torch.save never writes.
+_REFUSED_OPCODES = {
+    pickle.NEWOBJ_EX: "creates an object with keyword arguments (NEWOBJ_EX)",
+    pickle.INST: "instantiates a class with the INST opcode",
+    pickle.OBJ: "instantiates a class with the OBJ opcode",
+    pickle.EXT1: "uses the copyreg extension registry (EXT1)",
+    pickle.EXT2: "uses the copyreg extension registry (EXT2)",
+    pickle.EXT4: "uses the copyreg extension registry (EXT4)",
+    pickle.BYTEARRAY8: "holds a protocol-5 bytearray, which torch.save never writes",
+}
+
+
+def _refusal(what: str):
+    def refuse(unpickler: RestrictedUnpickler):
+        raise unpickler._refuse(what)
+
+    return refuse
+
+
+for _code, _what in _REFUSED_OPCODES.items():
+    _opcode(_code)(_refusal(_what))
 
 
 def _unpickle(data_or_file, path: str, storage_for=None, pickle_bytes: int | None = None):
