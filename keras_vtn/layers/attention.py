@@ -7,7 +7,7 @@ import os
 import keras
 from keras import ops
 
-from keras_vtn.layers.utils import merge_last, split_last
+from keras_vtn.layers.utils import ConfiguredLayer, merge_last, split_last
 
 
 def scaled_dot_product_attention(
@@ -146,15 +146,17 @@ def mask_rows(mask, start: int, rows: int):
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class MultiHeadSelfAttention(keras.layers.Layer):
+class MultiHeadSelfAttention(ConfiguredLayer):
     """Multi-head self-attention over the token axis (-2) of (..., N, D) inputs.
 
     Separate `query`, `key`, `value` Dense layers (kernels (D, H·d)) and an `output` Dense
     (H·d → D). Every leading axis is a batch axis, so (batch, T, N, D) inputs attend within
     each frame. The head width `head_dim` may differ from D / H.
 
-    Subclasses change one step: `project_qkv` (what q, k, v are), `attend` (which tokens
-    meet) or `transform_heads` (what happens to the per-head outputs before the merge).
+    Subclasses change one step: `build_projections` (which Dense layers exist; `qkv_denses`
+    makes a query/key/value set), `project_qkv` (what q, k, v are), `attend` (which tokens
+    meet) or `transform_heads` (what happens to the per-head outputs before the merge), and
+    list the constructor arguments they add in `config_arguments`.
 
     `call(..., query_tokens=n)` computes the output of the first n tokens only (their
     queries against every key): what a last block needs when only its CLS output is used.
@@ -165,6 +167,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     >>> tuple(MultiHeadSelfAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
+
+    config_arguments = (
+        "num_heads",
+        "qkv_bias",
+        "output_bias",
+        "attention_dropout_rate",
+        "kernel_initializer",
+        "bias_initializer",
+    )
 
     def __init__(
         self,
@@ -213,9 +224,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.output_dense = self._dense(dim, self.output_bias, "output", inner)
 
     def build_projections(self, dim: int, inner: int):
-        self.query = self._dense(inner, self.qkv_bias, "query", dim)
-        self.key = self._dense(inner, self.qkv_bias, "key", dim)
-        self.value = self._dense(inner, self.qkv_bias, "value", dim)
+        self.query, self.key, self.value = self.qkv_denses(dim, inner)
+
+    def qkv_denses(self, dim: int, inner: int, suffix: str = ""):
+        """Query, key and value Dense layers (D → H·d) named query{suffix}, key{suffix}..."""
+        return tuple(
+            self._dense(inner, self.qkv_bias, name + suffix, dim)
+            for name in ("query", "key", "value")
+        )
 
     def split_heads(self, x):
         return split_last(x, (-1, self.head_dim))
@@ -245,22 +261,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query, key, value = self.project_qkv(inputs, query_tokens)
         if query_tokens is not None and attention_mask is not None:
             attention_mask = mask_rows(attention_mask, 0, query_tokens)
-        heads = self.attend(query, key, value, attention_mask, training)
-        heads = self.transform_heads(heads)
-        return self.output_dense(merge_last(heads, 2))
+        return self.merge_heads(self.attend(query, key, value, attention_mask, training))
+
+    def merge_heads(self, heads):
+        """The layer output from the per-head outputs (..., N, H, d): `transform_heads`, then
+        the heads merged and projected by `output`."""
+        return self.output_dense(merge_last(self.transform_heads(heads), 2))
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            head_dim=self._head_dim,
-            qkv_bias=self.qkv_bias,
-            output_bias=self.output_bias,
-            attention_dropout_rate=self.attention_dropout_rate,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-        )
-        return config
+        # The argument, not the width `build` resolves it to (None follows the input width).
+        return {**super().get_config(), "head_dim": self._head_dim}

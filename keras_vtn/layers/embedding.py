@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vtn.layers.utils import to_tuple
+from keras_vtn.layers.utils import ConfiguredLayer, to_tuple
 
 
 def _patchify(x, patch: tuple[int, ...], spatial_rank: int):
@@ -50,10 +50,12 @@ def _patchify(x, patch: tuple[int, ...], spatial_rank: int):
     return ops.reshape(x, (-1, *lead, *grid, math.prod(patch) * channels))
 
 
-class _PatchProjection(keras.layers.Layer):
+class _PatchProjection(ConfiguredLayer):
     """Shared weights and projection of the patch embeddings (a conv with kernel = stride)."""
 
     spatial_rank: int
+    # Each subclass adds its patch size under its own name.
+    config_arguments = ("hidden_dim", "use_bias", "kernel_initializer", "bias_initializer")
 
     def __init__(
         self,
@@ -98,17 +100,6 @@ class _PatchProjection(keras.layers.Layer):
         """Number of patches along each patched axis for an input of `spatial_shape`."""
         return tuple(int(s) // p for s, p in zip(spatial_shape, self.patch_size, strict=False))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            patch_size=self.patch_size,
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
 class TubeletEmbedding(_PatchProjection):
@@ -130,6 +121,7 @@ class TubeletEmbedding(_PatchProjection):
     """
 
     spatial_rank = 3
+    config_arguments = ("tubelet_size", "flatten")
 
     def __init__(self, hidden_dim: int, tubelet_size=(2, 16, 16), flatten: bool = True, **kwargs):
         super().__init__(hidden_dim, kwargs.pop("patch_size", tubelet_size), **kwargs)
@@ -172,12 +164,6 @@ class TubeletEmbedding(_PatchProjection):
             return np.repeat(image_kernel[None], t, axis=0) / t
         raise ValueError(f"Unknown method {method!r}; use 'central_frame' or 'inflate'.")
 
-    def get_config(self):
-        config = super().get_config()
-        config["tubelet_size"] = config.pop("patch_size")
-        config["flatten"] = self.flatten
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
 class PatchEmbedding(_PatchProjection):
@@ -194,6 +180,7 @@ class PatchEmbedding(_PatchProjection):
     """
 
     spatial_rank = 2
+    config_arguments = ("patch_size",)
 
     def __init__(self, hidden_dim: int, patch_size=16, **kwargs):
         super().__init__(hidden_dim, patch_size, **kwargs)
@@ -209,7 +196,7 @@ class PatchEmbedding(_PatchProjection):
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class ClassToken(keras.layers.Layer):
+class ClassToken(ConfiguredLayer):
     """Prepends one learned token along the token axis (-2).
 
     For (batch, T, N, D) inputs every frame gets the same token, as ViViT's factorised
@@ -220,6 +207,8 @@ class ClassToken(keras.layers.Layer):
     >>> tuple(ClassToken()(np.zeros((2, 5, 8), "float32")).shape)
     (2, 6, 8)
     """
+
+    config_arguments = ("initializer",)
 
     def __init__(self, initializer="zeros", **kwargs):
         super().__init__(**kwargs)
@@ -240,11 +229,6 @@ class ClassToken(keras.layers.Layer):
         n = input_shape[-2]
         return (*input_shape[:-2], None if n is None else n + 1, input_shape[-1])
 
-    def get_config(self):
-        config = super().get_config()
-        config["initializer"] = keras.initializers.serialize(self.initializer)
-        return config
-
 
 def _linear_resize_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     """Linear interpolation along one axis with half-pixel centres (tf.image/jax 'linear')."""
@@ -263,7 +247,7 @@ def _linear_resize_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(ConfiguredLayer):
     """Learned position embedding added to the tokens.
 
     The table has shape (sequence_length, D), read from the input's token axis (-2). For
@@ -276,6 +260,8 @@ class PositionEmbedding(keras.layers.Layer):
     >>> tuple(PositionEmbedding()(np.zeros((2, 5, 8), "float32")).shape)
     (2, 5, 8)
     """
+
+    config_arguments = ("initializer",)
 
     def __init__(self, initializer=None, **kwargs):
         super().__init__(**kwargs)
@@ -295,11 +281,6 @@ class PositionEmbedding(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config["initializer"] = keras.initializers.serialize(self.initializer)
-        return config
 
     @staticmethod
     def resize(

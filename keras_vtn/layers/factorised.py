@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
-from keras_vtn.layers.transformer import ACTIVATIONS, DropPath, MLPBlock, layer_norm
+from keras_vtn.layers.transformer import ACTIVATIONS, ResidualBlock
+from keras_vtn.layers.utils import check_choice
 
 ATTENTION_ORDERS = ("time_space", "space_time")
 
@@ -74,7 +75,7 @@ class FactorisedDotProductAttention(MultiHeadSelfAttention):
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class FactorisedSelfAttentionBlock(keras.layers.Layer):
+class FactorisedSelfAttentionBlock(ResidualBlock):
     """Factorised self-attention block (ViViT Model 3) on (batch, T, N, D) tokens.
 
     Two pre-LN attention sub-blocks, each with its own LayerNorm, then a pre-LN MLP:
@@ -95,6 +96,19 @@ class FactorisedSelfAttentionBlock(keras.layers.Layer):
     (1, 3, 5, 8)
     """
 
+    config_arguments = (
+        "num_heads",
+        "mlp_dim",
+        "attention_order",
+        "layer_norm_epsilon",
+        "activation",
+        "qkv_bias",
+        "dropout_rate",
+        "attention_dropout_rate",
+        "drop_path_rate",
+        "drop_path_scale",
+    )
+
     def __init__(
         self,
         num_heads: int,
@@ -110,12 +124,8 @@ class FactorisedSelfAttentionBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if attention_order not in ATTENTION_ORDERS:
-            raise ValueError(
-                f"Unknown attention_order {attention_order!r}; use one of {ATTENTION_ORDERS}."
-            )
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {activation!r}; use one of {ACTIVATIONS}.")
+        check_choice("attention_order", attention_order, ATTENTION_ORDERS)
+        check_choice("activation", activation, ACTIVATIONS)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
         self.attention_order = attention_order
@@ -127,54 +137,36 @@ class FactorisedSelfAttentionBlock(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.drop_path_scale = drop_path_scale
 
-    def _attention(self, name: str):
-        return MultiHeadSelfAttention(
+    def _build_attention(self, name: str, input_shape):
+        attention = MultiHeadSelfAttention(
             self.num_heads,
             qkv_bias=self.qkv_bias,
             attention_dropout_rate=self.attention_dropout_rate,
             dtype=self.dtype_policy,
             name=name,
         )
+        attention.build(input_shape)
+        return attention
 
     def build(self, input_shape):
         _check_video_tokens(input_shape, "FactorisedSelfAttentionBlock")
-        self.spatial_norm = layer_norm(self.layer_norm_epsilon, "spatial_norm", self.dtype_policy)
-        self.spatial_attention = self._attention("spatial_attention")
-        self.temporal_norm = layer_norm(self.layer_norm_epsilon, "temporal_norm", self.dtype_policy)
-        self.temporal_attention = self._attention("temporal_attention")
-        self.mlp_norm = layer_norm(self.layer_norm_epsilon, "mlp_norm", self.dtype_policy)
-        self.mlp = MLPBlock(
-            self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
-        )
         swapped = (input_shape[0], input_shape[2], input_shape[1], input_shape[3])
-        for layer, shape in (
-            (self.spatial_norm, input_shape),
-            (self.spatial_attention, input_shape),
-            (self.temporal_norm, swapped),
-            (self.temporal_attention, swapped),
-            (self.mlp_norm, input_shape),
-            (self.mlp, input_shape),
-        ):
-            layer.build(shape)
-        # Same dtype policy as the block, or they would cast float16 branches back to float32.
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
-        self.drop_path = DropPath(
-            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy
-        )
-
-    def _residual(self, x, branch, training):
-        branch = self.dropout(branch, training=training)
-        return x + self.drop_path(branch, training=training)
+        self.spatial_norm = self.build_norm("spatial_norm", input_shape)
+        self.spatial_attention = self._build_attention("spatial_attention", input_shape)
+        self.temporal_norm = self.build_norm("temporal_norm", swapped)
+        self.temporal_attention = self._build_attention("temporal_attention", swapped)
+        self.mlp_norm = self.build_norm("mlp_norm", input_shape)
+        self.build_mlp(input_shape)
+        self.build_residual()
 
     def _spatial(self, x, training):
         attended = self.spatial_attention(self.spatial_norm(x), training=training)
-        return self._residual(x, attended, training)
+        return x + self.residual(attended, training)
 
     def _temporal(self, x, training):
         x = _swap_time_space(x)  # attention runs over the token axis, so bring T there
         attended = self.temporal_attention(self.temporal_norm(x), training=training)
-        x = self._residual(x, attended, training)
-        return _swap_time_space(x)
+        return _swap_time_space(x + self.residual(attended, training))
 
     def call(self, inputs, training=None):
         x = inputs
@@ -182,24 +174,7 @@ class FactorisedSelfAttentionBlock(keras.layers.Layer):
             x = self._spatial(self._temporal(x, training), training)
         else:
             x = self._temporal(self._spatial(x, training), training)
-        mlp = self.mlp(self.mlp_norm(x), training=training)
-        return x + self.drop_path(mlp, training=training)
+        return x + self.mlp_branch(self.mlp_norm(x), training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            attention_order=self.attention_order,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            activation=self.activation,
-            qkv_bias=self.qkv_bias,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            drop_path_rate=self.drop_path_rate,
-            drop_path_scale=self.drop_path_scale,
-        )
-        return config

@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention, scaled_dot_product_attention
 from keras_vtn.layers.shift import TemporalShift
-from keras_vtn.layers.utils import merge_last, split_last
+from keras_vtn.layers.utils import check_choice, merge_last, split_last
 
 LEAP_SHIFTS = ("periodic", "tsm")
 
@@ -65,6 +65,8 @@ class LeapAttention(MultiHeadSelfAttention):
     (1, 4, 5, 8)
     """
 
+    config_arguments = ("level", "shift", "fold_div")
+
     def __init__(
         self,
         num_heads: int,
@@ -74,8 +76,7 @@ class LeapAttention(MultiHeadSelfAttention):
         **kwargs,
     ):
         super().__init__(num_heads, **kwargs)
-        if shift is not None and shift not in LEAP_SHIFTS:
-            raise ValueError(f"Unknown shift {shift!r}; use one of {LEAP_SHIFTS} or None.")
+        check_choice("shift", shift, (*LEAP_SHIFTS, None))
         if int(fold_div) < 0:
             raise ValueError(f"`fold_div` must be >= 0 (0 = no shift), got {fold_div}.")
         self.level = None if level is None else int(level)
@@ -84,10 +85,7 @@ class LeapAttention(MultiHeadSelfAttention):
         self.shifter = None
         if shift is not None and self.fold_div:
             self.shifter = TemporalShift(
-                "periodic" if shift == "periodic" else "tsm",
-                fold_div=self.fold_div,
-                dtype=self.dtype_policy,
-                name="shift",
+                shift, fold_div=self.fold_div, dtype=self.dtype_policy, name="shift"
             )
 
     def build(self, input_shape):
@@ -151,8 +149,3 @@ class LeapAttention(MultiHeadSelfAttention):
             return self.shifter(heads)
         merged = self.shifter(merge_last(heads, 2))
         return split_last(merged, (self.num_heads, self.head_dim))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(level=self.level, shift=self.shift, fold_div=self.fold_div)
-        return config

@@ -33,6 +33,8 @@ class LinformerAttention(MultiHeadSelfAttention):
         one_kv_head: one shared key/value head instead of H.
         share_kv: the projected keys double as values.
         qkv_bias: bias on the query/key/value projections.
+        **kwargs: `output_bias`, `attention_dropout_rate` and the other arguments of
+            `MultiHeadSelfAttention`.
 
     Weights: `query/kernel` (D, H·d), `key/kernel` (D, d or H·d), `value/kernel` (unless
     `share_kv`), `key_sequence_projection` (N, k), `value_sequence_projection` (N, k, unless
@@ -45,6 +47,8 @@ class LinformerAttention(MultiHeadSelfAttention):
     (1, 7, 8)
     """
 
+    config_arguments = ("projected_length", "sequence_length", "one_kv_head", "share_kv")
+
     def __init__(
         self,
         num_heads: int,
@@ -54,18 +58,9 @@ class LinformerAttention(MultiHeadSelfAttention):
         one_kv_head: bool = False,
         share_kv: bool = True,
         qkv_bias: bool = False,
-        output_bias: bool = True,
-        attention_dropout_rate: float = 0.0,
         **kwargs,
     ):
-        super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            qkv_bias=qkv_bias,
-            output_bias=output_bias,
-            attention_dropout_rate=attention_dropout_rate,
-            **kwargs,
-        )
+        super().__init__(num_heads, head_dim=head_dim, qkv_bias=qkv_bias, **kwargs)
         self.projected_length = int(projected_length)
         self.sequence_length = None if sequence_length is None else int(sequence_length)
         self.one_kv_head = bool(one_kv_head)
@@ -135,13 +130,3 @@ class LinformerAttention(MultiHeadSelfAttention):
                 "token attention mask cannot apply; pass attention_mask=None."
             )
         return super().call(inputs, training=training, query_tokens=query_tokens)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            projected_length=self.projected_length,
-            sequence_length=self.sequence_length,
-            one_kv_head=self.one_kv_head,
-            share_kv=self.share_kv,
-        )
-        return config

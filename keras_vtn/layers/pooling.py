@@ -5,9 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_vtn.layers.utils import ConfiguredLayer, check_choice
+
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class TokenPooling(keras.layers.Layer):
+class TokenPooling(ConfiguredLayer):
     """Reduces the token axis (-2): `"token"` takes token 0 (the CLS), `"avg"` averages
     the tokens after the first `num_prefix_tokens` (mean accumulated in float32).
 
@@ -17,10 +19,11 @@ class TokenPooling(keras.layers.Layer):
     (2, 3, 8)
     """
 
+    config_arguments = ("mode", "num_prefix_tokens")
+
     def __init__(self, mode: str = "token", num_prefix_tokens: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("token", "avg"):
-            raise ValueError(f"Unknown pooling mode {mode!r}; use 'token' or 'avg'.")
+        check_choice("pooling mode", mode, ("token", "avg"))
         self.mode = mode
         self.num_prefix_tokens = int(num_prefix_tokens)
 
@@ -32,8 +35,3 @@ class TokenPooling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-2], input_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
-        return config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_vtn.layers.utils import merge_last, split_last
+from keras_vtn.layers.utils import ConfiguredLayer, check_choice, merge_last, split_last
 
 SHIFT_MODES = ("tsm", "token", "periodic")
 
@@ -37,7 +37,7 @@ def shift_channels(x, fold: int, time_axis: int = 1):
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class TemporalShift(keras.layers.Layer):
+class TemporalShift(ConfiguredLayer):
     """Shifts a part of the channels by ±1 frame along the time axis, with zero padding.
 
     Inputs are (batch, T, ..., C) with time on `time_axis` (1 by default). `f` channels move
@@ -59,6 +59,8 @@ class TemporalShift(keras.layers.Layer):
     [[4.0, 0.0, 2.0, 3.0], [8.0, 1.0, 6.0, 7.0], [0.0, 5.0, 10.0, 11.0]]
     """
 
+    config_arguments = ("mode", "fold_div", "num_heads", "time_axis")
+
     def __init__(
         self,
         mode: str = "tsm",
@@ -68,8 +70,7 @@ class TemporalShift(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if mode not in SHIFT_MODES:
-            raise ValueError(f"Unknown shift mode {mode!r}; use one of {SHIFT_MODES}.")
+        check_choice("shift mode", mode, SHIFT_MODES)
         if int(fold_div) < 1:
             raise ValueError(f"`fold_div` must be a positive integer, got {fold_div}.")
         if num_heads is not None and mode != "periodic":
@@ -108,13 +109,3 @@ class TemporalShift(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            mode=self.mode,
-            fold_div=self.fold_div,
-            num_heads=self.num_heads,
-            time_axis=self.time_axis,
-        )
-        return config

@@ -10,7 +10,6 @@ from keras_vtn.layers.attention import (
     mask_rows,
     scaled_dot_product_attention,
 )
-from keras_vtn.layers.utils import merge_last
 
 
 def sliding_window_mask(length, window_size: int, num_global_tokens: int):
@@ -37,7 +36,8 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
     `attention_window` is the total window, `window_size = attention_window // 2`).
     Attention cost is O(N²) in memory, which is small for frame sequences (N ≈ 250).
     `attention_mask` (boolean, broadcastable to (..., H, N, N), True = attend) is combined
-    with the band, e.g. to drop padding keys.
+    with the band, e.g. to drop padding keys. Other arguments (`qkv_bias`, `output_bias`,
+    `attention_dropout_rate`...) are those of `MultiHeadSelfAttention`.
 
     Example:
     >>> import numpy as np
@@ -47,6 +47,7 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
     """
 
     supports_query_tokens = False  # the band of query i depends on i
+    config_arguments = ("window_size", "num_global_tokens")
 
     def __init__(
         self,
@@ -54,19 +55,9 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
         window_size: int,
         num_global_tokens: int = 1,
         head_dim: int | None = None,
-        qkv_bias: bool = True,
-        output_bias: bool = True,
-        attention_dropout_rate: float = 0.0,
         **kwargs,
     ):
-        super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            qkv_bias=qkv_bias,
-            output_bias=output_bias,
-            attention_dropout_rate=attention_dropout_rate,
-            **kwargs,
-        )
+        super().__init__(num_heads, head_dim=head_dim, **kwargs)
         if window_size < 0 or num_global_tokens < 0:
             raise ValueError(
                 f"window_size ({window_size}) and num_global_tokens ({num_global_tokens}) "
@@ -78,9 +69,9 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
     def build_projections(self, dim: int, inner: int):
         super().build_projections(dim, inner)
         if self.num_global_tokens:
-            self.query_global = self._dense(inner, self.qkv_bias, "query_global", dim)
-            self.key_global = self._dense(inner, self.qkv_bias, "key_global", dim)
-            self.value_global = self._dense(inner, self.qkv_bias, "value_global", dim)
+            self.query_global, self.key_global, self.value_global = self.qkv_denses(
+                dim, inner, "_global"
+            )
 
     def call(self, inputs, attention_mask=None, training=None):
         length = inputs.shape[-2]
@@ -108,10 +99,4 @@ class SlidingWindowAttention(MultiHeadSelfAttention):
                 training,
             )
             heads = ops.concatenate([global_heads, heads[..., g:, :, :]], axis=-3)
-        heads = self.transform_heads(heads)
-        return self.output_dense(merge_last(heads, 2))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(window_size=self.window_size, num_global_tokens=self.num_global_tokens)
-        return config
+        return self.merge_heads(heads)

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_vtn.layers.attention import MultiHeadSelfAttention
+from keras_vtn.layers.utils import ConfiguredLayer, check_choice
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
@@ -33,13 +34,12 @@ def get_activation(name: str):
         return gelu_erf
     if name == "gelu_tanh":
         return lambda x: keras.activations.gelu(x, approximate=True)
-    if name == "relu":
-        return keras.activations.relu
-    raise ValueError(f"Unknown activation {name!r}; use one of {ACTIVATIONS}.")
+    check_choice("activation", name, ACTIVATIONS)
+    return keras.activations.relu
 
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class DropPath(keras.layers.Layer):
+class DropPath(ConfiguredLayer):
     """Stochastic depth: drops a residual branch per example, in training only.
 
     `scale=True` divides kept branches by the keep probability (timm); `scale=False`
@@ -51,6 +51,8 @@ class DropPath(keras.layers.Layer):
     >>> bool((np.asarray(DropPath(0.5)(x)) == x).all())  # inference: identity
     True
     """
+
+    config_arguments = ("rate", "scale", "seed")
 
     def __init__(self, rate: float = 0.0, scale: bool = True, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -70,14 +72,9 @@ class DropPath(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(rate=self.rate, scale=self.scale, seed=self.seed)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class MLPBlock(keras.layers.Layer):
+class MLPBlock(ConfiguredLayer):
     """Dense(mlp_dim) → activation → dropout → Dense(D) → dropout.
 
     Example:
@@ -85,6 +82,8 @@ class MLPBlock(keras.layers.Layer):
     >>> tuple(MLPBlock(mlp_dim=16)(np.zeros((2, 5, 8), "float32")).shape)
     (2, 5, 8)
     """
+
+    config_arguments = ("mlp_dim", "activation", "dropout_rate", "use_bias")
 
     def __init__(
         self,
@@ -121,24 +120,50 @@ class MLPBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            mlp_dim=self.mlp_dim,
-            activation=self.activation,
-            dropout_rate=self.dropout_rate,
-            use_bias=self.use_bias,
-        )
-        return config
-
 
 def layer_norm(epsilon: float, name: str, dtype_policy=None):
     """LayerNorm with an explicit epsilon (Keras' 1e-3 default matches none of the originals)."""
     return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype_policy, name=name)
 
 
+class ResidualBlock(ConfiguredLayer):
+    """What the encoder blocks share: LayerNorms, the MLP, and branches that join the
+    residual stream through dropout and stochastic depth.
+
+    Subclasses set `layer_norm_epsilon`, `mlp_dim`, `activation`, `dropout_rate`,
+    `drop_path_rate` and `drop_path_scale`, and call `build_norm`, `build_mlp` and
+    `build_residual` in their `build`.
+    """
+
+    def build_norm(self, name: str, input_shape):
+        norm = layer_norm(self.layer_norm_epsilon, name, self.dtype_policy)
+        norm.build(input_shape)
+        return norm
+
+    def build_mlp(self, input_shape):
+        self.mlp = MLPBlock(
+            self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
+        )
+        self.mlp.build(input_shape)
+
+    def build_residual(self):
+        # Same dtype policy as the block, or they would cast float16 branches back to float32.
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.drop_path = DropPath(
+            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy, name="drop_path"
+        )
+
+    def residual(self, branch, training):
+        """An attention branch as it joins the residual stream: dropout, then drop path."""
+        return self.drop_path(self.dropout(branch, training=training), training=training)
+
+    def mlp_branch(self, x, training):
+        """The MLP branch (the MLP ends in its own dropout), through drop path."""
+        return self.drop_path(self.mlp(x, training=training), training=training)
+
+
 @keras.saving.register_keras_serializable(package="keras_vtn")
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(ResidualBlock):
     """Transformer encoder block.
 
     Pre-LN (`norm_first=True`, ViT):   x += attn(LN₁(x)); x += mlp(LN₂(x)).
@@ -159,6 +184,22 @@ class TransformerBlock(keras.layers.Layer):
     >>> tuple(block(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
+
+    config_arguments = (
+        "num_heads",
+        "mlp_dim",
+        "norm_first",
+        "layer_norm_epsilon",
+        "activation",
+        "qkv_bias",
+        "head_dim",
+        "dropout_rate",
+        "attention_dropout_rate",
+        "drop_path_rate",
+        "drop_path_scale",
+        "attention",
+        "output_tokens",
+    )
 
     def __init__(
         self,
@@ -210,21 +251,10 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         if not self.attention.built:  # a deserialised attention arrives built
             self.attention.build(input_shape)
-        self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", self.dtype_policy)
-        self.norm1.build(input_shape)
-        self.norm2 = layer_norm(self.layer_norm_epsilon, "norm2", self.dtype_policy)
-        self.norm2.build(input_shape)
-        self.mlp = MLPBlock(
-            self.mlp_dim, self.activation, self.dropout_rate, dtype=self.dtype_policy, name="mlp"
-        )
-        self.mlp.build(input_shape)
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
-        self.drop_path = DropPath(
-            self.drop_path_rate, self.drop_path_scale, dtype=self.dtype_policy, name="drop_path"
-        )
-
-    def _residual(self, branch, training):
-        return self.drop_path(self.dropout(branch, training=training), training=training)
+        self.norm1 = self.build_norm("norm1", input_shape)
+        self.norm2 = self.build_norm("norm2", input_shape)
+        self.build_mlp(input_shape)
+        self.build_residual()
 
     def _keep(self, x):
         return x if self.output_tokens is None else x[..., : self.output_tokens, :]
@@ -242,32 +272,13 @@ class TransformerBlock(keras.layers.Layer):
         x = inputs
         if self.norm_first:
             attended = self._attend(self.norm1(x), attention_mask, training)
-            x = self._keep(x) + self._residual(attended, training)
-            return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
+            x = self._keep(x) + self.residual(attended, training)
+            return x + self.mlp_branch(self.norm2(x), training)
         attended = self._attend(x, attention_mask, training)
-        x = self.norm1(self._keep(x) + self._residual(attended, training))
-        return self.norm2(x + self.drop_path(self.mlp(x, training=training), training=training))
+        x = self.norm1(self._keep(x) + self.residual(attended, training))
+        return self.norm2(x + self.mlp_branch(x, training))
 
     def compute_output_shape(self, input_shape):
         if self.output_tokens is None:
             return input_shape
         return (*input_shape[:-2], self.output_tokens, input_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            norm_first=self.norm_first,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            activation=self.activation,
-            qkv_bias=self.qkv_bias,
-            head_dim=self.head_dim,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            drop_path_rate=self.drop_path_rate,
-            drop_path_scale=self.drop_path_scale,
-            attention=keras.saving.serialize_keras_object(self.attention),
-            output_tokens=self.output_tokens,
-        )
-        return config

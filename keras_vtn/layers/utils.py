@@ -2,7 +2,45 @@
 
 from __future__ import annotations
 
+import keras
 from keras import ops
+
+
+class ConfiguredLayer(keras.layers.Layer):
+    """A layer whose `get_config` holds its constructor arguments, read back from the
+    attributes of the same names (initializers and nested layers serialised).
+
+    Each class lists in `config_arguments` the arguments it adds to its base classes'.
+
+    >>> class Scale(ConfiguredLayer):
+    ...     config_arguments = ("factor",)
+    ...     def __init__(self, factor: float = 2.0, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.factor = factor
+    >>> Scale(3.0).get_config()["factor"]
+    3.0
+    """
+
+    config_arguments: tuple[str, ...] = ()
+
+    def get_config(self):
+        config = super().get_config()
+        for cls in reversed(type(self).__mro__):  # base classes' arguments first
+            for name in vars(cls).get("config_arguments", ()):
+                value = getattr(self, name)
+                if isinstance(value, (keras.initializers.Initializer, keras.layers.Layer)):
+                    value = keras.saving.serialize_keras_object(value)
+                config[name] = value
+        return config
+
+
+def check_choice(argument: str, value, choices) -> None:
+    """Raises a ValueError naming the valid choices when `value` is not one of them.
+
+    >>> check_choice("mode", "tsm", ("tsm", "token"))
+    """
+    if value not in choices:
+        raise ValueError(f"Unknown {argument} {value!r}; use one of {tuple(choices)}.")
 
 
 def to_tuple(value, length: int, name: str) -> tuple[int, ...]:
