@@ -106,12 +106,15 @@ if _is_command_line_process() and "--debug" not in _sys.orig_argv:
     _quiet_tensorflow_startup()
 
 from keras_vtn import layers, weights  # noqa: E402
+from keras_vtn.classifier import VideoClassifier  # noqa: E402
 from keras_vtn.evaluation import evaluate_views  # noqa: E402
 from keras_vtn.models.laps import LAPSTransformer  # noqa: E402
 from keras_vtn.models.linear_vtn import LinearVTN  # noqa: E402
 from keras_vtn.models.vivit import ViViT  # noqa: E402
 from keras_vtn.models.vtn import VTN  # noqa: E402
 from keras_vtn.prediction import predict_video  # noqa: E402
+from keras_vtn.preprocessing import VideoPreprocessor  # noqa: E402
+from keras_vtn.presets import from_preset, presets  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -163,10 +166,14 @@ __all__ = [
     "LinearVTN",
     "VTN",
     "ViViT",
+    "VideoClassifier",
+    "VideoPreprocessor",
     "evaluate_views",
+    "from_preset",
     "layers",
     "load_model",
     "predict_video",
+    "presets",
     "weights",
     "__version__",
 ]
