@@ -174,13 +174,15 @@ class VideoPreprocessor:
         frame_indices: bool = False,
         **video_dataset_kwargs,
     ):
-        """A `video_dataset` of `source` under this protocol (uint8 pixels).
+        """A `video_dataset` of `source` (a video path or paths, `(path, label)` pairs, a
+        folder, list file or CSV) under this protocol (uint8 pixels).
 
         Evaluation clips are `(batch, views, T, H, W, 3)` (all views of a video in one
         element); training clips `(batch, T, H, W, 3)`, one random view each (training's
         random crop, scale jitter and flip unless `video_dataset_kwargs` say otherwise).
         With `frame_indices` the inputs are `{"frames", "frame_indices"}` (VTN).
         """
+        from keras_vtn.classifier import video_source
         from keras_vtn.data import video_dataset
 
         kwargs: dict[str, Any] = dict(
@@ -193,7 +195,7 @@ class VideoPreprocessor:
             if self.short_side is not None:
                 kwargs["short_side"] = self.short_side
         kwargs.update(video_dataset_kwargs)
-        return video_dataset(source, root=None if root is None else os.fspath(root),
+        return video_dataset(video_source(source), root=None if root is None else os.fspath(root),
                              label_names=label_names, **kwargs)
 
 
