@@ -80,7 +80,7 @@ def run_demo(
     """Runs the five steps; returns the summary dict (also `<output>/summary.json`)."""
     import shutil
 
-    from keras_vtn.datasets import generate_motion_dataset
+    from keras_vtn.data import dataset_info, generate_motion_dataset
     from keras_vtn.evaluation import evaluate_views
     from keras_vtn.prediction import format_prediction, predict_video
     from keras_vtn.training import eval_dataset, train
@@ -110,7 +110,8 @@ def run_demo(
     times["evaluate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    video = str(val.records.paths[0])
+    val_info = dataset_info(val)
+    video = str(val_info.records.paths[0])
     prediction = predict_video(
         model, video, label_names=result["label_names"], sampling=config.sampling,
         frame_stride=config.frame_stride, frames_png=os.path.join(output, "prediction.png"),
@@ -131,7 +132,7 @@ def run_demo(
         "final_train_accuracy": result["history"].get("accuracy", [None])[-1],
         "chance": 1 / len(result["label_names"]),
         "prediction": {"video": prediction["video"],
-                       "true": val.label_names[val.records.labels[0]],
+                       "true": val_info.label_names[val_info.records.labels[0]],
                        "top1": prediction["top_k"][0]["label"]},
         "files": {
             "model": result.get("model_path"),

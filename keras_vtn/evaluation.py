@@ -53,8 +53,8 @@ def aggregate_views(view_logits: np.ndarray, aggregate: str = "logits") -> np.nd
     raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
 
 
-def _protocol(dataset, num_frames: int, views: int) -> tuple[str, int, int]:
-    config = getattr(dataset, "config", None)
+def _protocol(info, num_frames: int, views: int) -> tuple[str, int, int]:
+    config = getattr(info, "config", None)
     clips = getattr(config, "num_clips", None)
     crops = getattr(config, "num_crops", None)
     if clips is None or crops is None or clips * crops != views:
@@ -62,15 +62,15 @@ def _protocol(dataset, num_frames: int, views: int) -> tuple[str, int, int]:
     return f"{num_frames}×{clips}×{crops}", clips, crops
 
 
-def _progress_bar(dataset, max_batches):
-    """A Keras progress bar over the videos of `dataset` (its length when it is known)."""
+def _progress_bar(info, max_batches):
+    """A Keras progress bar over the videos of a dataset (its length when its `DatasetInfo`
+    knows it)."""
     import sys
 
     import keras
 
-    records = getattr(dataset, "records", None)
-    target = len(records) if records is not None else getattr(dataset, "num_videos", None)
-    batch_size = getattr(getattr(dataset, "config", None), "batch_size", None)
+    target = getattr(info, "num_videos", None)
+    batch_size = getattr(getattr(info, "config", None), "batch_size", None)
     if target is not None and max_batches is not None and batch_size:
         target = min(target, max_batches * batch_size)
     # a log file gets a line every 10 s rather than one per batch
@@ -79,9 +79,9 @@ def _progress_bar(dataset, max_batches):
                                unit_name="video")
 
 
-def _sampling(dataset) -> dict | None:
-    """How the frames were picked and sized, when the dataset says (for the JSON)."""
-    config = getattr(dataset, "config", None)
+def _sampling(info) -> dict | None:
+    """How the frames were picked and sized, when the dataset's info says (for the JSON)."""
+    config = getattr(info, "config", None)
     sampler = getattr(config, "sampler", None)
     if sampler is None:
         return None
@@ -137,7 +137,8 @@ def evaluate_views(
             batch_size=...)`. Labels of -1 (unlabelled) are skipped in the accuracies.
         aggregate: average the views' `"logits"` (ViViT's protocol), `"probabilities"` or
             `"log_probabilities"`.
-        label_names: class names (default: `dataset.label_names`, else indices).
+        label_names: class names (default: those of `keras_vtn.data.dataset_info(dataset)`,
+            else indices).
         top_k: the second accuracy reported (`top5` for the default 5).
         output_dir: write `evaluation.json` and `confusion_matrix.png` there.
         max_batches: stop after this many batches.
@@ -146,12 +147,15 @@ def evaluate_views(
     Returns the report dict (also `report["scores"]`, the `(videos, classes)` NumPy array, not
     written to the JSON).
     """
+    from keras_vtn.data import dataset_info
+
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, not {aggregate!r}")
+    info = dataset_info(dataset, None)
     start = time.perf_counter()
     all_scores, all_labels = [], []
     views = num_frames = None
-    progress = _progress_bar(dataset, max_batches) if verbose else None
+    progress = _progress_bar(info, max_batches) if verbose else None
     done = 0
     for index, (batch, labels) in enumerate(dataset):
         if max_batches is not None and index >= max_batches:
@@ -182,7 +186,7 @@ def evaluate_views(
     scores = np.concatenate(all_scores)
     labels = np.concatenate(all_labels).astype(np.int64)
     num_classes = scores.shape[-1]
-    names = list(label_names or getattr(dataset, "label_names", None) or
+    names = list(label_names or getattr(info, "label_names", None) or
                  [str(i) for i in range(num_classes)])
     if len(names) < num_classes:
         names += [str(i) for i in range(len(names), num_classes)]
@@ -199,8 +203,8 @@ def evaluate_views(
         total = matrix[c].sum()
         per_class[names[c]] = float(matrix[c, c] / total) if total else None
     present = [a for a in per_class.values() if a is not None]
-    protocol, clips, crops = _protocol(dataset, num_frames, views)
-    report_obj = getattr(dataset, "report", None)
+    protocol, clips, crops = _protocol(info, num_frames, views)
+    report_obj = getattr(info, "report", None)
     report = {
         "protocol": protocol,
         "protocol_meaning": "frames per clip × temporal clips × spatial crops per video",
@@ -208,7 +212,7 @@ def evaluate_views(
         "num_clips": int(clips),
         "num_crops": int(crops),
         "views_per_video": int(views),
-        "sampling": _sampling(dataset),
+        "sampling": _sampling(info),
         "aggregate": aggregate,
         "num_videos": int(len(labels)),
         "num_labelled": int(labelled.sum()),
@@ -226,7 +230,7 @@ def evaluate_views(
         "model": getattr(model, "name", None),
     }
     if output_dir is not None:
-        from keras_vtn.training.plots import plot_confusion
+        from keras_vtn.reporting import plot_confusion
 
         os.makedirs(output_dir, exist_ok=True)
         report["json_path"] = os.path.join(os.fspath(output_dir), "evaluation.json")
@@ -503,8 +507,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_evaluate(args) -> int:
+    from keras_vtn.data import dataset_info, make_dataset
     from keras_vtn.data.layouts import UnknownClassError
-    from keras_vtn.training.data import make_dataset
     from keras_vtn.training.families import takes_frame_indices
 
     model = model_from_args(args)
@@ -530,7 +534,7 @@ def run_evaluate(args) -> int:
             "or name the model's classes with --labels.", error.unknown, names,
         ) from None
     if names is None:
-        own = list(getattr(dataset, "label_names", []))
+        own = dataset_info(dataset).label_names
         if len(own) > num_classes:
             raise SystemExit(
                 f"evaluate: the data have {len(own)} classes, the model {num_classes}; give "

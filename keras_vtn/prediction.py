@@ -48,7 +48,7 @@ def predict_video(
     "frame_indices", "frames_png"}` (probabilities are a softmax of the averaged scores for
     `"logits"`, the averaged probabilities otherwise).
     """
-    from keras_vtn.data import KINETICS400_LABELS, video_dataset
+    from keras_vtn.data import KINETICS400_LABELS, dataset_info, video_dataset
     from keras_vtn.evaluation import _softmax, aggregate_views
     from keras_vtn.training.families import model_clip_shape, takes_frame_indices
 
@@ -67,7 +67,7 @@ def predict_video(
     )
     batch = next(iter(dataset), None)
     if batch is None:
-        reason = dataset.report.summary()
+        reason = dataset_info(dataset).report.summary()
         raise ValueError(f"Could not decode {path!r}: {reason}")
     inputs, _ = batch
     frames = np.asarray(inputs["frames"])[0]  # (V, T, H, W, 3)
@@ -100,7 +100,7 @@ def predict_video(
         "frames_png": None,
     }
     if frames_png is not None:
-        from keras_vtn.training.plots import plot_frames
+        from keras_vtn.reporting import plot_frames
 
         title = f"{os.path.basename(path)}: " + ", ".join(
             f"{t['label']} {100 * t['probability']:.0f}%" for t in top[:3])

@@ -136,7 +136,7 @@ def test_load_model_without_recorded_config_says_what_to_do(tmp_path):
 @pytest.fixture(scope="module")
 def mistakes(tmp_path_factory):
     """Files for the usual mistakes: a tiny model, a text file named .mp4, a cut checkpoint."""
-    from keras_vtn.datasets import generate_motion_dataset
+    from keras_vtn.data import generate_motion_dataset
 
     root = tmp_path_factory.mktemp("mistakes")
     tiny_laps(num_classes=6).save(root / "model.keras")

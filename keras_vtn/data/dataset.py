@@ -3,9 +3,10 @@
 PyAV decodes inside a parallel `tf.data` map (it releases the GIL) and only the sampled
 frames; cropping, flipping and colour augmentation run as graph ops with one set of random
 parameters per clip. Broken videos never stop a run: they are skipped, counted by reason in
-`dataset.report` and summarised at the end of every pass (evaluation lists each file).
+`dataset_info(ds).report` and summarised at the end of every pass (evaluation lists each file).
 
 >>> import os, tempfile
+>>> from keras_vtn.data import dataset_info
 >>> from keras_vtn.data.testing import write_video
 >>> root = tempfile.mkdtemp()
 >>> for name in ["jump/a.mp4", "run/b.webm"]:
@@ -13,7 +14,7 @@ parameters per clip. Broken videos never stop a run: they are skipped, counted b
 ...     write_video(os.path.join(root, name), num_frames=20)
 >>> ds = video_dataset(root, num_frames=4, image_size=32, batch_size=2)
 >>> clips, labels = next(iter(ds))
->>> clips.shape, clips.dtype.name, labels.numpy().tolist(), ds.label_names
+>>> clips.shape, clips.dtype.name, labels.numpy().tolist(), dataset_info(ds).label_names
 (TensorShape([2, 4, 32, 32, 3]), 'uint8', [0, 1], ['jump', 'run'])
 """
 
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from keras_vtn.data import layouts, transforms
 from keras_vtn.data.decode import DecodeError, read_frames
+from keras_vtn.data.info import DatasetInfo, attach_info
 from keras_vtn.data.samplers import Sampler
 
 logger = logging.getLogger("keras_vtn.data")
@@ -420,9 +422,10 @@ def video_dataset(
         service: `"grpc://HOST:PORT"` of a tf.data service dispatcher: decode on its workers
             (`keras-vtn data-service`; see `keras_vtn.data.service`).
 
-    The returned dataset carries `label_names`, `label_map`, `records`, `sampler` and
-    `report` (a `DecodeReport` of decoded / skipped videos by reason, with exact counts per
-    pass in `report.history`).
+    `keras_vtn.data.dataset_info(ds)` returns the `DatasetInfo` of the returned dataset, and
+    of every dataset made from it by `map`, `batch`, `prefetch`, ...: `label_names`,
+    `label_map`, `records`, `num_videos`, `config`, `sampler` and `report` (a `DecodeReport`
+    of decoded / skipped videos by reason, with exact counts per pass in `report.history`).
     """
     if service is not None:
         from keras_vtn.data import service as data_service
@@ -462,7 +465,7 @@ def video_dataset(
         report.skipped.update(records.skipped)
         logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
             f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
-    return _annotate(ds, records.label_names, report, config, records)
+    return attach_info(ds, DatasetInfo(list(records.label_names), report, config, records))
 
 
 def pass_order(num_records: int, config: ClipConfig, input_context=None) -> tf.data.Dataset:
@@ -486,16 +489,6 @@ def resolve_records(source, root, label_names) -> layouts.Records:
             f"No videos found for {source!r} ({len(records.missing)} listed but missing)."
         )
     return records
-
-
-def _annotate(ds, label_names, report, config, records=None):
-    ds.label_names = list(label_names)
-    ds.label_map = {name: i for i, name in enumerate(label_names)}
-    ds.records = records
-    ds.report = report
-    ds.sampler = config.sampler
-    ds.config = config
-    return ds
 
 
 _KINETICS_CSV = ("annotations/{split}.csv", "{split}.csv", "kinetics400/annotations/{split}.csv",

@@ -64,11 +64,11 @@ from tensorflow.python.ops import gen_script_ops, script_ops
 from keras_vtn.data.dataset import (
     ClipConfig,
     DecodeReport,
-    _annotate,
     pass_order,
     resolve_records,
 )
 from keras_vtn.data.decode import DecodeError, read_frames
+from keras_vtn.data.info import DatasetInfo, attach_info
 
 logger = logging.getLogger("keras_vtn.data")
 
@@ -406,9 +406,8 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
         report.skipped.update(records.skipped)
         logger.warning("%d paths left out of the listing: %s", len(records.skipped), "; ".join(
             f"{p} ({why})" for p, why in list(records.skipped.items())[: report.max_logged]))
-    ds = _annotate(ds, records.label_names, report, config, records)
-    ds.service = target
-    return ds
+    return attach_info(ds, DatasetInfo(list(records.label_names), report, config, records,
+                                       service=target))
 
 
 # --------------------------------------------------------------------- the TFRecord path
@@ -502,10 +501,8 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
     passes.expected = tfr._count_videos(files, manifest.get("fingerprint"))
     ds = _client_dataset(passes, element_spec, config.repeat, _note_record(passes))
     ds = config.finish(ds, num_classes)
-    ds = _annotate(ds, names, report, config)
-    ds.num_videos = tfr._count_videos(files, manifest.get("fingerprint"))
-    ds.service = target
-    return ds
+    return attach_info(ds, DatasetInfo(list(names), report, config,
+                                       stored_videos=passes.expected, service=target))
 
 
 class _RecordPasses(_Passes):

@@ -10,6 +10,7 @@ CLI: `keras-vtn prepare SOURCE OUT_DIR [--root R] [--short-side 256] [--fps F] [
 [--overwrite]`.
 
 >>> import os, tempfile
+>>> from keras_vtn.data import dataset_info
 >>> from keras_vtn.data.testing import write_video
 >>> root, out = tempfile.mkdtemp(), tempfile.mkdtemp()
 >>> for name in ["jump/a.mp4", "run/b.webm"]:
@@ -20,7 +21,7 @@ CLI: `keras-vtn prepare SOURCE OUT_DIR [--root R] [--short-side 256] [--fps F] [
 (2, 0)
 >>> ds = tfrecord_dataset(out, num_frames=4, image_size=32, batch_size=2)
 >>> clips, labels = next(iter(ds))
->>> clips.shape, sorted(labels.numpy().tolist()), ds.label_names
+>>> clips.shape, sorted(labels.numpy().tolist()), dataset_info(ds).label_names
 (TensorShape([2, 4, 32, 32, 3]), [0, 1], ['jump', 'run'])
 """
 
@@ -42,8 +43,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vtn.data import layouts
-from keras_vtn.data.dataset import ClipConfig, DecodeReport, _annotate
+from keras_vtn.data.dataset import ClipConfig, DecodeReport
 from keras_vtn.data.decode import DecodeError, _Reader
+from keras_vtn.data.info import DatasetInfo, attach_info
 from keras_vtn.io_utils import atomic_path, write_json
 
 MANIFEST = "manifest.json"
@@ -437,9 +439,10 @@ def tfrecord_dataset(
             indices refer to the stored frames (`fps` given to `prepare`), and `short_side`
             resizes in the graph only when it differs from the stored size.
 
-    The dataset carries `num_videos`: the videos in the shards it reads (this input
-    pipeline's shards only with `input_context`), from `prepare`'s completion markers; None
-    for shards `prepare` did not write (a glob or a file list without markers).
+    `keras_vtn.data.dataset_info(ds)` (also on datasets made from it by `map`, `batch`, ...)
+    holds its `DatasetInfo`; `num_videos` there counts the videos in the shards it reads (this
+    input pipeline's shards only with `input_context`) from `prepare`'s completion markers,
+    None for shards `prepare` did not write (a glob or a file list without markers).
     """
     if service is not None:
         from keras_vtn.data import service as data_service
@@ -516,9 +519,8 @@ def tfrecord_dataset(
     report = DecodeReport(config.training)
     for failed_path, reason in manifest.get("failed", {}).items():
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
-    ds = _annotate(ds, names, report, config)
-    ds.num_videos = _count_videos(files, manifest.get("fingerprint"))
-    return ds
+    stored = _count_videos(files, manifest.get("fingerprint"))
+    return attach_info(ds, DatasetInfo(list(names), report, config, stored_videos=stored))
 
 
 def _count_videos(files: list[str], fingerprint: str | None) -> int | None:

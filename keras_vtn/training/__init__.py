@@ -6,7 +6,6 @@ from keras_vtn.training.callbacks import (
     read_best,
     training_callbacks,
 )
-from keras_vtn.training.data import make_dataset, shuffle_frames
 from keras_vtn.training.distribution import (
     DISTRIBUTIONS,
     PRECISIONS,
@@ -49,12 +48,10 @@ __all__ = [
     "get_builder",
     "get_preset",
     "load_model",
-    "make_dataset",
     "no_weight_decay_variables",
     "read_best",
     "scale_learning_rate",
     "set_precision",
-    "shuffle_frames",
     "train",
     "train_dataset",
     "training_callbacks",

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import keras
 
+from keras_vtn import data as data_lib
+from keras_vtn import reporting
 from keras_vtn.io_utils import atomic_path, write_json, write_text
 from keras_vtn.training import callbacks as callbacks_lib
-from keras_vtn.training import data as data_lib
 from keras_vtn.training import distribution as distribution_lib
-from keras_vtn.training import families, losses, optimizers, plots, schedules
+from keras_vtn.training import families, losses, optimizers, schedules
 from keras_vtn.training import validation as validation_lib
 from keras_vtn.training.presets import get_preset
 
@@ -178,7 +179,7 @@ def _fine_tuning_dataset(config: TrainConfig):
 
 def _steps_per_epoch(train_ds, config: TrainConfig) -> int:
     """Full global batches in one pass over the training videos."""
-    count = data_lib.num_videos(train_ds)
+    count = data_lib.dataset_info(train_ds).num_videos
     if count is None:
         raise ValueError(
             f"The number of training videos in {config.data_root!r} is unknown (TFRecords "
@@ -219,7 +220,7 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
     distribution_lib.set_precision(config.precision)
 
     train_ds = _fine_tuning_dataset(config)
-    label_names = train_ds.label_names
+    label_names = data_lib.dataset_info(train_ds).label_names
     one_hot = bool(config.mixup_alpha or config.cutmix_alpha)  # mixed batches: soft labels
     # Validation sees one centre view per video; multi-view is evaluate_views' job. Its videos
     # are labelled onto the training classes: a split holding only some of them would
@@ -295,7 +296,7 @@ def train(config: TrainConfig, model: keras.Model | None = None) -> dict:
     full_history = _read_csv_history(os.path.join(config.output_dir, "log.csv"))
     if full_history:
         summary["full_history"] = full_history
-        summary["curve_png"] = plots.plot_history(
+        summary["curve_png"] = reporting.plot_history(
             full_history, os.path.join(config.output_dir, "training_curve.png")
         )
     if config.save_model:

@@ -110,7 +110,7 @@ class Validation(keras.callbacks.Callback):
     def _padded_local_dataset(self, processes: int, index: int, local_batch: int):
         import tensorflow as tf
 
-        from keras_vtn.training import data as data_lib
+        from keras_vtn.data import dataset_info
 
         context = None
         if processes > 1:
@@ -118,10 +118,11 @@ class Validation(keras.callbacks.Callback):
                                                  input_pipeline_id=index,
                                                  num_replicas_in_sync=processes)
         ds = self._make_dataset(context, local_batch)
-        if getattr(ds, "records", None) is not None:  # video files: shared out by index
-            count = len(range(index, len(ds.records), processes))
+        info = dataset_info(ds, None)
+        if info is not None and info.records is not None:  # video files: shared out by index
+            count = len(range(index, len(info.records), processes))
         else:  # TFRecords: shared out by shard file, counted per file
-            count = data_lib.num_videos(ds)
+            count = getattr(info, "num_videos", None)
         if count is None:
             count = sum(int(tf.shape(labels)[0]) for _, labels in ds)
         steps = math.ceil(self._max_over_processes(count) / local_batch)

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from keras_vtn.data import video_dataset
+from keras_vtn.data import dataset_info, video_dataset
 from keras_vtn.data.check import check_videos
 from keras_vtn.data.testing import damage, write_audio_only, write_video
 
@@ -188,8 +188,8 @@ def test_video_dataset_over_every_broken_kind(folder, training):
     ds = video_dataset(folder, training=training, sampling="uniform", num_frames=4,
                        image_size=16, short_side=16, seed=0, num_parallel_calls=4,
                        return_frame_indices=True)
-    report = ds.report
-    paths = ds.records.paths
+    report = dataset_info(ds).report
+    paths = dataset_info(ds).records.paths
     assert len(paths) == len(set(paths)) == len({os.path.realpath(p) for p in paths})
     for _ in range(2):
         clips = _bounded(lambda: [x["frames"].numpy() for x, _ in ds])

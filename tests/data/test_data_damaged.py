@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_vtn.data import video_dataset
+from keras_vtn.data import dataset_info, video_dataset
 from keras_vtn.data.check import check_file, check_videos
 from keras_vtn.data.testing import damage, read_index, write_video
 
@@ -45,14 +45,14 @@ def test_dataset_names_a_video_whose_frames_stop_short(damaged, caplog):
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
         out = [inputs for inputs, _ in ds]  # good.mp4, then middle.mp4
     assert len(out) == 2
-    assert list(ds.report.truncated) == [bad] and not ds.report.failed
+    assert list(dataset_info(ds).report.truncated) == [bad] and not dataset_info(ds).report.failed
     stop = int(re.search(r"frames stop after (\d+) of the 100 declared",
-                         ds.report.truncated[bad]).group(1))
+                         dataset_info(ds).report.truncated[bad]).group(1))
     assert 20 < stop < 60
     indices = out[1]["frame_indices"].numpy().tolist()
     got = [read_index(f) for f in out[1]["frames"].numpy()]
     assert got == indices and max(got) < stop and np.diff(got).tolist() == [4, 4, 4]
-    assert f"{bad}: truncated, frames stop after {stop}" in ds.report.summary()
+    assert f"{bad}: truncated, frames stop after {stop}" in dataset_info(ds).report.summary()
     assert bad in caplog.text  # the end-of-pass summary of an evaluation lists it
 
 
@@ -63,7 +63,7 @@ def test_training_logs_the_truncated_file_by_name(damaged, caplog):
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
         for _ in range(3):  # a random window may miss the damage; three passes hit it
             assert len(list(ds)) == 2
-    assert bad in ds.report.truncated
+    assert bad in dataset_info(ds).report.truncated
     assert f"truncated {bad}: sampled within the frames that decode" in caplog.text
 
 
@@ -89,7 +89,8 @@ def test_pass_counts_are_exact_under_a_parallel_map(many, caplog, seed):
         yielded = [sum(1 for _ in ds) for _ in range(4)]
     assert yielded == [24] * 4
     expected = {"decoded": 24, "failed": 2, "attempted": 26}
-    assert ds.report.history == [expected] * 4 and ds.report.decoded == 96
+    report = dataset_info(ds).report
+    assert report.history == [expected] * 4 and report.decoded == 96
     summaries = re.findall(r"pass (\d+): (\d+) clips decoded, (\d+) videos skipped", caplog.text)
     assert summaries == [(str(p), "24", "2") for p in range(1, 5)]
 
@@ -101,5 +102,5 @@ def test_pass_counts_are_exact_with_repeat(many):
         if step == 2 * 24 // 4:  # the first batch of the third pass
             break
     expected = {"decoded": 24, "failed": 2, "attempted": 26}
-    assert ds.report.history[:2] == [expected] * 2
-    assert os.path.join(many, "c0", "junk.mp4") in ds.report.failed
+    assert dataset_info(ds).report.history[:2] == [expected] * 2
+    assert os.path.join(many, "c0", "junk.mp4") in dataset_info(ds).report.failed

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from data_helpers import AWKWARD, BROKEN, GOOD
 
-from keras_vtn.data import KINETICS400_LABELS, kinetics400, read_frames, video_dataset
+from keras_vtn.data import KINETICS400_LABELS, dataset_info, kinetics400, read_frames, video_dataset
 from keras_vtn.data.testing import read_index
 
 FULL = dict(image_size=(48, 64), short_side=48)  # crops keep the whole 64x48 frame
@@ -34,7 +34,8 @@ def test_kinetics400_training_batches(kinetics_root, caplog):
             **FULL,
         )
     assert "4 of 5 listed videos found (20.0% missing)" in caplog.text
-    assert ds.label_names == list(KINETICS400_LABELS) and ds.label_map["zumba"] == 399
+    info = dataset_info(ds)
+    assert info.label_names == list(KINETICS400_LABELS) and info.label_map["zumba"] == 399
     batches = list(ds)
     assert len(batches) == 2  # 4 videos, remainder dropped in training
     labels = sorted(int(x) for _, y in batches for x in y.numpy())
@@ -44,7 +45,7 @@ def test_kinetics400_training_batches(kinetics_root, caplog):
         for clip in clips:
             got = _indices(clip)
             assert np.diff(got).tolist() == [3, 3, 3]  # dense, stride 3, random start
-    assert ds.report.decoded == 4 and ds.report.num_failed == 0
+    assert dataset_info(ds).report.decoded == 4 and dataset_info(ds).report.num_failed == 0
 
 
 def test_kinetics400_unlabelled_test_split(kinetics_root):
@@ -146,20 +147,23 @@ def test_broken_files_are_skipped_and_counted_in_training(mixed_folder, caplog):
     assert len(clips) == again == survivors == 11
     assert all(c.shape == (4, 32, 32, 3) for c in clips)
 
-    assert ds.report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1}
+    assert dataset_info(ds).report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1}
     assert "4 videos skipped (1 empty, 1 no_video_stream, 2 unreadable)" in caplog.text
     cut = os.path.join(mixed_folder, "awkward", "cut_faststart.mp4")
-    assert list(ds.report.truncated) == [cut] and "of the 75 declared" in ds.report.truncated[cut]
+    report = dataset_info(ds).report
+    assert list(report.truncated) == [cut] and "of the 75 declared" in report.truncated[cut]
 
 
 def test_broken_files_are_listed_in_evaluation(mixed_folder, caplog):
     ds = video_dataset(mixed_folder, num_frames=4, crop="none", short_side=0, min_frames=2)
     with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
-        out = {ds.records.paths[i]: None for i in range(len(ds.records))}
+        records = dataset_info(ds).records
+        out = {records.paths[i]: None for i in range(len(records))}
         results = list(ds)
     assert len(results) == 10  # 4 good + 6 awkward; the one-frame file is too short here
-    summary = ds.report.summary()
-    assert ds.report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1, "too_short": 1}
+    report = dataset_info(ds).report
+    summary = report.summary()
+    assert report.counts == {"empty": 1, "unreadable": 2, "no_video_stream": 1, "too_short": 1}
     for name in [*BROKEN, "one_frame"]:
         assert os.path.basename(videos_path(out, name)) in summary
     assert "5 videos failed" in caplog.text

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["samplers", "layouts", "decode", "testing", "transforms", "dataset", "tfrecord", "check"]
+MODULES = ["samplers", "layouts", "decode", "testing", "transforms", "dataset", "tfrecord", "check",
+           "info"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from keras_vtn.data import KINETICS400_LABELS, class_folders, kinetics_csv, list_file
+from keras_vtn.data import KINETICS400_LABELS, class_folders, dataset_info, kinetics_csv, list_file
 from keras_vtn.data.layouts import _scan, read_kinetics_csv, resolve
 
 
@@ -161,14 +161,14 @@ def test_a_subset_of_the_model_classes_keeps_the_model_indices(tmp_path):
     root = _class_tree(tmp_path, ["approaching", "receding"])
     ds = video_dataset(root, label_names=MODEL_CLASSES, num_frames=2, image_size=32,
                        batch_size=4)
-    assert ds.label_names == MODEL_CLASSES
+    assert dataset_info(ds).label_names == MODEL_CLASSES
     assert sorted(int(y) for y in next(iter(ds))[1]) == [0, 3]
     # the same through records built without the model's names (Records, pairs)
     own = class_folders(str(root))
     assert own.labels == [0, 1]
     assert reindex(own, MODEL_CLASSES).labels == [0, 3]
-    assert video_dataset(own, label_names=MODEL_CLASSES, num_frames=2, image_size=32
-                         ).records.labels == [0, 3]
+    assert dataset_info(video_dataset(own, label_names=MODEL_CLASSES, num_frames=2,
+                                      image_size=32)).records.labels == [0, 3]
     pairs = list(zip(own.paths, ["approaching", "receding"], strict=True))
     assert from_pairs(pairs, MODEL_CLASSES).labels == [0, 3]
 
@@ -195,7 +195,7 @@ def test_kinetics400_follows_the_model_label_names(kinetics_root):
 
     names = ["zumba", "air drumming", "abseiling"]
     ds = kinetics400(kinetics_root, "train", label_names=names, num_frames=2, image_size=32)
-    assert ds.label_names == names
-    assert ds.records.labels == [2, 1, 1, 0]
+    assert dataset_info(ds).label_names == names
+    assert dataset_info(ds).records.labels == [2, 1, 1, 0]
     with pytest.raises(ValueError, match="not known classes"):
         kinetics400(kinetics_root, "train", label_names=["zumba"], num_frames=2, image_size=32)

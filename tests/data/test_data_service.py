@@ -18,7 +18,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from keras_vtn.data import prepare, tfrecord_dataset, video_dataset  # noqa: E402
+from keras_vtn.data import dataset_info, prepare, tfrecord_dataset, video_dataset  # noqa: E402
 from keras_vtn.data.testing import write_video  # noqa: E402
 
 NUM_VIDEOS = 12
@@ -118,13 +118,23 @@ def test_evaluation_delivers_each_video_once(servers, pairs):
     ds = video_dataset(pairs, service=servers["service"], **OPTIONS)
     for _ in range(2):  # two passes: each a job of its own, each video once
         assert sorted(_labels_of(ds)) == list(range(NUM_VIDEOS))
-    report = ds.report
+    report = dataset_info(ds).report
     assert report.passes == 2
     for entry in report.history:
         assert entry == {"decoded": NUM_VIDEOS, "failed": 1, "attempted": NUM_VIDEOS + 1,
                          "expected": NUM_VIDEOS + 1, "lost": 0, "duplicated": 0}
     assert report.counts == {"unreadable": 1}
     assert "broken.mp4: unreadable" in report.summary()
+
+
+def test_dataset_info_survives_transformations_through_the_service(servers, pairs):
+    ds = video_dataset(pairs, service=servers["service"], **OPTIONS)
+    info = dataset_info(ds)
+    assert info.service == servers["service"] and info.num_videos == NUM_VIDEOS + 1
+    derived = ds.map(lambda clip, label: (clip, label)).batch(4).prefetch(1)
+    assert dataset_info(derived.shuffle(2).repeat(2).take(3)) is info
+    assert sum(int(tf.shape(labels)[0]) for _, labels in derived) == NUM_VIDEOS
+    assert dataset_info(derived).report.history[-1]["decoded"] == NUM_VIDEOS
 
 
 def test_same_seed_gives_the_clips_of_the_in_process_pipeline(servers, pairs):
@@ -141,11 +151,12 @@ def test_tfrecords_through_the_service(servers, pairs, tmp_path):
     out = str(tmp_path / "shards")
     prepare(pairs[:NUM_VIDEOS], out, num_shards=4, short_side=36, progress=False)
     ds = tfrecord_dataset(out, service=servers["service"], **OPTIONS)
-    assert ds.num_videos == NUM_VIDEOS
+    assert dataset_info(ds).num_videos == NUM_VIDEOS
     labels = _labels_of(ds)
     assert sorted(labels) == list(range(NUM_VIDEOS))
-    assert ds.report.history[-1] == {"decoded": NUM_VIDEOS, "failed": 0, "attempted": NUM_VIDEOS,
-                                     "duplicated": 0, "expected": NUM_VIDEOS, "lost": 0}
+    assert dataset_info(ds).report.history[-1] == {
+        "decoded": NUM_VIDEOS, "failed": 0, "attempted": NUM_VIDEOS, "duplicated": 0,
+        "expected": NUM_VIDEOS, "lost": 0}
     local = tfrecord_dataset(out, **OPTIONS)
     assert sorted(_labels_of(local)) == sorted(labels)
 
@@ -186,11 +197,11 @@ def test_training_goes_on_when_a_worker_is_killed(servers, pairs, caplog):
             received += 1
             if received == 3:
                 os.kill(server_pid, signal.SIGKILL)
-            if ds.report.passes >= 3 or time.monotonic() > deadline:
+            if dataset_info(ds).report.passes >= 3 or time.monotonic() > deadline:
                 break
     restarted = _wait_ready(command, time.monotonic() + 5)  # the new server's first line
     assert f"(pid {server_pid})" not in restarted
-    history = ds.report.history
+    history = dataset_info(ds).report.history
     print("passes around the kill:", history)
     assert len(history) >= 3, history
     first = history[0]

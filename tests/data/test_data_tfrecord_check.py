@@ -12,7 +12,7 @@ import tensorflow as tf
 from data_helpers import BROKEN, GOOD
 
 from keras_vtn import cli
-from keras_vtn.data import prepare, tfrecord_dataset, video_dataset
+from keras_vtn.data import dataset_info, prepare, tfrecord_dataset, video_dataset
 from keras_vtn.data.testing import read_index
 
 
@@ -150,7 +150,7 @@ def test_label_names_move_stored_labels_onto_the_callers_classes(shards):
     def labels_by_file(**kwargs):
         ds = tfrecord_dataset(out, num_frames=2, frame_stride=1, image_size=32, batch_size=1,
                               return_frame_indices=False, **kwargs)
-        return ds.label_names, sorted(int(y[0]) for _, y in ds.as_numpy_iterator())
+        return dataset_info(ds).label_names, sorted(int(y[0]) for _, y in ds.as_numpy_iterator())
 
     names, stored = labels_by_file()
     assert names == ["class_0", "class_1"]

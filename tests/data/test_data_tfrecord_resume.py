@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from keras_vtn import cli
-from keras_vtn.data import layouts, prepare, tfrecord_dataset
+from keras_vtn.data import dataset_info, layouts, prepare, tfrecord_dataset
 from keras_vtn.data.testing import write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_an_interrupted_folder_is_read_only_when_allowed_and_with_a_warning(copy
         tfrecord_dataset(out, **READ)
     with pytest.warns(UserWarning, match=r"2 of 4 shards \(6 of 12 videos\) are missing"):
         ds = tfrecord_dataset(out, allow_incomplete=True, **READ)
-    assert ds.label_names == list(CLASSES)
+    assert dataset_info(ds).label_names == list(CLASSES)
     assert count(ds) == 6
 
 

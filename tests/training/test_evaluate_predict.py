@@ -13,9 +13,8 @@ from training_helpers import REPO, TINY_VIVIT, model_args, run, subprocess_env
 
 import keras_vtn
 from keras_vtn.cli import main as cli_main
-from keras_vtn.data import video_dataset
+from keras_vtn.data import MOTION_CLASSES, generate_motion_dataset, video_dataset
 from keras_vtn.data.testing import write_video
-from keras_vtn.datasets import MOTION_CLASSES, generate_motion_dataset
 from keras_vtn.evaluation import aggregate_views, describe_protocol, resolve_protocol
 from keras_vtn.io_utils import write_json
 from keras_vtn.prediction import predict_video

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from training_helpers import run
 
-from keras_vtn.data import read_frames
-from keras_vtn.datasets import MOTION_CLASSES, generate_motion_dataset
-from keras_vtn.datasets.motion import render_clip
+from keras_vtn.data import MOTION_CLASSES, generate_motion_dataset, read_frames
+from keras_vtn.data.synthetic import render_clip
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def test_kinetics_layout(root):
 
 def test_deterministic_across_processes(root, tmp_path):
     # Another process: x264 had produced process-dependent bytes before its options were pinned.
-    code = ("import sys; from keras_vtn.datasets import generate_motion_dataset; "
+    code = ("import sys; from keras_vtn.data import generate_motion_dataset; "
             "generate_motion_dataset(sys.argv[1], {'train': 2, 'val': 1}, size=48, num_frames=12)")
     run([sys.executable, "-c", code, str(tmp_path)], timeout=120)
     assert (tmp_path / "train.csv").read_text() == (root / "train.csv").read_text()

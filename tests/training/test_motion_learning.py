@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vtn.datasets import generate_motion_dataset
+from keras_vtn.data import generate_motion_dataset
 from keras_vtn.demo import DEMO_MODELS, DEMO_TRAINING
 from keras_vtn.evaluation import evaluate_views
 from keras_vtn.training import TrainConfig, eval_dataset, get_builder, train

@@ -23,7 +23,7 @@ from training_helpers import (
     train_command,
 )
 
-from keras_vtn.datasets import generate_motion_dataset
+from keras_vtn.data import generate_motion_dataset
 
 BATCH = 16
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from training_helpers import csv_epochs, read_summary, run, subprocess_env, train_command
 
-from keras_vtn.datasets import generate_motion_dataset
+from keras_vtn.data import generate_motion_dataset
 
 EPOCHS = 4
 

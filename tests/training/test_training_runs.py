@@ -13,8 +13,7 @@ from training_helpers import (
     train_command,
 )
 
-from keras_vtn.data import prepare
-from keras_vtn.datasets import generate_motion_dataset
+from keras_vtn.data import generate_motion_dataset, prepare
 from keras_vtn.training import TrainConfig, train
 
 

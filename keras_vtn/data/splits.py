@@ -1,10 +1,13 @@
-"""Datasets for training and evaluation from a data root and a layout name."""
+"""The split of a dataset from a data root and a layout name, and the shuffled-frames control."""
 
 from __future__ import annotations
 
 import os
 
 import tensorflow as tf
+
+from keras_vtn.data.dataset import kinetics400, video_dataset
+from keras_vtn.data.tfrecord import tfrecord_dataset
 
 LAYOUTS = ("kinetics400", "csv", "folders", "tfrecord")
 
@@ -19,35 +22,23 @@ def make_dataset(root: str, split: str, layout: str = "kinetics400", **kwargs) -
         `root/<split>/<class>/<video>`. `"tfrecord"`: `prepare`'s shards in `root/<split>/`.
     Other keyword arguments go to `keras_vtn.data.video_dataset`.
     """
-    from keras_vtn import data
-
     if layout == "kinetics400":
-        return data.kinetics400(root, split, **kwargs)
+        return kinetics400(root, split, **kwargs)
     if layout == "csv":
         csv = os.path.join(root, f"{split}.csv")
-        return data.video_dataset(csv, root=os.path.join(root, split), **kwargs)
+        return video_dataset(csv, root=os.path.join(root, split), **kwargs)
     if layout == "folders":
-        return data.video_dataset(os.path.join(root, split), **kwargs)
+        return video_dataset(os.path.join(root, split), **kwargs)
     if layout == "tfrecord":
-        return data.tfrecord_dataset(os.path.join(root, split), **kwargs)
+        return tfrecord_dataset(os.path.join(root, split), **kwargs)
     raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-
-
-def num_videos(dataset: tf.data.Dataset) -> int | None:
-    """How many videos one pass of a `make_dataset` dataset reads (before broken ones are
-    skipped), or None when nothing says: the listing of a video dataset, the shard markers of
-    a TFRecord dataset."""
-    records = getattr(dataset, "records", None)
-    if records is not None:
-        return len(records)
-    return getattr(dataset, "num_videos", None)
 
 
 def shuffle_frames(dataset: tf.data.Dataset, seed: int | None = None) -> tf.data.Dataset:
     """Permutes the frames of every clip independently: a control that destroys temporal order.
 
     Works on batched `(B, T, H, W, C)` clips; a model that only beats chance through motion
-    falls back to chance on this data.
+    falls back to chance on this data. `dataset_info` of the result is `dataset`'s.
     """
 
     def permute(clips, labels):
@@ -61,9 +52,4 @@ def shuffle_frames(dataset: tf.data.Dataset, seed: int | None = None) -> tf.data
             return {**clips, "frames": frames}, labels
         return frames, labels
 
-    shuffled = dataset.map(permute, num_parallel_calls=tf.data.AUTOTUNE)
-    for attribute in ("label_names", "label_map", "records", "report", "sampler", "config",
-                      "num_videos"):
-        if hasattr(dataset, attribute):
-            setattr(shuffled, attribute, getattr(dataset, attribute))
-    return shuffled
+    return dataset.map(permute, num_parallel_calls=tf.data.AUTOTUNE)

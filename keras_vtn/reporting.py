@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib with the Agg backend: no display needed)."""
+"""PNG reports of training, evaluation and prediction: the loss / accuracy curves, the
+confusion matrix, the sampled frames (matplotlib with the Agg backend: no display needed)."""
 
 from __future__ import annotations
 
