@@ -329,8 +329,8 @@ def builtin_metadata(entry: dict, source_path: str | None) -> dict[str, Any]:
 
 
 def _builtin_folder(name: str) -> str:
-    from keras_vtn.classifier import VideoClassifier
-    from keras_vtn.models.families import get_builder, model_clip_shape
+    from keras_vtn.classifier import VideoClassifier, clip_shape
+    from keras_vtn.models.families import get_builder
     from keras_vtn.preprocessing import preprocessor_from_registry
     from keras_vtn.weights import download
 
@@ -343,7 +343,7 @@ def _builtin_folder(name: str) -> str:
             pass
     entry = builtin_presets()[name]
     backbone = get_builder(entry["family"])(weights=entry["name"], **entry["match"])
-    frames, height, _ = model_clip_shape(backbone)
+    frames, height, _ = clip_shape(backbone)
     preprocessor = preprocessor_from_registry(entry, image_size=height, num_frames=frames)
     labels, note = _label_names(entry, int(backbone.output_shape[-1]))
     metadata = builtin_metadata(entry, download.fetch_entry(entry))
