@@ -202,3 +202,12 @@ def test_markdown_table_is_printed_by_the_module():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == markdown_table()
     assert "| `vivit_fe_l16x2_k600` | vivit | Kinetics-600 val | 81.6 |" in done.stdout
+
+
+def test_readme_table_is_the_presets_output():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = "<!-- presets table: python -m keras_vtn.presets --markdown -->\n"
+    table = text.split(start, 1)[1].split("\n<!-- end presets table -->", 1)[0]
+    assert table == markdown_table(), "README's table: paste `python -m keras_vtn.presets " \
+                                      "--markdown` between its markers"
