@@ -271,18 +271,22 @@ class _Passes:
         """The pass's job has ended: every element that will come has come."""
         with self.lock:
             record = self.passes.pop(int(number))
-        expected = len(record.paths)
-        received = len(record.seen)
-        duplicated = sum(n - 1 for n in record.seen.values())
         self.report.end_pass()
         entry = self.report.history[-1]
-        entry.update(expected=expected, lost=expected - received, duplicated=duplicated)
-        if entry["lost"] or duplicated:
+        entry.update(self.pass_counts(record, entry))
+        if entry.get("lost") or entry["duplicated"]:
             logger.warning(
-                "%s pass %d through %s: %d of %d videos never came back (a worker left "
+                "%s pass %d through %s: %s of %s videos never came back (a worker left "
                 "mid-pass), %d came twice.", self.name, len(self.report.history), self.target,
-                entry["lost"], expected, duplicated)
+                entry.get("lost", "?"), entry.get("expected", "?"), entry["duplicated"])
         return np.int32(0)
+
+    def pass_counts(self, record: _Pass, entry: dict) -> dict:
+        """`expected`, `lost` and `duplicated` videos of a finished pass (`entry` holds its
+        `report.history` counts)."""
+        expected = len(record.paths)
+        return dict(expected=expected, lost=expected - len(record.seen),
+                    duplicated=sum(n - 1 for n in record.seen.values()))
 
 
 def _client_dataset(passes, element_spec, repeat: bool, note):
@@ -511,38 +515,19 @@ class _RecordPasses(_Passes):
 
     expected: int | None = None
 
-    def start(self):
-        check_reachable(self.target)
-        _, files, _, pass_seed = self.table()
-        with self.lock:
-            number = self.count
-            self.count += 1
-            self.passes[number] = _Pass([])
-        graph = self.build_graph(None, files, None, pass_seed)
-        dataset_id = tf.data.experimental.service.register_dataset(self.target, graph).numpy()
-        return dataset_id, np.int64(number)
-
     def note_record(self, number, name):
         with self.lock:
             self.passes[int(number)].seen[bytes(name)] += 1
         self.report.ok()
         return np.int32(0)
 
-    def end(self, number):
-        with self.lock:
-            record = self.passes.pop(int(number))
-        self.report.end_pass()
-        entry = self.report.history[-1]
+    def pass_counts(self, record: _Pass, entry: dict) -> dict:
         # records without a file name cannot be told apart: not counted as duplicates
-        entry.update(duplicated=sum(n - 1 for name, n in record.seen.items() if name))
-        if self.expected is not None:
-            entry.update(expected=self.expected, lost=self.expected - entry["decoded"]
-                         + entry["duplicated"])
-        if entry.get("lost") or entry["duplicated"]:
-            logger.warning("%s pass %d through %s: %s of %s videos never came back, %d came "
-                           "twice.", self.name, len(self.report.history), self.target,
-                           entry.get("lost", "?"), self.expected, entry["duplicated"])
-        return np.int32(0)
+        duplicated = sum(n - 1 for name, n in record.seen.items() if name)
+        if self.expected is None:
+            return dict(duplicated=duplicated)
+        return dict(expected=self.expected, lost=self.expected - entry["decoded"] + duplicated,
+                    duplicated=duplicated)
 
 
 def _note_record(passes: _RecordPasses):
