@@ -12,7 +12,6 @@ instead of `timing`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -20,20 +19,18 @@ import time
 
 from benchmarks.harness import emit, load_average, rss_mb, time_calls, time_spec
 
-BUILDER_MODULES = {
-    "ViViT": "keras_vtn.models.vivit",
-    "LinearVTN": "keras_vtn.models.linear_vtn",
-    "VTN": "keras_vtn.models.vtn",
-    "LAPSTransformer": "keras_vtn.models.laps",
-}
-
 
 def get_builder(name: str):
+    """A builder by its public name (`"ViViT"`, ...) or a family name (`"vivit"`, ...)."""
     import keras_vtn
+    from keras_vtn.models.families import FAMILIES
 
-    if hasattr(keras_vtn, name):
-        return getattr(keras_vtn, name)
-    return getattr(importlib.import_module(BUILDER_MODULES[name]), name)
+    if name in FAMILIES:
+        return FAMILIES[name].builder
+    builders = {family.builder.__name__: family.builder for family in FAMILIES.values()}
+    if name in builders:
+        return builders[name]
+    return getattr(keras_vtn, name)
 
 
 def resolve_spec(spec: dict) -> tuple[str, dict, tuple]:

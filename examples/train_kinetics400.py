@@ -35,13 +35,14 @@ def _floats(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from keras_vtn.models.families import FAMILIES
     from keras_vtn.training import DISTRIBUTIONS, PRECISIONS, PRESETS
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a paper's recipe to start from")
     m = p.add_argument_group("model")
-    m.add_argument("--family", choices=["vivit", "linear_vtn", "vtn", "laps"])
+    m.add_argument("--family", choices=sorted(FAMILIES))
     m.add_argument("--variant", help="ViViT variant (e.g. factorised_encoder)")
     m.add_argument("--size", help="size preset (base, large, ...) or LAPS backbone")
     m.add_argument("--init", dest="weights",
@@ -106,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
+    from keras_vtn.convert import parse_model_args
+    from keras_vtn.models.families import FAMILIES
     from keras_vtn.training import TrainConfig
-    from keras_vtn.weights.cli import parse_model_args
 
     fields = {f for f in TrainConfig.__dataclass_fields__}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -126,7 +128,8 @@ def config_from_args(args):
     if args.variant:
         model_kwargs["variant"] = args.variant
     if args.size:
-        model_kwargs["backbone" if (args.family or "") == "laps" else "size"] = args.size
+        family = FAMILIES.get(args.family or "")
+        model_kwargs[family.size_argument if family else "size"] = args.size
     model_kwargs.update(parse_model_args(args.model_arg))
     overrides["model_kwargs"] = model_kwargs
     if args.preset:

@@ -110,6 +110,7 @@ from keras_vtn.classifier import VideoClassifier  # noqa: E402
 from keras_vtn.evaluation import evaluate_views  # noqa: E402
 from keras_vtn.models.laps import LAPSTransformer  # noqa: E402
 from keras_vtn.models.linear_vtn import LinearVTN  # noqa: E402
+from keras_vtn.models.pipeline import model_config  # noqa: E402
 from keras_vtn.models.vivit import ViViT  # noqa: E402
 from keras_vtn.models.vtn import VTN  # noqa: E402
 from keras_vtn.prediction import predict_video  # noqa: E402
@@ -141,8 +142,8 @@ def load_model(path, *, compile: bool = False, **builder_kwargs):
     """
     import keras
 
-    from keras_vtn.weights import registry
-    from keras_vtn.weights.cli import read_model_config
+    from keras_vtn.convert import read_model_config
+    from keras_vtn.models.families import get_builder
 
     path = _os.fspath(path)
     if path.endswith(".keras"):
@@ -157,8 +158,7 @@ def load_model(path, *, compile: bool = False, **builder_kwargs):
                          "`keras-vtn convert` (an original checkpoint goes to a builder's "
                          "weights=, e.g. keras_vtn.ViViT(weights=PATH)).")
     family, config = read_model_config(path)
-    builder = registry.family_function(family, "builder")
-    return builder(weights=path, **{**config, **builder_kwargs})
+    return get_builder(family)(weights=path, **{**config, **builder_kwargs})
 
 
 __all__ = [
@@ -172,6 +172,7 @@ __all__ = [
     "from_preset",
     "layers",
     "load_model",
+    "model_config",
     "predict_video",
     "presets",
     "weights",

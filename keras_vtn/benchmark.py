@@ -22,7 +22,7 @@ def benchmark_forward(model, batch_size: int = 1, warmup: int = 2, iterations: i
     """Median seconds per forward of `batch_size` random uint8-range clips, after `warmup`."""
     import keras
 
-    from keras_vtn.training.families import model_clip_shape, takes_frame_indices
+    from keras_vtn.models.families import model_clip_shape, takes_frame_indices
 
     frames, height, width = model_clip_shape(model)
     if None in (frames, height, width):

@@ -17,7 +17,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "benchmark": "keras_vtn.benchmark",
     "check-videos": "keras_vtn.data.check",
-    "convert": "keras_vtn.weights.cli",
+    "convert": "keras_vtn.convert",
     "data-service": "keras_vtn.data.service",
     "evaluate": "keras_vtn.evaluation",
     "export": "keras_vtn.export",

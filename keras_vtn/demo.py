@@ -16,39 +16,39 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Mapping
 
 from keras_vtn.io_utils import write_json
 
-# Small configurations of each family for 8 frames of 32x32 pixels.
-DEMO_MODELS: dict[str, dict] = {
-    "vivit": dict(
-        variant="factorised_encoder", tubelet_size=(2, 4, 4), hidden_dim=64, num_heads=4,
-        mlp_dim=128, num_spatial_layers=2, num_temporal_layers=2,
-    ),
-    "linear_vtn": dict(
-        patch_size=4, hidden_dim=64, num_spatial_layers=2, num_spatial_heads=4,
-        spatial_mlp_dim=128, num_temporal_layers=2, num_temporal_heads=4, temporal_head_dim=16,
-        temporal_mlp_dim=128, linformer_k=4,
-    ),
-    "vtn": dict(
-        patch_size=4, hidden_dim=64, num_spatial_layers=2, num_spatial_heads=4,
-        spatial_mlp_dim=128, num_temporal_layers=2, num_temporal_heads=4, temporal_mlp_dim=128,
-        attention_window=8, head_hidden_dim=64,
-    ),
-    "laps": dict(
-        backbone="vit_base", patch_size=4, hidden_dim=64, num_layers=4, num_heads=4,
-        mlp_dim=128,
-    ),
-}
 DEFAULT_FAMILY = "vivit"
-# Epochs per family: LinearVTN and VTN (per-frame ViT, then a temporal model on frame vectors)
-# need longer to tell rotation directions apart than ViViT (tubelets see two frames at once) and
-# LAPS (attention across frames in every block).
-DEMO_EPOCHS: dict[str, int] = {"vivit": 12, "linear_vtn": 24, "vtn": 32, "laps": 12}
-# Training settings that differ from the `motion_demo` preset. VTN's post-LN Longformer needs a
-# lower rate and a longer warm-up: at 1e-3 with 1 warm-up epoch it stayed at 39% after 24
-# epochs; at 5e-4 with 4 it reached 98% val accuracy by epoch 31.
-DEMO_TRAINING: dict[str, dict] = {"vtn": dict(learning_rate=5e-4, warmup_epochs=4.0)}
+
+
+class _FamilyField(Mapping):
+    """`{family: Family.<field>}` over the families registered when it is read."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def _table(self) -> dict:
+        from keras_vtn.models.families import FAMILIES
+
+        return {name: getattr(family, self._field) for name, family in FAMILIES.items()}
+
+    def __getitem__(self, family: str):
+        return self._table()[family]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+# Each family's small model for 8 frames of 32x32 pixels, its demo epochs and the training
+# settings that differ from the `motion_demo` preset (see `keras_vtn.models.families`).
+DEMO_MODELS: Mapping[str, dict] = _FamilyField("demo_model")
+DEMO_EPOCHS: Mapping[str, int] = _FamilyField("demo_epochs")
+DEMO_TRAINING: Mapping[str, dict] = _FamilyField("demo_training")
 
 
 def demo_config(family: str, output: str, **overrides):
@@ -60,7 +60,7 @@ def demo_config(family: str, output: str, **overrides):
     values = dict(
         family=family, model_kwargs=dict(DEMO_MODELS[family]),
         data_root=os.path.join(output, "data"), output_dir=os.path.join(output, "run"),
-        **DEMO_TRAINING.get(family, {}),
+        **dict(DEMO_TRAINING.get(family, {})),
     )
     values.update(overrides)
     return TrainConfig.from_preset("motion_demo", **values)

@@ -23,8 +23,9 @@ import time
 
 import numpy as np
 
+from keras_vtn.convert import parse_model_args
 from keras_vtn.io_utils import write_json
-from keras_vtn.weights.cli import parse_model_args
+from keras_vtn.models.families import FAMILIES, get_builder
 
 AGGREGATES = ("logits", "probabilities", "log_probabilities")
 
@@ -251,7 +252,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """`--model FILE.keras` or `--family` + `--weights` + `--model-arg key=value`."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="a saved .keras model (e.g. a training run's model.keras)")
-    group.add_argument("--family", choices=["vivit", "linear_vtn", "vtn", "laps"],
+    group.add_argument("--family", choices=sorted(FAMILIES),
                        help="build a family model instead (with --weights)")
     group.add_argument("--weights", help="registry name (k400, ...) or checkpoint path")
     group.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -281,7 +282,7 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
 def model_from_args(args, **defaults):
     """The model of `--model`, or of `--family`: `--num-frames` / `--image-size`, when given,
     are builder arguments there (the clip shape the model is built for)."""
-    from keras_vtn.training.families import load_model
+    from keras_vtn.models.families import load_model
 
     if args.model:
         return load_model(args.model)
@@ -319,7 +320,7 @@ def resolve_protocol(args, model, run_config: dict | None = None,
     Returns the `video_dataset` keyword arguments of `PROTOCOL_FIELDS` (`short_side` None
     means the dataset's default) plus `"source"`, a phrase saying where they came from.
     """
-    from keras_vtn.training.families import model_clip_shape
+    from keras_vtn.models.families import model_clip_shape
 
     run_config = run_config or {}
     recorded = {key: run_config.get(key) for key in PROTOCOL_FIELDS[:6]}
@@ -377,8 +378,8 @@ def registry_protocol(args) -> tuple[dict, str | None]:
         return {}, None
     given = parse_model_args(getattr(args, "model_arg", []) or [])
     try:
-        parameters = inspect.signature(registry.family_function(family, "builder")).parameters
-    except Exception:  # a family that cannot load says so when the model is built
+        parameters = inspect.signature(get_builder(family)).parameters
+    except ValueError:  # an unknown family says so when the model is built
         parameters = {}
 
     def wanted(key):
@@ -509,7 +510,7 @@ def add_parser(subparsers) -> None:
 def run_evaluate(args) -> int:
     from keras_vtn.data import dataset_info, make_dataset
     from keras_vtn.data.layouts import UnknownClassError
-    from keras_vtn.training.families import takes_frame_indices
+    from keras_vtn.models.families import takes_frame_indices
 
     model = model_from_args(args)
     run_config, config_path = read_run_config(args.model)

@@ -50,7 +50,7 @@ def predict_video(
     """
     from keras_vtn.data import KINETICS400_LABELS, dataset_info, video_dataset
     from keras_vtn.evaluation import _softmax, aggregate_views
-    from keras_vtn.training.families import model_clip_shape, takes_frame_indices
+    from keras_vtn.models.families import model_clip_shape, takes_frame_indices
 
     path = os.fspath(path)
     if not os.path.exists(path):

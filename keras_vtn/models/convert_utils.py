@@ -254,8 +254,25 @@ def strip_prefix(state: dict, prefix: str, family: str = "original") -> Checkpoi
     return CheckpointState(state, state.family, state.display)
 
 
-def check_no_leftovers(names, checkpoint: str, hint: str) -> None:
-    """Raises when tensors of the `checkpoint` kind were not mapped (`hint` says what to expect).
+def torch_names(take: Callable[[str], np.ndarray], names: dict[str, str], dst: str = "",
+                src: str = "") -> dict[str, np.ndarray]:
+    """`{dst + path: take(src + name)}` for a `{variable path: torch name}` table; a `.../kernel`
+    is a torch Linear weight (out, in), transposed to Keras' (in, out).
+
+    >>> state = {"fc.weight": np.zeros((3, 2)), "fc.bias": np.zeros(3)}
+    >>> mapped = torch_names(state.pop, {"fc/kernel": "weight", "fc/bias": "bias"}, src="fc.")
+    >>> {path: value.shape for path, value in mapped.items()}, state
+    ({'fc/kernel': (2, 3), 'fc/bias': (3,)}, {})
+    """
+    return {
+        dst + path: take(src + name).T if path.endswith("kernel") else take(src + name)
+        for path, name in names.items()
+    }
+
+
+def check_no_leftovers(names, checkpoint: str, hint: str = "", *, noun: str | None = None) -> None:
+    """Raises when tensors of the `checkpoint` kind were not mapped (`hint` says what to expect;
+    `noun` replaces "tensors in the <checkpoint> checkpoint" in the message).
 
     >>> check_no_leftovers([], "VTN", "")
     >>> check_no_leftovers(["extra.w"], "VTN", "Is this a VTN checkpoint?")
@@ -266,6 +283,6 @@ def check_no_leftovers(names, checkpoint: str, hint: str) -> None:
     leftovers = sorted(names)
     if leftovers:
         raise CheckpointError(
-            f"Unexpected tensors in the {checkpoint} checkpoint: {leftovers[:10]}"
-            f"{' ...' if len(leftovers) > 10 else ''}. {hint}"
+            f"Unexpected {noun or f'tensors in the {checkpoint} checkpoint'}: {leftovers[:10]}"
+            f"{' ...' if len(leftovers) > 10 else ''}. {hint}".rstrip()
         )

@@ -16,7 +16,10 @@ from keras import ops
 
 import keras_vtn.weights as kvw
 from keras_vtn.layers import TokenPooling
+from keras_vtn.layers.transformer import layer_norm
+from keras_vtn.layers.utils import to_tuple
 from keras_vtn.models.convert_utils import naming_file
+from keras_vtn.models.pipeline import num_classes_default
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -145,38 +148,44 @@ def vit_backbone(
     return keras.Model(frames, cls, name=name)
 
 
-def spatial_vit(
-    args: dict, explicit: dict, preset: dict, drop_path_rate: float, checkpoint: dict | None = None
-) -> keras.Model:
-    """`vit_backbone` from a family's resolved `args` (`patch_size`, `hidden_dim`,
-    `num_spatial_layers`, `num_spatial_heads`, `spatial_mlp_dim`, `spatial_qkv_bias`).
+def default_heads(args: dict, key: str, width: int, preset_width: int, explicit: dict,
+                  checkpoint: dict) -> None:
+    """Head counts are not in the tensors: a width other than the preset's without a given
+    (explicit or checkpoint-recorded) `args[key]` gets 64-wide heads (timm, HF Longformer)."""
+    given = explicit.get(key) is not None or key in checkpoint
+    if not given and width != preset_width:
+        args[key] = max(1, width // 64)
 
-    The head count is not in the tensors: a width other than the preset's without an explicit
-    `num_spatial_heads` gets timm's 64-wide heads (written back into `args`). A head count
-    given by the checkpoint config (a registry entry's `config`) is never replaced.
-    """
-    given = explicit["num_spatial_heads"] is not None or "num_spatial_heads" in (checkpoint or {})
-    if not given and args["hidden_dim"] != preset["hidden_dim"]:
-        args["num_spatial_heads"] = max(1, args["hidden_dim"] // 64)
+
+def frame_vit(config: dict) -> keras.Model:
+    """`vit_backbone` from a merged config (`patch_size`, `hidden_dim`, `num_spatial_layers`,
+    `num_spatial_heads`, `spatial_mlp_dim`, `spatial_qkv_bias`, `drop_path_rate`)."""
     return vit_backbone(
-        args["image_size"],
-        patch_size=args["patch_size"],
-        hidden_dim=args["hidden_dim"],
-        num_layers=args["num_spatial_layers"],
-        num_heads=args["num_spatial_heads"],
-        mlp_dim=args["spatial_mlp_dim"],
-        qkv_bias=args["spatial_qkv_bias"],
-        drop_path_rate=drop_path_rate,
+        config["image_size"],
+        patch_size=config["patch_size"],
+        hidden_dim=config["hidden_dim"],
+        num_layers=config["num_spatial_layers"],
+        num_heads=config["num_spatial_heads"],
+        mlp_dim=config["spatial_mlp_dim"],
+        qkv_bias=config["spatial_qkv_bias"],
+        drop_path_rate=config["drop_path_rate"],
     )
 
 
 def image_size_pair(image_size) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    size = tuple(int(s) for s in image_size)
-    if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
-    return size
+    """An int or a (height, width) pair as (height, width)."""
+    return to_tuple(image_size, 2, "image_size")
+
+
+def explicit_arguments(label: str, call: dict, sizes: dict) -> dict:
+    """The architecture arguments of a builder call (`None`: not given; the image size as a
+    (height, width) pair), once its `size` is known to be one of `sizes`."""
+    if call["size"] not in sizes:
+        raise ValueError(f"Unknown {label} size {call['size']!r}; available: {sorted(sizes)}.")
+    explicit = {key: call[key] for key in sizes[call["size"]]}
+    if explicit.get("image_size") is not None:
+        explicit["image_size"] = image_size_pair(explicit["image_size"])
+    return explicit
 
 
 def preprocessing_layer(normalization) -> keras.layers.Layer:
@@ -192,53 +201,51 @@ def preprocessing_layer(normalization) -> keras.layers.Layer:
     return keras.layers.Rescaling(1.0 / (255.0 * std), offset=-mean / std, name="preprocessing")
 
 
+def classifier_head(config: dict, hidden: Callable | None = None) -> Callable:
+    """LayerNorm (eps 1e-5) → `hidden(x)` if any → Dense(`num_classes`), in float32 (both
+    families' `mlp_head`); the head's activation is `classifier_activation`."""
+
+    def head(x):
+        x = layer_norm(1e-5, "head_norm", "float32")(x)
+        if hidden is not None:
+            x = hidden(x)
+        return keras.layers.Dense(
+            config["num_classes"], activation=config["classifier_activation"], dtype="float32",
+            name="head",
+        )(x)
+
+    return head
+
+
 def frame_temporal_model(
+    config: dict,
     *,
     backbone: keras.Model,
     temporal_encoder: Callable,
     head: Callable,
-    num_frames: int | None,
-    image_size: tuple[int, int],
-    include_preprocessing: bool,
-    normalization,
-    include_top: bool,
-    pooling: str | None,
-    frame_chunk_size: int | None,
     extra_inputs: dict | None = None,
-    name: str,
 ) -> keras.Model:
     """Clip → preprocessing → `FrameEncoder(backbone)` → `temporal_encoder` → pooling → `head`.
 
+    `config` gives `num_frames`, `image_size`, `include_preprocessing`, `normalization`,
+    `include_top`, `pooling`, `frame_chunk_size` and `name`.
     `temporal_encoder(features, extra_inputs) -> tokens` (batch, 1 + T, D) with the CLS at 0.
     `head(pooled) -> logits`. With `extra_inputs` (e.g. frame indices) the model takes a dict
     `{"frames": ..., **extra_inputs}`.
     """
-    frames = keras.Input((num_frames, *image_size, 3), name="frames")
-    x = preprocessing_layer(normalization)(frames) if include_preprocessing else frames
-    features = FrameEncoder(backbone, chunk_size=frame_chunk_size, name="frame_encoder")(x)
+    c = config
+    frames = keras.Input((c["num_frames"], *c["image_size"], 3), name="frames")
+    x = preprocessing_layer(c["normalization"])(frames) if c["include_preprocessing"] else frames
+    features = FrameEncoder(backbone, chunk_size=c["frame_chunk_size"], name="frame_encoder")(x)
     tokens = temporal_encoder(features, extra_inputs or {})
+    pooling = c["pooling"]
     if pooling not in (None, "token", "avg"):
         raise ValueError(f"Unknown pooling {pooling!r}; use None, 'token' or 'avg'.")
-    pooled = TokenPooling(pooling or "token", name="pooling")(tokens)
-    outputs = head(pooled) if include_top else pooled
+    # "avg" leaves the CLS out, as in every family.
+    pooled = TokenPooling(pooling or "token", num_prefix_tokens=1, name="pooling")(tokens)
+    outputs = head(pooled) if c["include_top"] else pooled
     inputs = {"frames": frames, **extra_inputs} if extra_inputs else frames
-    return keras.Model(inputs, outputs, name=name)
-
-
-def resolve_arguments(family: str, preset: dict, explicit: dict, checkpoint: dict | None) -> dict:
-    """Architecture arguments: explicit > checkpoint > preset; explicit vs checkpoint must agree."""
-    resolved = dict(preset)
-    for key, value in (checkpoint or {}).items():
-        given = explicit.get(key)
-        if given is not None and given != value:
-            raise ValueError(
-                f"{family}: {key}={given!r} conflicts with the checkpoint, which has "
-                f"{key}={value!r}. Drop the argument (it is read from the checkpoint) or use "
-                "matching weights."
-            )
-        resolved[key] = value
-    resolved.update({k: v for k, v in explicit.items() if v is not None})
-    return resolved
+    return keras.Model(inputs, outputs, name=c["name"])
 
 
 # --- Weights -----------------------------------------------------------------------------------
@@ -249,7 +256,8 @@ def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Cal
 
     `source` is `None` (random init), a Keras file, a registry download or an original
     checkpoint. For an original file, `state` is its tensors and the config is read from
-    them; for a registry entry the config is the entry's. `num_classes` is left out: the head
+    them; for a registry entry the config is the entry's. `num_classes` stays in (for the
+    default head size; `merge_config` does not see it): the head
     loads only when it matches the model's.
     """
     source = kvw.resolve(weights, family, size=size)
@@ -261,11 +269,20 @@ def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Cal
         state = kvw.read_checkpoint(source.path)
         with naming_file(source.path):
             found = config_from_checkpoint(state)
-    for key in ("size", "num_classes"):
-        found.pop(key, None)
+    found.pop("size", None)
     if "image_size" in found:
         found["image_size"] = image_size_pair(found["image_size"])
     return source, state, found
+
+
+def checkpoint_defaults(checkpoint: dict | None, preset: dict, num_classes: int | None):
+    """`(constraints, preset, num_classes)`: the checkpoint's head size decides a `None`
+    `num_classes`, and its image size becomes the preset's (an explicit one wins: the ViT
+    position table is resized); everything else it fixes stays a constraint."""
+    num_classes = num_classes_default(num_classes, checkpoint)
+    constraints = {k: v for k, v in (checkpoint or {}).items() if k != "num_classes"}
+    image_size = constraints.pop("image_size", image_size_pair(preset["image_size"]))
+    return constraints, dict(preset, image_size=image_size), num_classes
 
 
 def entry_normalization(source) -> tuple[float, float] | None:
@@ -276,14 +293,9 @@ def entry_normalization(source) -> tuple[float, float] | None:
     return float(pre["mean"][0]), float(pre["std"][0])
 
 
-def load_weights(model, weights, source, state, family: str, converter: Callable, size: str):
+def load_weights(model, source, state, family: str, converter: Callable):
     """Fills the built `model` through `keras_vtn.weights` (shape-checked, head rule)."""
     if source is None:
         return
     with naming_file(source.path):
-        if state is not None:
-            # An original file already read: convert and assign (a head of another size stays
-            # fresh, with a warning; a model without top ignores it).
-            kvw.assign_weights(model, converter(state, model))
-        else:
-            kvw.load_weights(model, weights, family, converter=converter, size=size)
+        kvw.load_source(model, source, family, converter, state)

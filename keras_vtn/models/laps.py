@@ -7,6 +7,7 @@ outputs. No parameters beyond the image model. Reference: VideoNetworks/LAPS-tra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import keras
@@ -16,6 +17,13 @@ from keras_vtn import weights as kvw
 from keras_vtn.layers import LeapAttention, leap_pairs
 from keras_vtn.models import laps_convert
 from keras_vtn.models.convert_utils import naming_file
+from keras_vtn.models.frame_temporal import image_size_pair
+from keras_vtn.models.pipeline import (
+    attach_config,
+    builder_config,
+    merge_config,
+    num_classes_default,
+)
 from keras_vtn.models.visformer import (
     VISFORMER_MEAN,
     VISFORMER_SIZES,
@@ -93,7 +101,7 @@ def _preprocessing(backbone: str):
 
 def LAPSTransformer(
     backbone: str = "vit_base",
-    weights: str | None = None,
+    weights: str | os.PathLike | None = None,
     include_top: bool = True,
     num_classes: int | None = 400,
     classifier_activation: str | None = None,
@@ -117,6 +125,7 @@ def LAPSTransformer(
     depths: Sequence[int] | None = None,
     mlp_ratio: float | None = None,
     name: str | None = None,
+    size: str | None = None,
 ) -> keras.Model:
     """LAPS video transformer: ViT-B/L or Visformer-S with leap attention + periodic shift.
 
@@ -127,12 +136,16 @@ def LAPSTransformer(
     Args:
         backbone: `"vit_base"`, `"vit_large"` (patch 16, LayerNorm eps 1e-6, exact GELU) or
             `"visformer_small"` (BatchNorm eps 1e-5).
+        size: the same choice by size, as the other families take it: `"base"`,
+            `"large"` or `"small"` (Visformer-S); a backbone name is accepted too.
         weights: `None`; `"imagenet21k"` (ViT backbones: Google's image checkpoint initialises
             the backbone); a path to a LAPS training checkpoint (`.pth`, ViT or Visformer), a
             Visformer image file (`{"model": ...}`, e.g. `visformer_s_in10k.pth`), a timm or
             Google ViT image checkpoint, or a Keras `.weights.h5`/`.keras`. `"k400"` raises:
             the authors never released Kinetics weights. Architecture arguments not given
             are read from an original checkpoint; conflicting ones are an error.
+        num_classes: head size; `None`: the checkpoint's (so its head loads), else 400, as in
+            every family. A checkpoint head of another size is not loaded.
         num_frames, image_size: clip size; `image_size` defaults to 224 or the checkpoint's.
         leap_levels: one level per attention block, or a cycle that repeats (ViT default
             [1, 2, 3, 1]; Visformer stage 2 / stage 3 [1, 2, 3, 1] / [2, 3, 1, 2] for T=8 and
@@ -144,7 +157,8 @@ def LAPSTransformer(
         The repo's ablations: LA only `fold_div=0`; PS only `leap_levels=None`; PlainShift
         `leap_levels=None, shift="tsm"`; plain per-frame 2D `leap_levels=None, fold_div=0`.
         pooling: with `include_top=False`, `None`/`"token"` (ViT: per-frame CLS; Visformer:
-            pooled map, averaged over frames) or `"avg"` (every patch token of every frame).
+            pooled map, averaged over frames) or `"avg"`: the mean of the encoder's output
+            tokens (every patch token of every frame), CLS excluded, as in every family.
         Architecture overrides: ViT `patch_size`, `hidden_dim`, `num_layers`, `num_heads`,
         `mlp_dim`; Visformer `stem_width`, `widths`, `depths`, `num_heads`, `mlp_ratio`.
 
@@ -154,6 +168,8 @@ def LAPSTransformer(
     >>> tuple(model.output_shape)
     (None, 5)
     """
+    call = dict(locals())
+    backbone = _backbone_for_size(backbone, size)
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown LAPS backbone {backbone!r}; use one of {BACKBONES}.")
     if pooling not in (None, "token", "avg"):
@@ -172,97 +188,142 @@ def LAPSTransformer(
             state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
             with naming_file(source.path):
                 found = laps_convert.config_from_checkpoint(state)
+        num_classes = num_classes_default(num_classes, found)
         image_size = _fill_from_checkpoint(given, found, backbone, image_size, weights)
-    image_size = 224 if image_size is None else image_size
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    frames = keras.Input((num_frames, height, width, 3), name="frames")
-    x = _preprocessing(backbone)(frames) if include_preprocessing else frames
+    num_classes = num_classes_default(num_classes, None)
+    image_size = image_size_pair(224 if image_size is None else image_size)
+    merged = {**_architecture(backbone, given), "backbone": backbone,
+              "image_size": image_size, "num_classes": num_classes}
+    config = builder_config(LAPSTransformer, call, merged)
+    model = attach_config(laps_graph(config), "laps", config)
+    if source is not None:
+        with naming_file(source.path):
+            if state is None:  # Keras files, and registry downloads (converted once, cached)
+                kvw.load_source(model, source, "laps", laps_convert.convert_laps)
+            else:
+                _load_original(model, state, partial=source.partial)
+    return model
 
-    outputs_patches = pooling == "avg" and not include_top
+
+VIT_ARGUMENTS = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")
+VISFORMER_ARGUMENTS = ("stem_width", "widths", "depths", "num_heads", "mlp_ratio")
+
+
+def _architecture(backbone: str, given: dict) -> dict:
+    """The backbone's architecture arguments: those given (or read from a checkpoint), else
+    the backbone's standard ones."""
     if backbone.startswith("vit"):
         size = VIT_SIZES["base" if backbone == "vit_base" else "large"]
-        arch = dict(
+        return dict(
             patch_size=given["patch_size"] or 16,
             hidden_dim=given["hidden_dim"] or size["hidden_dim"],
             num_layers=given["num_layers"] or size["num_layers"],
             num_heads=given["num_heads"] or size["num_heads"],
             mlp_dim=given["mlp_dim"] or size["mlp_dim"],
         )
-        levels = _block_levels(leap_levels, backbone, num_frames, arch["num_layers"])
+    size = VISFORMER_SIZES["small"]
+    return dict(
+        stem_width=given["stem_width"] or size["stem_width"],
+        widths=tuple(given["widths"] or size["widths"]),
+        depths=tuple(given["depths"] or size["depths"]),
+        num_heads=given["num_heads"] or size["num_heads"],
+        mlp_ratio=given["mlp_ratio"] or 4.0,
+    )
 
-        def attention(i):
-            if levels[i] is None and (shift is None or not fold_div):
-                return None  # plain per-frame attention
-            return LeapAttention(
-                arch["num_heads"],
-                level=levels[i],
-                shift=shift,
-                fold_div=fold_div,
-                attention_dropout_rate=attention_dropout_rate,
-                name="attention",
-            )
 
-        tokens = vit_frame_tokens(
-            x,
-            qkv_bias=True,
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=drop_path_rate,
-            attention_factory=attention,
-            # Unless the patch tokens are the output, only the CLS rows leave the last block.
-            last_block_tokens=None if outputs_patches else 1,
-            **arch,
-        )  # (B, T, 1 + N, D), or (B, T, 1, D)
-        per_frame = tokens[:, :, 0]  # each frame's CLS token
-        patch_tokens = tokens[:, :, 1:]
-    else:
-        size = VISFORMER_SIZES["small"]
-        arch = dict(
-            stem_width=given["stem_width"] or size["stem_width"],
-            widths=tuple(given["widths"] or size["widths"]),
-            depths=tuple(given["depths"] or size["depths"]),
-            num_heads=given["num_heads"] or size["num_heads"],
-            mlp_ratio=given["mlp_ratio"] or 4.0,
-        )
-        blocks = arch["depths"][1] + arch["depths"][2]
-        levels = _block_levels(leap_levels, backbone, num_frames, blocks)
-        patch_tokens = visformer_frame_features(
-            x,
-            leap_levels=levels,
-            shift=shift if fold_div else None,
-            fold_div=fold_div,
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=drop_path_rate,
-            **arch,
-        )  # (B, T, N, C)
-        per_frame = ops.mean(patch_tokens, axis=2)  # AdaptiveAvgPool2d(1) per frame
-
-    if include_top:
-        if dropout_rate:
-            per_frame = keras.layers.Dropout(dropout_rate, name="head_dropout")(per_frame)
-        logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(per_frame)
+def laps_graph(config: dict) -> keras.Model:
+    """The LAPS graph of a merged config (`LAPSTransformer`'s arguments, every architecture
+    value set, as `keras_vtn.model_config` returns them). No I/O."""
+    c, backbone = config, config["backbone"]
+    height, width = image_size_pair(c["image_size"])
+    frames = keras.Input((c["num_frames"], height, width, 3), name="frames")
+    x = _preprocessing(backbone)(frames) if c["include_preprocessing"] else frames
+    outputs_patches = c["pooling"] == "avg" and not c["include_top"]
+    frame_features = _vit_frames if backbone.startswith("vit") else _visformer_frames
+    per_frame, patch_tokens = frame_features(x, c, outputs_patches)
+    if c["include_top"]:
+        if c["dropout_rate"]:
+            per_frame = keras.layers.Dropout(c["dropout_rate"], name="head_dropout")(per_frame)
+        logits = keras.layers.Dense(c["num_classes"], dtype="float32", name="head")(per_frame)
         outputs = keras.layers.GlobalAveragePooling1D(dtype="float32", name="frame_average")(
             logits
         )
-        if classifier_activation is not None:
+        if c["classifier_activation"] is not None:
             outputs = keras.layers.Activation(
-                classifier_activation, dtype="float32", name="predictions"
+                c["classifier_activation"], dtype="float32", name="predictions"
             )(outputs)
     elif outputs_patches:
         outputs = ops.mean(ops.cast(patch_tokens, "float32"), axis=(1, 2))
     else:
         outputs = ops.mean(ops.cast(per_frame, "float32"), axis=1)
-    model = keras.Model(frames, outputs, name=name or f"laps_{backbone}")
+    return keras.Model(frames, outputs, name=c["name"] or f"laps_{backbone}")
 
-    if source is not None:
-        with naming_file(source.path):
-            if state is None:  # Keras files, and registry downloads (converted once, cached)
-                kvw.load_weights(model, weights, "laps", converter=laps_convert.convert_laps,
-                                 backbone=backbone)
-            else:
-                _load_original(model, state, partial=source.partial)
-    return model
+
+def _vit_frames(x, c: dict, outputs_patches: bool):
+    """(each frame's CLS token, the patch tokens) of the leap-attention ViT."""
+    arch = {key: c[key] for key in VIT_ARGUMENTS}
+    levels = _block_levels(c["leap_levels"], c["backbone"], c["num_frames"], arch["num_layers"])
+    shift, fold_div = c["shift"], c["fold_div"]
+
+    def attention(i):
+        if levels[i] is None and (shift is None or not fold_div):
+            return None  # plain per-frame attention
+        return LeapAttention(
+            arch["num_heads"],
+            level=levels[i],
+            shift=shift,
+            fold_div=fold_div,
+            attention_dropout_rate=c["attention_dropout_rate"],
+            name="attention",
+        )
+
+    tokens = vit_frame_tokens(
+        x,
+        qkv_bias=True,
+        dropout_rate=c["dropout_rate"],
+        attention_dropout_rate=c["attention_dropout_rate"],
+        drop_path_rate=c["drop_path_rate"],
+        attention_factory=attention,
+        # Unless the patch tokens are the output, only the CLS rows leave the last block.
+        last_block_tokens=None if outputs_patches else 1,
+        **arch,
+    )  # (B, T, 1 + N, D), or (B, T, 1, D)
+    return tokens[:, :, 0], tokens[:, :, 1:]
+
+
+def _visformer_frames(x, c: dict, outputs_patches: bool):
+    """(each frame's average-pooled map, the patch tokens) of the leap-attention Visformer."""
+    arch = {key: c[key] for key in VISFORMER_ARGUMENTS}
+    arch.update(widths=tuple(arch["widths"]), depths=tuple(arch["depths"]))
+    blocks = arch["depths"][1] + arch["depths"][2]
+    levels = _block_levels(c["leap_levels"], c["backbone"], c["num_frames"], blocks)
+    patch_tokens = visformer_frame_features(
+        x,
+        leap_levels=levels,
+        shift=c["shift"] if c["fold_div"] else None,
+        fold_div=c["fold_div"],
+        dropout_rate=c["dropout_rate"],
+        attention_dropout_rate=c["attention_dropout_rate"],
+        drop_path_rate=c["drop_path_rate"],
+        **arch,
+    )  # (B, T, N, C)
+    return ops.mean(patch_tokens, axis=2), patch_tokens  # AdaptiveAvgPool2d(1) per frame
+
+
+# `size=` names a backbone by its size, as the other families' presets do.
+SIZE_BACKBONES = {"base": "vit_base", "large": "vit_large", "small": "visformer_small"}
+
+
+def _backbone_for_size(backbone: str, size: str | None) -> str:
+    if size is None:
+        return backbone
+    chosen = SIZE_BACKBONES.get(size, size)
+    if chosen not in BACKBONES:
+        raise ValueError(f"Unknown LAPS size {size!r}; use one of {sorted(SIZE_BACKBONES)} "
+                         f"(or backbone= one of {BACKBONES}).")
+    if backbone not in ("vit_base", chosen):  # vit_base is the default: size= picks then
+        raise ValueError(f"size={size!r} ({chosen}) contradicts backbone={backbone!r}; give one.")
+    return chosen
 
 
 def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, weights):
@@ -278,25 +339,13 @@ def _fill_from_checkpoint(given: dict, found: dict, backbone: str, image_size, w
         image_size = found.get("image_size")
     for key in ("image_size", "num_classes"):  # the head loads only when num_classes matches
         found.pop(key, None)
-    for key, value in found.items():
-        if given.get(key) is not None and _differs(given[key], value):
-            raise ValueError(
-                f"{key}={given[key]!r} conflicts with the checkpoint {weights} ({value!r}); "
-                f"leave {key} unset to use the checkpoint's value."
-            )
-        given[key] = value
+    given.update(merge_config("LAPSTransformer", {}, found, given, source=os.fspath(weights)))
     if kind == "vit" and given["num_heads"] is None:
         raise ValueError(
             "The number of heads is not stored in a timm ViT checkpoint and width "
             f"{given['hidden_dim']} has no standard head count: pass num_heads."
         )
     return image_size
-
-
-def _differs(a, b) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return tuple(a) != tuple(b)
-    return a != b
 
 
 def _load_original(model: keras.Model, source, partial: bool = False) -> None:

@@ -15,27 +15,29 @@ number of frames come from the builder arguments (the training run name records 
 from __future__ import annotations
 
 import collections
-import math
 import re
 
 import numpy as np
 
-from keras_vtn.layers import PositionEmbedding
 from keras_vtn.models.convert_utils import (
     CheckpointState,
     agree,
     check_limit,
+    check_no_leftovers,
     check_nonempty,
     count_blocks,
     shape_of,
     tensor_name,
 )
 from keras_vtn.models.vit import (
+    fit_square_position_tables,
     google_vit_config,
     google_vit_mapping,
+    google_vit_names,
     timm_vit_mapping,
     vit_config,
 )
+from keras_vtn.weights import safe_zip
 from keras_vtn.weights.errors import CheckpointError
 
 PREFIXES = ("module.", "base_model.")
@@ -78,15 +80,13 @@ def extract_state(state: dict) -> CheckpointState:
     return CheckpointState(out, FAMILY, lambda key: base(prefix + key))
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
+def _flatten(tree: dict) -> dict:
+    """'.'-joined names of a nested dict (as `torch.load` returns it); non-containers are leaves."""
+    def leaf(value):
+        return None if isinstance(value, (dict, list, tuple)) else value
+
+    path = "the checkpoint"
+    return safe_zip.flatten_nested(tree, ".", leaf, path, safe_zip.Budget(path, 0))
 
 
 def checkpoint_backbone(state: dict[str, np.ndarray]) -> str:
@@ -123,7 +123,7 @@ def config_from_checkpoint(state: dict) -> dict:
     if backbone == "visformer":
         return _visformer_config(state)
     if backbone == "vit_google":
-        config = google_vit_config(state)
+        config = google_vit_config(google_vit_names(state, "pre_linen", FAMILY))
     else:
         config = vit_config(state)
         config.pop("qkv_bias")
@@ -246,6 +246,7 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
     state = extract_state(state)
     backbone = checkpoint_backbone(state)
     if backbone == "vit_google":
+        state = google_vit_names(state, "pre_linen", FAMILY)
         out = google_vit_mapping(state, count_blocks(state, "Transformer/encoderblock_"))
         if "head/kernel" in state:  # Flax Dense: already (in, out)
             out["head/kernel"] = np.asarray(state.pop("head/kernel"))
@@ -258,27 +259,9 @@ def convert_laps(state: dict, model) -> dict[str, np.ndarray]:
     if "head.weight" in state:
         out["head/kernel"] = np.asarray(state.pop("head.weight")).T
         out["head/bias"] = np.asarray(state.pop("head.bias"))
-    leftover = sorted(k for k in state if not _IGNORED.search(k))
-    if leftover:
-        raise CheckpointError(
-            f"Unexpected keys in the LAPS {backbone} checkpoint (not mapped, not ignorable): "
-            f"{leftover[:20]}{' ...' if len(leftover) > 20 else ''}"
-        )
-    return _fit_position_tables(out, model, backbone)
-
-
-def _fit_position_tables(mapping: dict, model, backbone: str) -> dict:
-    shapes = {v.path: tuple(v.shape) for v in model.weights}
-    for path, table in list(mapping.items()):
-        target = shapes.get(path)
-        if not path.endswith("embeddings") or target is None or target == table.shape:
-            continue
-        prefix = 0 if backbone == "visformer" else 1  # ViT's table starts with the CLS position
-        source_side = math.isqrt(table.shape[0] - prefix)
-        target_side = math.isqrt(target[0] - prefix)
-        if source_side**2 + prefix != table.shape[0] or target_side**2 + prefix != target[0]:
-            continue  # not square: leave it to the shape check of the loader
-        mapping[path] = PositionEmbedding.resize(
-            table, (source_side, source_side), (target_side, target_side), prefix
-        )
-    return mapping
+    check_no_leftovers(
+        [k for k in state if not _IGNORED.search(k)], f"LAPS {backbone}",
+        "Only `num_batches_tracked` and timm's `pre_logits` are ignored.",
+    )
+    # ViT's tables start with the CLS position; Visformer's have none.
+    return fit_square_position_tables(out, model, 0 if backbone == "visformer" else 1)

@@ -7,16 +7,23 @@ import os
 import keras
 
 from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding
-from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
+    checkpoint_defaults,
+    classifier_head,
+    default_heads,
     entry_normalization,
+    explicit_arguments,
     frame_temporal_model,
+    frame_vit,
     image_size_pair,
     load_weights,
-    resolve_arguments,
     resolve_weights,
-    spatial_vit,
+)
+from keras_vtn.models.pipeline import (
+    attach_config,
+    builder_config,
+    merge_config,
 )
 from keras_vtn.models.vit import transformer_blocks
 
@@ -41,8 +48,10 @@ SIZES: dict[str, dict] = {
 }
 
 
-def _linformer_encoder(args, dropout_rate, attention_dropout_rate, embedding_dropout_rate):
+def _linformer_encoder(args):
     """lucidrains/elb3k `Linformer`: CLS + learned positions (no input norm), pre-LN blocks."""
+    dropout_rate, attention_dropout_rate = args["dropout_rate"], args["attention_dropout_rate"]
+    embedding_dropout_rate = args["embedding_dropout_rate"]
 
     def encoder(features, _extra):
         x = ClassToken(initializer="random_uniform", name="temporal_cls_token")(features)
@@ -75,7 +84,7 @@ def LinearVTN(
     size: str = "base",
     weights: str | os.PathLike | None = None,
     include_top: bool = True,
-    num_classes: int = 400,
+    num_classes: int | None = 400,
     classifier_activation: str | None = None,
     pooling: str | None = None,
     num_frames: int | None = None,
@@ -118,15 +127,18 @@ def LinearVTN(
             unused ViT head are handled). Architecture arguments are read from the file;
             an explicit argument that contradicts it is an error. The head loads only
             when `num_classes` matches.
+        num_classes: head size; `None`: the checkpoint's (so its head loads), else 400, as in
+            every family. A checkpoint head of another size is not loaded.
         num_frames: clip length. E fixes it: Linformer weights work only at the length they
             were trained with (16 for the released ones).
         normalization: input normalisation when `include_preprocessing`: `"vit"`
             (mean = std = 0.5: `lin-vtn.pth`), `"miil"` ([0, 1]: the MIIL-21k weights) or a
             (mean, std) pair. Default: `"miil"` when the ViT has no qkv bias (the MIIL
             backbone), else `"vit"`.
-        pooling: `None`/`"token"` (the CLS output) or `"avg"` (mean of all tokens, CLS
-            included, elb3k's `pool='mean'`). Without the top, the pooled vector is returned
-            before the head LayerNorm.
+        pooling: `None`/`"token"` (the CLS output) or `"avg"`: the mean of the encoder's
+            output tokens, CLS excluded, as in every family (elb3k's `pool='mean'` also
+            averages the CLS). Without the top, the pooled vector is returned before the head
+            LayerNorm.
         dropout_rate, attention_dropout_rate, embedding_dropout_rate: temporal encoder
             dropout (elb3k trains with 0.1, 0.1, 0.5); `drop_path_rate`: the ViT's
             stochastic depth.
@@ -141,25 +153,8 @@ def LinearVTN(
     >>> tuple(model.output.shape)
     (None, 5)
     """
-    if size not in SIZES:
-        raise ValueError(f"Unknown LinearVTN size {size!r}; available: {sorted(SIZES)}.")
-    explicit = dict(
-        patch_size=patch_size,
-        hidden_dim=hidden_dim,
-        num_spatial_layers=num_spatial_layers,
-        num_spatial_heads=num_spatial_heads,
-        spatial_mlp_dim=spatial_mlp_dim,
-        spatial_qkv_bias=spatial_qkv_bias,
-        num_temporal_layers=num_temporal_layers,
-        num_temporal_heads=num_temporal_heads,
-        temporal_head_dim=temporal_head_dim,
-        temporal_mlp_dim=temporal_mlp_dim,
-        linformer_k=linformer_k,
-        one_kv_head=one_kv_head,
-        share_kv=share_kv,
-        num_frames=num_frames,
-        image_size=None if image_size is None else image_size_pair(image_size),
-    )
+    call = dict(locals())
+    explicit = explicit_arguments("LinearVTN", call, SIZES)
     source, state, checkpoint = resolve_weights(
         weights, "linear_vtn", size, linear_vtn_convert.config_from_checkpoint
     )
@@ -185,8 +180,8 @@ def LinearVTN(
                 f"num_temporal_heads={heads} × temporal_head_dim={head_dim} = {heads * head_dim}."
             )
         explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
-    preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
-    args = resolve_arguments("LinearVTN", preset, explicit, checkpoint)
+    checkpoint, preset, num_classes = checkpoint_defaults(checkpoint, SIZES[size], num_classes)
+    args = merge_config("LinearVTN", preset, checkpoint, explicit)
     if args["num_frames"] is None:
         raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
     if normalization is None:
@@ -194,31 +189,22 @@ def LinearVTN(
             "vit" if args["spatial_qkv_bias"] else "miil"
         )
 
-    backbone = spatial_vit(args, explicit, preset, drop_path_rate, checkpoint)
-
-    def head(x):
-        x = layer_norm(1e-5, "head_norm", "float32")(x)
-        return keras.layers.Dense(
-            num_classes, activation=classifier_activation, dtype="float32", name="head"
-        )(x)
-
-    model = frame_temporal_model(
-        backbone=backbone,
-        temporal_encoder=_linformer_encoder(
-            args, dropout_rate, attention_dropout_rate, embedding_dropout_rate
-        ),
-        head=head,
-        num_frames=args["num_frames"],
-        image_size=args["image_size"],
-        include_preprocessing=include_preprocessing,
-        normalization=normalization,
-        include_top=include_top,
-        pooling=pooling,
-        frame_chunk_size=frame_chunk_size,
-        name=name,
+    default_heads(
+        args, "num_spatial_heads", args["hidden_dim"], preset["hidden_dim"], explicit, checkpoint
     )
-    load_weights(
-        model, weights, source, state, "linear_vtn", linear_vtn_convert.convert_linear_vtn, size
-    )
+    merged = {**args, "normalization": normalization, "num_classes": num_classes}
+    config = builder_config(LinearVTN, call, merged)
+    model = attach_config(linear_vtn_graph(config), "linear_vtn", config)
+    load_weights(model, source, state, "linear_vtn", linear_vtn_convert.convert_linear_vtn)
     return model
 
+
+def linear_vtn_graph(config: dict) -> keras.Model:
+    """The LinearVTN graph of a merged config (`LinearVTN`'s arguments, every architecture
+    value set, as `keras_vtn.model_config` returns them). No I/O."""
+    c = dict(config, image_size=image_size_pair(config["image_size"]))
+
+    return frame_temporal_model(
+        c, backbone=frame_vit(c), temporal_encoder=_linformer_encoder(c),
+        head=classifier_head(c),
+    )

@@ -19,14 +19,41 @@ from keras_vtn.models.convert_utils import (
     count_blocks,
     shape_of,
     strip_prefix,
+    torch_names,
 )
-from keras_vtn.models.vit import timm_vit_mapping, vit_config
+from keras_vtn.models.vit import (
+    fit_square_position_tables,
+    frame_vit_config,
+    timm_vit_mapping,
+    vit_config,
+)
 from keras_vtn.weights.errors import CheckpointError
 
 SPATIAL = "spatial_transformer."
 TEMPORAL = "temporal_transformer."
 # Documented ignorables: the unused timm classifier of the per-frame ViT.
 IGNORED = (SPATIAL + "head.weight", SPATIAL + "head.bias")
+# Variable path under `temporal_block_{j}/` -> torch name under `temporal_transformer.layers.{j}.`
+# (lucidrains' PreNorm(fn) wrappers: `0.fn` attention, `1.fn` feed-forward).
+LINFORMER_BLOCK = {
+    "norm1/gamma": "0.fn.norm.weight",
+    "norm1/beta": "0.fn.norm.bias",
+    "attention/query/kernel": "0.fn.fn.to_q.weight",
+    "attention/key/kernel": "0.fn.fn.to_k.weight",
+    "attention/key_sequence_projection": "0.fn.fn.proj_k",
+    "attention/output/kernel": "0.fn.fn.to_out.weight",
+    "attention/output/bias": "0.fn.fn.to_out.bias",
+    "norm2/gamma": "1.fn.norm.weight",
+    "norm2/beta": "1.fn.norm.bias",
+    "mlp/fc1/kernel": "1.fn.fn.net.0.weight",
+    "mlp/fc1/bias": "1.fn.fn.net.0.bias",
+    "mlp/fc2/kernel": "1.fn.fn.net.3.weight",
+    "mlp/fc2/bias": "1.fn.fn.net.3.bias",
+}
+SEPARATE_VALUE = {  # share_kv=False: V has its own projection and sequence projection
+    "attention/value/kernel": "0.fn.fn.to_v.weight",
+    "attention/value_sequence_projection": "0.fn.fn.proj_v",
+}
 ELB3K_HEAD_DIM = 128  # dim_head of every elb3k Linformer config
 FAMILY = "elb3k Linformer-VTN"
 
@@ -86,11 +113,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
         classes=(num_classes, "mlp_head.1.weight"),
     )
     config = dict(
-        patch_size=spatial["patch_size"],
-        hidden_dim=spatial["hidden_dim"],
-        num_spatial_layers=spatial["num_layers"],
-        spatial_mlp_dim=spatial["mlp_dim"],
-        spatial_qkv_bias=spatial["qkv_bias"],
+        **frame_vit_config(spatial),
         num_temporal_layers=count_blocks(state, TEMPORAL + "layers."),
         temporal_mlp_dim=temporal_mlp,
         linformer_k=k,
@@ -99,8 +122,6 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
         num_frames=frames,
         num_classes=num_classes,
     )
-    if "image_size" in spatial:
-        config["image_size"] = spatial["image_size"]
     if one_kv_head:
         if q_width % k_width:
             raise CheckpointError(
@@ -140,30 +161,15 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     out["temporal_cls_token/token"] = take(TEMPORAL + "cls_token").reshape(-1)
     out["temporal_position_embedding/embeddings"] = take(TEMPORAL + "pos_embedding")[0]
     for j in range(count_blocks(rest, TEMPORAL + "layers.")):
-        attn, ffn = f"{TEMPORAL}layers.{j}.0.fn.", f"{TEMPORAL}layers.{j}.1.fn."
-        dst = f"temporal_block_{j}/"
-        out[dst + "norm1/gamma"] = take(attn + "norm.weight")
-        out[dst + "norm1/beta"] = take(attn + "norm.bias")
-        out[dst + "attention/query/kernel"] = take(attn + "fn.to_q.weight").T
-        out[dst + "attention/key/kernel"] = take(attn + "fn.to_k.weight").T
-        out[dst + "attention/key_sequence_projection"] = take(attn + "fn.proj_k")
-        if attn + "fn.to_v.weight" in rest:  # share_kv=False
-            out[dst + "attention/value/kernel"] = take(attn + "fn.to_v.weight").T
-            out[dst + "attention/value_sequence_projection"] = take(attn + "fn.proj_v")
-        out[dst + "attention/output/kernel"] = take(attn + "fn.to_out.weight").T
-        out[dst + "attention/output/bias"] = take(attn + "fn.to_out.bias")
-        out[dst + "norm2/gamma"] = take(ffn + "norm.weight")
-        out[dst + "norm2/beta"] = take(ffn + "norm.bias")
-        out[dst + "mlp/fc1/kernel"] = take(ffn + "fn.net.0.weight").T
-        out[dst + "mlp/fc1/bias"] = take(ffn + "fn.net.0.bias")
-        out[dst + "mlp/fc2/kernel"] = take(ffn + "fn.net.3.weight").T
-        out[dst + "mlp/fc2/bias"] = take(ffn + "fn.net.3.bias")
-    head_norm = {
-        "head_norm/gamma": take("mlp_head.0.weight"),
-        "head_norm/beta": take("mlp_head.0.bias"),
-    }
-    out["head/kernel"] = take("mlp_head.1.weight").T
-    out["head/bias"] = take("mlp_head.1.bias")
+        src, dst = f"{TEMPORAL}layers.{j}.", f"temporal_block_{j}/"
+        out.update(torch_names(take, LINFORMER_BLOCK, dst, src))
+        if src + SEPARATE_VALUE["attention/value/kernel"] in rest:  # share_kv=False
+            out.update(torch_names(take, SEPARATE_VALUE, dst, src))
+    head_norm = torch_names(take, {"head_norm/gamma": "mlp_head.0.weight",
+                                   "head_norm/beta": "mlp_head.0.bias"})
+    out.update(
+        torch_names(take, {"head/kernel": "mlp_head.1.weight", "head/bias": "mlp_head.1.bias"})
+    )
     check_no_leftovers(
         set(spatial) | set(rest),
         "Linformer-VTN",
@@ -172,4 +178,5 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     paths = {v.path for v in model.weights}
     if "head_norm/gamma" in paths:
         out.update(head_norm)
-    return out
+    # The per-frame ViT's table (CLS row + grid) follows the model's image size.
+    return fit_square_position_tables(out, model, 1)

@@ -18,7 +18,9 @@ from keras_vtn.layers import ClassToken, PatchEmbedding, PositionEmbedding, Tran
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import check_tiling
 from keras_vtn.models.convert_utils import (
+    CheckpointState,
     agree,
+    as_state,
     check_limits,
     count_blocks,
     shape_of,
@@ -173,6 +175,40 @@ def timm_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str 
     return out
 
 
+# Google's released ViT `.npz` files use pre-Linen module names; Linen (big_vision, scenic)
+# checkpoints renumber them.
+PRE_LINEN_TO_LINEN = {
+    "LayerNorm_2": "LayerNorm_1",
+    "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+    "MlpBlock_3": "MlpBlock_0",
+}
+
+
+def google_vit_names(state, scheme: str, family: str = "Google ViT") -> CheckpointState:
+    """A Google ViT checkpoint's '/'-joined names in `scheme` (`"linen"` or `"pre_linen"`),
+    whichever scheme the file uses; errors still name tensors as the file spells them.
+
+    >>> sorted(google_vit_names({"b/MlpBlock_3/w": 1}, "linen"))
+    ['b/MlpBlock_0/w']
+    """
+    state = as_state(state, family)
+    renames = PRE_LINEN_TO_LINEN
+    if scheme == "pre_linen":
+        renames = {linen: pre for pre, linen in PRE_LINEN_TO_LINEN.items()}
+    if not any(part in renames for key in state for part in key.split("/")):
+        return state
+    back = {new: old for old, new in renames.items()}
+
+    def rename(key: str, table: dict) -> str:
+        return "/".join(table.get(part, part) for part in key.split("/"))
+
+    return CheckpointState(
+        {rename(k, renames): v for k, v in state.items()},
+        state.family,
+        lambda key: state.display(rename(key, back)),
+    )
+
+
 def google_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: str = "") -> dict:
     """Maps a Google ViT checkpoint (`ViT-B_16.npz` names, '/'-joined) to `vit_frame_tokens`.
 
@@ -213,7 +249,7 @@ def google_vit_mapping(state: dict[str, np.ndarray], num_layers: int, prefix: st
     return out
 
 
-def _square_patch(state, key: str, height: int, width: int) -> int:
+def square_patch(state, key: str, height: int, width: int) -> int:
     if height != width:
         raise CheckpointError(
             f"Tensor {tensor_name(state, key)!r} has {height}x{width} patches; these models use "
@@ -228,6 +264,21 @@ def _image_size(tokens: int, patch: int) -> dict:
     return {"image_size": side * patch} if side * side == tokens - 1 else {}
 
 
+def _checked_config(state, config: dict, readings: dict, blocks: str,
+                    **quantities: tuple[int, str]) -> dict:
+    """Completes an image ViT's `config` once the width `readings` agree and every
+    `quantity=(value, tensor)` is within limits (`blocks`: the block names' prefix)."""
+    agree("width", readings, state)
+    check_limits(state, **quantities)
+    patch, tokens = quantities["patch"][0], quantities["frame_positions"][0]
+    config.update(patch_size=patch, hidden_dim=quantities["width"][0])
+    if "heads" in quantities:
+        config["num_heads"] = quantities["heads"][0]
+    config.update(num_layers=count_blocks(state, blocks), mlp_dim=quantities["mlp_width"][0],
+                  **_image_size(tokens, patch))
+    return config
+
+
 def vit_config(state) -> dict:
     """The checked architecture of a timm ViT state dict (no outer prefix).
 
@@ -238,7 +289,7 @@ def vit_config(state) -> dict:
     patch_key, qkv = "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"
     fc1 = "blocks.0.mlp.fc1.weight"
     hidden, _, height, width = shape_of(state, patch_key, 4)
-    patch = _square_patch(state, patch_key, height, width)
+    patch = square_patch(state, patch_key, height, width)
     _, tokens, pos_width = shape_of(state, "pos_embed", 3)
     mlp, fc1_in = shape_of(state, fc1, 2)
     qkv_out, qkv_in = shape_of(state, qkv, 2)
@@ -255,22 +306,47 @@ def vit_config(state) -> dict:
     if "head.weight" in state:
         config["num_classes"], readings["head.weight"] = shape_of(state, "head.weight", 2)
         check_limits(state, classes=(config["num_classes"], "head.weight"))
-    agree("width", readings, state)
-    check_limits(
-        state,
+    config["qkv_bias"] = "blocks.0.attn.qkv.bias" in state
+    return _checked_config(
+        state, config, readings, "blocks.",
         width=(hidden, patch_key),
         patch=(patch, patch_key),
         frame_positions=(tokens, "pos_embed"),
         mlp_width=(mlp, fc1),
     )
-    config.update(
-        patch_size=patch,
-        hidden_dim=hidden,
-        num_layers=count_blocks(state, "blocks."),
-        mlp_dim=mlp,
-        qkv_bias="blocks.0.attn.qkv.bias" in state,
-        **_image_size(tokens, patch),
+
+
+def fit_square_position_tables(mapping: dict, model, num_prefix_tokens: int) -> dict:
+    """Resizes (bilinearly) each image position table in `mapping` (`.../embeddings`: prefix
+    rows + a square grid) whose grid differs from `model`'s, so a checkpoint made at another
+    image size loads; tables of another shape are left to the loader's shape check."""
+    shapes = {v.path: tuple(v.shape) for v in model.weights}
+    for path, table in list(mapping.items()):
+        target = shapes.get(path)
+        if not path.endswith("embeddings") or target is None or target == np.shape(table):
+            continue
+        source_side = math.isqrt(table.shape[0] - num_prefix_tokens)
+        target_side = math.isqrt(target[0] - num_prefix_tokens)
+        if (source_side**2 + num_prefix_tokens != table.shape[0]
+                or target_side**2 + num_prefix_tokens != target[0]):
+            continue
+        mapping[path] = PositionEmbedding.resize(
+            table, (source_side,) * 2, (target_side,) * 2, num_prefix_tokens
+        )
+    return mapping
+
+
+def frame_vit_config(spatial: dict) -> dict:
+    """`vit_config` of a per-frame ViT as the LinearVTN / VTN builder arguments."""
+    config = dict(
+        patch_size=spatial["patch_size"],
+        hidden_dim=spatial["hidden_dim"],
+        num_spatial_layers=spatial["num_layers"],
+        spatial_mlp_dim=spatial["mlp_dim"],
+        spatial_qkv_bias=spatial["qkv_bias"],
     )
+    if "image_size" in spatial:
+        config["image_size"] = spatial["image_size"]
     return config
 
 
@@ -297,7 +373,7 @@ def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
     block = "Transformer/encoderblock_0/"
     query, dense0 = f"{block}{attention}/query/kernel", f"{block}{mlp}/Dense_0/kernel"
     height, width, _, hidden = shape_of(state, "embedding/kernel", 4)
-    patch = _square_patch(state, "embedding/kernel", height, width)
+    patch = square_patch(state, "embedding/kernel", height, width)
     query_in, heads, head_dim = flax_attention_shape(state, f"{block}{attention}")
     mlp_in, mlp_width = shape_of(state, dense0, 2)
     _, tokens, pos_width = shape_of(state, "Transformer/posembed_input/pos_embedding", 3)
@@ -314,21 +390,11 @@ def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
         if "pre_logits/kernel" not in state:  # else the head reads the representation layer
             readings["head/kernel"] = head_in
         check_limits(state, classes=(config["num_classes"], "head/kernel"))
-    agree("width", readings, state)
-    check_limits(
-        state,
+    return _checked_config(
+        state, config, readings, "Transformer/encoderblock_",
         width=(hidden, "embedding/kernel"),
         patch=(patch, "embedding/kernel"),
         heads=(heads, query),
         frame_positions=(tokens, "Transformer/posembed_input/pos_embedding"),
         mlp_width=(mlp_width, dense0),
     )
-    config.update(
-        patch_size=patch,
-        hidden_dim=hidden,
-        num_heads=heads,
-        num_layers=count_blocks(state, "Transformer/encoderblock_"),
-        mlp_dim=mlp_width,
-        **_image_size(tokens, patch),
-    )
-    return config

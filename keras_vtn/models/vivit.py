@@ -13,6 +13,8 @@ tanh-approximate GELU, a final encoder LayerNorm, a linear head, inputs in [-1, 
 
 from __future__ import annotations
 
+import os
+
 import keras
 
 from keras_vtn.layers import (
@@ -26,6 +28,12 @@ from keras_vtn.layers import (
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import check_tiling, to_tuple
 from keras_vtn.models.convert_utils import naming_file
+from keras_vtn.models.pipeline import (
+    attach_config,
+    builder_config,
+    merge_config,
+    num_classes_default,
+)
 from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
 VARIANTS = (
@@ -41,6 +49,11 @@ SIZES = {
     "huge": dict(VIT_SIZES["huge"], tubelet_size=(2, 14, 14)),
 }
 CLASSIFIERS = ("token", "gap")
+# The architecture arguments a checkpoint may fix (an explicit one must agree with it).
+ARCHITECTURE = (
+    "tubelet_size", "hidden_dim", "num_heads", "mlp_dim", "num_layers", "num_spatial_layers",
+    "num_temporal_layers", "classifier", "attention_order", "layer_norm_epsilon",
+)
 
 
 def _encoder_input(x, *, prefix, use_cls, dropout_rate):
@@ -87,18 +100,10 @@ def _resolve_architecture(variant, size, overrides, checkpoint_config):
     checkpoint_config.pop("variant", None)
     checkpoint_config.pop("num_classes", None)
     config["classifier"] = "token" if variant in VARIANTS[:2] else "gap"
-    config.update(checkpoint_config)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "tubelet_size":
-            value = to_tuple(value, 3, "tubelet_size")
-        if key in checkpoint_config and checkpoint_config[key] != value:
-            raise ValueError(
-                f"{key}={value!r} contradicts the checkpoint, which has {key}="
-                f"{checkpoint_config[key]!r}. Drop the argument to use the checkpoint's value."
-            )
-        config[key] = value
+    if overrides.get("tubelet_size") is not None:
+        overrides = dict(overrides, tubelet_size=to_tuple(overrides["tubelet_size"], 3,
+                                                          "tubelet_size"))
+    config = merge_config("ViViT", config, checkpoint_config, overrides, conflict="contradicts")
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; use one of {VARIANTS}.")
     if config["classifier"] not in CLASSIFIERS:
@@ -113,7 +118,7 @@ def _resolve_architecture(variant, size, overrides, checkpoint_config):
 def ViViT(
     variant: str | None = None,
     size: str = "base",
-    weights: str | None = None,
+    weights: str | os.PathLike | None = None,
     include_top: bool = True,
     num_classes: int | None = None,
     classifier_activation: str | None = None,
@@ -154,8 +159,8 @@ def ViViT(
         num_classes: head size; default: the checkpoint's when `weights` is a video
             checkpoint, else 400. A checkpoint head of another size is not loaded.
         include_top, classifier_activation, pooling: the head; without it,
-            `pooling` `None` gives the classifier's vector, `"avg"` the token mean (CLS
-            excluded), `"token"` the CLS output.
+            `pooling` `None` gives the classifier's vector, `"avg"` the mean of the encoder's
+            output tokens, CLS excluded (as in every family), `"token"` the CLS output.
         num_frames, image_size: the clip size; position tables of a checkpoint made for
             another size are resized (linear in time, bilinear in space).
         include_preprocessing: inputs are RGB in [0, 255], mapped to [-1, 1] as in scenic.
@@ -178,6 +183,7 @@ def ViViT(
     >>> model.output_shape
     (None, 5)
     """
+    call = dict(locals())
     from keras_vtn import weights as weights_lib
     from keras_vtn.models import vivit_convert
 
@@ -209,27 +215,29 @@ def ViViT(
             variant = variant or "factorised_encoder"
             if variant == "factorised_encoder":
                 checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
-    overrides = dict(
-        tubelet_size=tubelet_size,
-        hidden_dim=hidden_dim,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        num_layers=num_layers,
-        num_spatial_layers=num_spatial_layers,
-        num_temporal_layers=num_temporal_layers,
-        classifier=classifier,
-        attention_order=attention_order,
-        layer_norm_epsilon=layer_norm_epsilon,
-    )
-    if num_classes is None:  # a video checkpoint's own head, else Kinetics-400's 400
-        num_classes = (checkpoint_config or {}).get("num_classes", 400)
+    overrides = {key: call[key] for key in ARCHITECTURE}
+    num_classes = num_classes_default(num_classes, checkpoint_config)  # a video head, else 400
     variant, cfg = _resolve_architecture(variant, size, overrides, checkpoint_config)
+    config = builder_config(ViViT, call, {**cfg, "variant": variant, "num_classes": num_classes})
+    model = attach_config(vivit_graph(config), "vivit", config)
+    if source is not None:
+        _load(model, source, state, source_grid, weights_lib)
+    return model
+
+
+def vivit_graph(config: dict) -> keras.Model:
+    """The ViViT graph of a merged config (`ViViT`'s arguments, every architecture value set,
+    as `keras_vtn.model_config` returns them). No I/O: weights are applied afterwards."""
+    c = config
+    variant, pooling = c["variant"], c["pooling"]
     if pooling not in (None, "avg", "token"):
         raise ValueError(f"Unknown pooling {pooling!r}; use None, 'avg' or 'token'.")
-    if pooling == "token" and cfg["classifier"] != "token":
+    use_cls = c["classifier"] == "token"
+    if pooling == "token" and not use_cls:
         raise ValueError(f"pooling='token' needs a CLS token; {variant!r} here has none.")
-    height, width = to_tuple(image_size, 2, "image_size")
-    t, h, w = cfg["tubelet_size"]
+    num_frames = c["num_frames"]
+    height, width = to_tuple(c["image_size"], 2, "image_size")
+    t, h, w = c["tubelet_size"]
     if num_frames < t or height < h or width < w:
         raise ValueError(
             f"A {num_frames}x{height}x{width} clip is smaller than the tubelet {(t, h, w)}."
@@ -237,113 +245,83 @@ def ViViT(
     tubelet = f"tubelet_size={(t, h, w)}"
     check_tiling("num_frames", (num_frames,), (t,), tubelet, "frames")
     check_tiling("image_size", (height, width), (h, w), tubelet)
-    eps = cfg["layer_norm_epsilon"]
-    use_cls = cfg["classifier"] == "token"
-    # When only an encoder's CLS output is used, its last block computes that row alone.
-    cls_only = 1 if use_cls else None
-    final_cls_only = cls_only if pooling != "avg" else None
-    # scenic's Encoder blocks: tanh GELU, unscaled stochastic depth on a linear ramp.
-    common = dict(
-        num_heads=cfg["num_heads"],
-        mlp_dim=cfg["mlp_dim"],
-        layer_norm_epsilon=eps,
-        activation="gelu_tanh",
-        dropout_rate=dropout_rate,
-        attention_dropout_rate=attention_dropout_rate,
-        drop_path_scale=False,
-    )
 
     inputs = keras.Input((num_frames, height, width, 3), name="video")
     x = inputs
-    if include_preprocessing:
+    if c["include_preprocessing"]:
         # scenic / DMVR zero-centring: x * 2 / 255 - 1.
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
-    flat = variant != "factorised_encoder"
     x = TubeletEmbedding(
-        cfg["hidden_dim"], cfg["tubelet_size"], flatten=flat, name="tubelet_embedding"
+        c["hidden_dim"], c["tubelet_size"], flatten=variant != "factorised_encoder",
+        name="tubelet_embedding",
     )(x)
-    nt, nhw = num_frames // t, (height // h) * (width // w)
-
-    if variant == "factorised_encoder":
-        # Spatial ViT on every frame (leading axes are batch axes: shared weights and CLS).
-        x = _encoder_input(x, prefix="spatial_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = transformer_blocks(
-            x,
-            prefix="spatial_",
-            num_layers=cfg["num_spatial_layers"],
-            drop_path_rate=drop_path_rate,
-            last_block_tokens=cls_only,
-            **common,
-        )
-        x = layer_norm(eps, "spatial_norm")(x)
-        x = TokenPooling("token" if use_cls else "avg", name="spatial_pooling")(x)
-        x = _encoder_input(x, prefix="temporal_", use_cls=use_cls, dropout_rate=dropout_rate)
-        x = transformer_blocks(
-            x,
-            prefix="temporal_",
-            num_layers=cfg["num_temporal_layers"],
-            drop_path_rate=drop_path_rate,
-            last_block_tokens=final_cls_only,
-            **common,
-        )
-        x = layer_norm(eps, "temporal_norm")(x)
-    else:
-        x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
-        if variant == "spatio_temporal":
-            x = transformer_blocks(
-                x,
-                prefix="",
-                num_layers=cfg["num_layers"],
-                drop_path_rate=drop_path_rate,
-                last_block_tokens=final_cls_only,
-                **common,
-            )
-        else:
-            # Factorised variants work on (batch, T, N, D); the position table is over all tokens.
-            x = keras.layers.Reshape((nt, nhw, cfg["hidden_dim"]), name="to_time_space")(x)
-            if variant == "factorised_self_attention":
-                for i in range(cfg["num_layers"]):
-                    x = FactorisedSelfAttentionBlock(
-                        cfg["num_heads"],
-                        cfg["mlp_dim"],
-                        attention_order=cfg["attention_order"],
-                        layer_norm_epsilon=eps,
-                        activation="gelu_tanh",
-                        dropout_rate=dropout_rate,
-                        attention_dropout_rate=attention_dropout_rate,
-                        name=f"block_{i}",
-                    )(x)
-            else:
-                x = transformer_blocks(
-                    x,
-                    prefix="",
-                    num_layers=cfg["num_layers"],
-                    drop_path_rate=drop_path_rate,
-                    attention_factory=lambda i: FactorisedDotProductAttention(
-                        cfg["num_heads"],
-                        attention_dropout_rate=attention_dropout_rate,
-                        name="attention",
-                    ),
-                    **common,
-                )
-            x = keras.layers.Reshape((nt * nhw, cfg["hidden_dim"]), name="to_tokens")(x)
-        x = layer_norm(eps, "norm")(x)
-
+    grid = (num_frames // t, (height // h) * (width // w))
+    x = _vivit_encoders(x, c, grid)
     mode = {None: "token" if use_cls else "avg", "avg": "avg", "token": "token"}[pooling]
     x = TokenPooling(mode, num_prefix_tokens=int(use_cls), name="pooling")(x)
-    if include_top:
+    if c["include_top"]:
         x = keras.layers.Dense(
-            num_classes,
-            activation=classifier_activation,
+            c["num_classes"],
+            activation=c["classifier_activation"],
             kernel_initializer="zeros",  # scenic's head init
             dtype="float32",  # float32 logits under mixed precision
             name="head",
         )(x)
-    model = keras.Model(inputs, x, name=name or f"vivit_{variant}_{size}")
+    return keras.Model(inputs, x, name=c["name"] or f"vivit_{variant}_{c['size']}")
 
-    if source is not None:
-        _load(model, source, state, source_grid, weights_lib)
-    return model
+
+def _vivit_encoders(x, c: dict, grid: tuple[int, int]):
+    """Tubelet tokens → the variant's encoder(s) → final LayerNorm (before pooling)."""
+    variant, eps = c["variant"], c["layer_norm_epsilon"]
+    dropout_rate, attention_dropout_rate = c["dropout_rate"], c["attention_dropout_rate"]
+    use_cls = c["classifier"] == "token"
+    # When only an encoder's CLS output is used, its last block computes that row alone.
+    cls_only = 1 if use_cls else None
+    final_cls_only = cls_only if c["pooling"] != "avg" else None
+
+    def encoder(x, prefix, num_layers, last_block_tokens, **kwargs):
+        # scenic's Encoder blocks: tanh GELU, unscaled stochastic depth on a linear ramp.
+        x = _encoder_input(x, prefix=prefix, use_cls=use_cls, dropout_rate=dropout_rate)
+        return transformer_blocks(
+            x, prefix=prefix, num_layers=num_layers, num_heads=c["num_heads"],
+            mlp_dim=c["mlp_dim"], layer_norm_epsilon=eps, activation="gelu_tanh",
+            dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
+            drop_path_scale=False, drop_path_rate=c["drop_path_rate"],
+            last_block_tokens=last_block_tokens, **kwargs,
+        )
+
+    if variant == "factorised_encoder":
+        # Spatial ViT on every frame (leading axes are batch axes: shared weights and CLS).
+        x = encoder(x, "spatial_", c["num_spatial_layers"], cls_only)
+        x = layer_norm(eps, "spatial_norm")(x)
+        x = TokenPooling("token" if use_cls else "avg", name="spatial_pooling")(x)
+        x = encoder(x, "temporal_", c["num_temporal_layers"], final_cls_only)
+        return layer_norm(eps, "temporal_norm")(x)
+    if variant == "spatio_temporal":
+        x = encoder(x, "", c["num_layers"], final_cls_only)
+        return layer_norm(eps, "norm")(x)
+    # Factorised variants work on (batch, T, N, D); the position table is over all tokens.
+    x = _encoder_input(x, prefix="", use_cls=use_cls, dropout_rate=dropout_rate)
+    x = keras.layers.Reshape((*grid, c["hidden_dim"]), name="to_time_space")(x)
+    if variant == "factorised_self_attention":
+        for i in range(c["num_layers"]):
+            x = FactorisedSelfAttentionBlock(
+                c["num_heads"], c["mlp_dim"], attention_order=c["attention_order"],
+                layer_norm_epsilon=eps, activation="gelu_tanh", dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate, name=f"block_{i}",
+            )(x)
+    else:
+        x = transformer_blocks(
+            x, prefix="", num_layers=c["num_layers"], num_heads=c["num_heads"],
+            mlp_dim=c["mlp_dim"], layer_norm_epsilon=eps, activation="gelu_tanh",
+            dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
+            drop_path_scale=False, drop_path_rate=c["drop_path_rate"],
+            attention_factory=lambda i: FactorisedDotProductAttention(
+                c["num_heads"], attention_dropout_rate=attention_dropout_rate, name="attention"
+            ),
+        )
+    x = keras.layers.Reshape((grid[0] * grid[1], c["hidden_dim"]), name="to_tokens")(x)
+    return layer_norm(eps, "norm")(x)
 
 
 def _entry_config(entry: dict) -> dict:
@@ -367,16 +345,7 @@ def _load(model, source, state, source_grid, weights_lib):
         return convert_vivit(checkpoint, target, source_grid=source_grid)
 
     with naming_file(source.path):
-        if state is None:  # a Keras file, or a registry download
-            return weights_lib.load_weights(
-                model,
-                source.path if source.entry is None else source.entry["name"],
-                "vivit",
-                converter=convert,
-                **(source.entry or {}).get("match", {}),
-            )
-        mapping = convert(state, model)
-        return weights_lib.assign_weights(model, mapping, allow_missing=source.partial)
+        return weights_lib.load_source(model, source, "vivit", convert, state)
 
 
 def _load_original(model: keras.Model, path, source_grid=None):

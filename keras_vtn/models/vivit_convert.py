@@ -22,18 +22,26 @@ import re
 import numpy as np
 
 from keras_vtn.layers import PositionEmbedding, TubeletEmbedding
+from keras_vtn.layers.utils import to_tuple
 from keras_vtn.models.convert_utils import (
     CheckpointState,
     agree,
     as_state,
     check_limit,
     check_limits,
+    check_no_leftovers,
     check_nonempty,
     count_blocks,
     shape_of,
     tensor_name,
 )
-from keras_vtn.models.vit import flax_attention_shape, google_vit_config
+from keras_vtn.models.pipeline import model_config
+from keras_vtn.models.vit import (
+    flax_attention_shape,
+    google_vit_config,
+    google_vit_names,
+    square_patch,
+)
 from keras_vtn.weights.errors import CheckpointError
 
 _SCENIC_BLOCK = {
@@ -49,12 +57,6 @@ _SCENIC_FSA_BLOCK = {
     "MultiHeadDotProductAttention_time": "temporal_attention",
     "LayerNorm_mlp": "mlp_norm",
     "MlpBlock": "mlp",
-}
-# Pre-Linen names of Google's vision_transformer .npz files -> Linen names.
-_PRE_LINEN = {
-    "LayerNorm_2": "LayerNorm_1",
-    "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
-    "MlpBlock_3": "MlpBlock_0",
 }
 _SCENIC_IGNORED_TOP = ("global_step", "rng", "accum_train_time", "metadata", "opt_state")
 FAMILY = "ViViT (scenic, Hugging Face) or Google ViT"
@@ -166,7 +168,7 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
     check_limits(
         p,
         tubelet_frames=(t, "embedding/kernel"),
-        patch=(_square(p, "embedding/kernel", h, w), "embedding/kernel"),
+        patch=(square_patch(p, "embedding/kernel", h, w), "embedding/kernel"),
         width=(dim, "embedding/kernel"),
     )
     config = {"tubelet_size": (t, h, w), "hidden_dim": int(dim)}
@@ -224,15 +226,6 @@ def config_from_checkpoint(state: dict[str, np.ndarray], hf_config: dict | None 
     return config
 
 
-def _square(p, key: str, height: int, width: int) -> int:
-    if height != width:
-        raise CheckpointError(
-            f"Tensor {tensor_name(p, key)!r} has {height}x{width} patches; ViViT tubelets are "
-            "square in space."
-        )
-    return height
-
-
 def _hf_config_from_state(p, hf_config):
     check_nonempty(p)
     projection = "embeddings.patch_embeddings.projection.weight"
@@ -264,7 +257,7 @@ def _hf_config_from_state(p, hf_config):
     check_limits(
         p,
         tubelet_frames=(t, projection),
-        patch=(_square(p, projection, h, w), projection),
+        patch=(square_patch(p, projection, h, w), projection),
         width=(dim, projection),
         video_positions=(rows, positions),
         mlp_width=(mlp_dim, mlp),
@@ -370,8 +363,7 @@ def _convert_scenic(state) -> dict[str, np.ndarray]:
         _flax_encoder(out, p, "Transformer", "", config["num_layers"], names, "cls")
     if "output_projection/kernel" in p:
         _dense(out, "head", p.pop("output_projection/kernel"), p.pop("output_projection/bias"))
-    if p:
-        raise CheckpointError(f"Unexpected ViViT checkpoint entries: {sorted(p)[:8]}")
+    check_no_leftovers(p, FAMILY, noun="ViViT checkpoint entries")
     return out
 
 
@@ -408,15 +400,15 @@ def _convert_hf(state) -> dict[str, np.ndarray]:
     norm("norm", "layernorm")
     if "classifier.weight" in p:
         linear("head", "classifier")
-    if p:
-        raise CheckpointError(f"Unexpected Hugging Face ViViT entries: {sorted(p)[:8]}")
+    check_no_leftovers(p, FAMILY, noun="Hugging Face ViViT entries")
     return out
 
 
-def _model_grid(model) -> tuple[int, int, int]:
-    t, h, w = model.get_layer("tubelet_embedding").tubelet_size
-    frames, height, width = model.input_shape[1:4]
-    return frames // t, height // h, width // w
+def _model_grid(config: dict) -> tuple[int, int, int]:
+    """The (time, height, width) token grid of the model a merged ViViT config builds."""
+    t, h, w = config["tubelet_size"]
+    height, width = to_tuple(config["image_size"], 2, "image_size")
+    return config["num_frames"] // t, height // h, width // w
 
 
 def _infer_source_grid(num_tokens: int, target: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -442,7 +434,7 @@ def _infer_source_grid(num_tokens: int, target: tuple[int, int, int]) -> tuple[i
 def _resize_positions(out, model, source_grid=None):
     """Resizes position tables to the model's clip size (time linear, space bilinear)."""
     variables = {v.path: tuple(v.shape) for v in model.weights}
-    target = _model_grid(model)
+    target = _model_grid(model_config(model))
     for path, table in list(out.items()):
         if not path.endswith("position_embedding/embeddings") or path not in variables:
             continue
@@ -488,11 +480,13 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     init). The image head and `pre_logits` are not used.
     """
     p = _vit_params(state)
-    variant, num_blocks, model_cls = _model_structure(model)
+    config = model_config(model)
+    variant, model_cls = config["variant"], config["classifier"] == "token"
+    num_blocks = config["num_spatial_layers" if variant == "factorised_encoder" else "num_layers"]
     kernel = p.pop("embedding/kernel")
     if kernel.ndim != 4:
         raise ValueError(f"Expected an image patch kernel (h, w, C, D), got {kernel.shape}.")
-    t, h, w = model.get_layer("tubelet_embedding").tubelet_size
+    t, h, w = config["tubelet_size"]
     if kernel.shape[:2] != (h, w):
         raise ValueError(
             f"The image patches are {kernel.shape[:2]} but the model's tubelets are {(t, h, w)}; "
@@ -538,7 +532,7 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     table = p.pop("Transformer/posembed_input/pos_embedding")[0]
     image_cls = int("cls" in p)
     image_grid = math.isqrt(table.shape[0] - image_cls)
-    nt, nh, nw = _model_grid(model)
+    nt, nh, nw = _model_grid(config)
     if image_grid * image_grid != table.shape[0] - image_cls:
         raise ValueError(f"Image position table of {table.shape[0]} rows is not CLS + square grid.")
     grid_table = table[image_cls:]
@@ -562,30 +556,8 @@ def convert_vit_image(state: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     for key in list(p):
         if key.startswith(("head/", "pre_logits/")):
             del p[key]
-    if p:
-        raise CheckpointError(f"Unexpected ViT image checkpoint entries: {sorted(p)[:8]}")
+    check_no_leftovers(p, FAMILY, noun="ViT image checkpoint entries")
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
-
-
-def _model_structure(model) -> tuple[str, int, bool]:
-    """(variant, number of (spatial) blocks, has a CLS) of a model built by ViViT()."""
-    from keras_vtn.layers import FactorisedDotProductAttention, FactorisedSelfAttentionBlock
-
-    names = {layer.name: layer for layer in model.layers}
-    if "tubelet_embedding" not in names:
-        raise ValueError("Expected a model built by keras_vtn.ViViT (no `tubelet_embedding`).")
-    if "spatial_block_0" in names:
-        prefix, variant = "spatial_", "factorised_encoder"
-    elif isinstance(names.get("block_0"), FactorisedSelfAttentionBlock):
-        prefix, variant = "", "factorised_self_attention"
-    elif isinstance(
-        getattr(names.get("block_0"), "attention", None), FactorisedDotProductAttention
-    ):
-        prefix, variant = "", "factorised_dot_product"
-    else:
-        prefix, variant = "", "spatio_temporal"
-    count = sum(1 for n in names if re.fullmatch(re.escape(prefix) + r"block_\d+", n))
-    return variant, count, f"{prefix}cls_token" in names
 
 
 def is_image_vit(state: dict[str, np.ndarray]) -> bool:
@@ -608,16 +580,4 @@ def config_from_image_checkpoint(state: dict[str, np.ndarray]) -> dict:
 
 def _vit_params(state):
     """Linen-named parameters of a Google ViT image checkpoint (pre-Linen names renamed)."""
-    p = _scenic_params(state)
-    out = {}
-    for key, value in p.items():
-        parts = key.split("/")
-        out["/".join(_PRE_LINEN.get(part, part) for part in parts)] = value
-    if not any(part in _PRE_LINEN for key in p for part in key.split("/")):
-        return CheckpointState(out, FAMILY, p.display)
-    to_pre_linen = {linen: pre for pre, linen in _PRE_LINEN.items()}
-
-    def display(key: str) -> str:
-        return p.display("/".join(to_pre_linen.get(part, part) for part in key.split("/")))
-
-    return CheckpointState(out, FAMILY, display)
+    return google_vit_names(_scenic_params(state), "linen", FAMILY)

@@ -11,13 +11,21 @@ from keras_vtn.layers import ClassToken, SlidingWindowAttention
 from keras_vtn.layers.transformer import gelu_erf, layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
+    checkpoint_defaults,
+    classifier_head,
+    default_heads,
     entry_normalization,
+    explicit_arguments,
     frame_temporal_model,
+    frame_vit,
     image_size_pair,
     load_weights,
-    resolve_arguments,
     resolve_weights,
-    spatial_vit,
+)
+from keras_vtn.models.pipeline import (
+    attach_config,
+    builder_config,
+    merge_config,
 )
 from keras_vtn.models.vit import transformer_blocks
 
@@ -114,10 +122,11 @@ class FrameIndexEmbedding(keras.layers.Layer):
         return {**super().get_config(), "max_position_embeddings": self.max_position_embeddings}
 
 
-def _longformer_encoder(args, dropout_rate, attention_dropout_rate):
+def _longformer_encoder(args):
     """bomri `VTNLongformerModel` (HF LongformerModel on `inputs_embeds`): CLS, embeddings
     LayerNorm over features + position + token type, post-LN layers (eps 1e-12)."""
     window = args["attention_window"]
+    dropout_rate, attention_dropout_rate = args["dropout_rate"], args["attention_dropout_rate"]
 
     def encoder(features, extra):
         x = ClassToken(initializer="random_normal", name="temporal_cls_token")(features)
@@ -152,7 +161,7 @@ def VTN(
     size: str = "base",
     weights: str | os.PathLike | None = None,
     include_top: bool = True,
-    num_classes: int = 400,
+    num_classes: int | None = 400,
     classifier_activation: str | None = None,
     pooling: str | None = None,
     num_frames: int | None = 16,
@@ -196,6 +205,8 @@ def VTN(
             checkpoint (`VTN_VIT_B_KINETICS.pyth`). Architecture arguments are read from
             the file; an explicit argument that contradicts it is an error. The head loads
             only when `num_classes` matches.
+        num_classes: head size; `None`: the checkpoint's (so its head loads), else 400, as in
+            every family. A checkpoint head of another size is not loaded.
         num_frames: clip length, any value (the released model trains on 16 frames and is
             evaluated on 250); `None` accepts any length (without `frame_chunk_size`).
         normalization: input normalisation when `include_preprocessing`: `"slowfast"`
@@ -213,7 +224,8 @@ def VTN(
             `include_preprocessing=False` if the model normalises its own inputs. A dict is
             read as the model's `keras.saving.serialize_keras_object` config (so training
             configurations stay JSON).
-        pooling: `None`/`"token"` (CLS output) or `"avg"` (mean of all tokens).
+        pooling: `None`/`"token"` (CLS output) or `"avg"`: the mean of the encoder's output
+            tokens, CLS excluded, as in every family.
         dropout_rate, attention_dropout_rate: Longformer dropouts (0.1 in training);
             `head_dropout_rate`: before the last Dense (0.5 in training); `drop_path_rate`:
             the ViT's stochastic depth.
@@ -228,23 +240,8 @@ def VTN(
     >>> tuple(model.output.shape)
     (None, 5)
     """
-    if size not in SIZES:
-        raise ValueError(f"Unknown VTN size {size!r}; available: {sorted(SIZES)}.")
-    explicit = dict(
-        patch_size=patch_size,
-        hidden_dim=hidden_dim,
-        num_spatial_layers=num_spatial_layers,
-        num_spatial_heads=num_spatial_heads,
-        spatial_mlp_dim=spatial_mlp_dim,
-        spatial_qkv_bias=spatial_qkv_bias,
-        num_temporal_layers=num_temporal_layers,
-        num_temporal_heads=num_temporal_heads,
-        temporal_mlp_dim=temporal_mlp_dim,
-        attention_window=attention_window,
-        max_position_embeddings=max_position_embeddings,
-        head_hidden_dim=head_hidden_dim,
-        image_size=None if image_size is None else image_size_pair(image_size),
-    )
+    call = dict(locals())
+    explicit = explicit_arguments("VTN", call, SIZES)
     source, state, checkpoint = resolve_weights(
         weights, "vtn", size, vtn_convert.config_from_checkpoint
     )
@@ -257,68 +254,73 @@ def VTN(
         )
     if normalization is None:
         normalization = entry_normalization(source) or "slowfast"
-    preset = dict(SIZES[size], image_size=image_size_pair(SIZES[size]["image_size"]))
-    args = resolve_arguments("VTN", preset, explicit, checkpoint)
-    if args["attention_window"] < 0 or args["attention_window"] % 2:
-        raise ValueError(
-            f"attention_window must be a non-negative even number (the total window; each "
-            f"side is half of it), got {args['attention_window']}."
-        )
-    if frame_chunk_size is not None and num_frames is None:
-        raise ValueError("frame_chunk_size needs a fixed num_frames.")
+    checkpoint, preset, num_classes = checkpoint_defaults(checkpoint, SIZES[size], num_classes)
+    args = merge_config("VTN", preset, checkpoint, explicit)
 
     if spatial_backbone is None:
-        backbone = spatial_vit(args, explicit, preset, drop_path_rate, checkpoint)
+        width = args["hidden_dim"]
+        default_heads(args, "num_spatial_heads", width, preset["hidden_dim"], explicit, checkpoint)
     else:
-        vit_args = [
-            k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL
-        ]
-        given = [k for k in vit_args if explicit[k] is not None]
-        if given or drop_path_rate:
-            raise ValueError(
-                f"The spatial ViT arguments {given or ['drop_path_rate']} have no effect with "
-                "spatial_backbone=; configure that model instead."
-            )
-        backbone = _check_backbone(spatial_backbone, args["image_size"])
-    width = backbone.output_shape[-1]
-    given = explicit["num_temporal_heads"] is not None or "num_temporal_heads" in (checkpoint or {})
-    if not given and width != preset["hidden_dim"]:
-        args["num_temporal_heads"] = max(1, width // 64)  # HF Longformer: 64-wide heads
+        width = _custom_backbone_width(spatial_backbone, explicit, size, drop_path_rate)
+    default_heads(args, "num_temporal_heads", width, preset["hidden_dim"], explicit, checkpoint)
     if width % args["num_temporal_heads"]:
         raise ValueError(
             f"The frame vectors are {width}-wide, which num_temporal_heads="
             f"{args['num_temporal_heads']} does not divide; pass a num_temporal_heads that does."
         )
+    merged = {**args, "normalization": normalization, "num_classes": num_classes,
+              "spatial_backbone": spatial_backbone}
+    config = builder_config(VTN, call, merged)
+    model = attach_config(vtn_graph(config), "vtn", config)
+    load_weights(model, source, state, "vtn", vtn_convert.convert_vtn)
+    return model
 
-    def head(x):
-        x = layer_norm(1e-5, "head_norm", "float32")(x)
-        x = keras.layers.Dense(args["head_hidden_dim"], dtype="float32", name="head_hidden")(x)
+
+def vtn_graph(config: dict) -> keras.Model:
+    """The VTN graph of a merged config (`VTN`'s arguments, every architecture value set, as
+    `keras_vtn.model_config` returns them). No I/O."""
+    c = dict(config, image_size=image_size_pair(config["image_size"]))
+    if c["attention_window"] < 0 or c["attention_window"] % 2:
+        raise ValueError(
+            f"attention_window must be a non-negative even number (the total window; each "
+            f"side is half of it), got {c['attention_window']}."
+        )
+    if c["frame_chunk_size"] is not None and c["num_frames"] is None:
+        raise ValueError("frame_chunk_size needs a fixed num_frames.")
+    backbone = c["spatial_backbone"]
+    if isinstance(backbone, dict):
+        backbone = keras.saving.deserialize_keras_object(backbone)
+
+    def hidden(x):  # PySlowFast's mlp_head: Linear → GELU → Dropout before the classifier
+        x = keras.layers.Dense(c["head_hidden_dim"], dtype="float32", name="head_hidden")(x)
         x = keras.layers.Activation(gelu_erf, dtype="float32", name="head_gelu")(x)
-        if head_dropout_rate:
-            x = keras.layers.Dropout(head_dropout_rate, name="head_dropout")(x)
-        return keras.layers.Dense(
-            num_classes, activation=classifier_activation, dtype="float32", name="head"
-        )(x)
+        if c["head_dropout_rate"]:
+            x = keras.layers.Dropout(c["head_dropout_rate"], name="head_dropout")(x)
+        return x
 
     extra = None
-    if frame_indices:
-        extra = {"frame_indices": keras.Input((num_frames,), dtype="int32", name="frame_indices")}
-    model = frame_temporal_model(
-        backbone=backbone,
-        temporal_encoder=_longformer_encoder(args, dropout_rate, attention_dropout_rate),
-        head=head,
-        num_frames=num_frames,
-        image_size=args["image_size"],
-        include_preprocessing=include_preprocessing,
-        normalization=normalization,
-        include_top=include_top,
-        pooling=pooling,
-        frame_chunk_size=frame_chunk_size,
+    if c["frame_indices"]:
+        extra = {"frame_indices": keras.Input((c["num_frames"],), dtype="int32",
+                                              name="frame_indices")}
+    return frame_temporal_model(
+        c, backbone=frame_vit(c) if backbone is None else backbone,
+        temporal_encoder=_longformer_encoder(c), head=classifier_head(c, hidden),
         extra_inputs=extra,
-        name=name,
     )
-    load_weights(model, weights, source, state, "vtn", vtn_convert.convert_vtn, size)
-    return model
+
+
+def _custom_backbone_width(backbone, explicit: dict, size: str, drop_path_rate: float) -> int:
+    """The frame-vector width of a `spatial_backbone=` model, once the ViT arguments (which
+    would have no effect) are known to be absent."""
+    vit_args = [k for k in SIZES[size] if k in explicit and k != "image_size" and k not in TEMPORAL]
+    given = [k for k in vit_args if explicit[k] is not None]
+    if given or drop_path_rate:
+        raise ValueError(
+            f"The spatial ViT arguments {given or ['drop_path_rate']} have no effect with "
+            "spatial_backbone=; configure that model instead."
+        )
+    image_size = explicit["image_size"] or image_size_pair(SIZES[size]["image_size"])
+    return _check_backbone(backbone, image_size).output_shape[-1]
 
 
 def _check_backbone(backbone: keras.Model, image_size: tuple[int, int]) -> keras.Model:

@@ -21,8 +21,14 @@ from keras_vtn.models.convert_utils import (
     count_blocks,
     shape_of,
     strip_prefix,
+    torch_names,
 )
-from keras_vtn.models.vit import timm_vit_mapping, vit_config
+from keras_vtn.models.vit import (
+    fit_square_position_tables,
+    frame_vit_config,
+    timm_vit_mapping,
+    vit_config,
+)
 from keras_vtn.weights.errors import CheckpointError
 
 BACKBONE = "backbone."
@@ -31,6 +37,21 @@ ENCODER = "temporal_encoder."
 IGNORED = (ENCODER + "embeddings.position_ids",)
 FAMILY = "bomri/SlowFast VTN"
 GLOBAL_PROJECTIONS = ("query", "key", "value", "query_global", "key_global", "value_global")
+# Variable path under `temporal_block_{k}/` -> HF Longformer name under `encoder.layer.{k}.`.
+LONGFORMER_LAYER = {
+    **{f"attention/{p}/{w}": f"attention.self.{p}.{t}" for p in GLOBAL_PROJECTIONS
+       for w, t in (("kernel", "weight"), ("bias", "bias"))},
+    "attention/output/kernel": "attention.output.dense.weight",
+    "attention/output/bias": "attention.output.dense.bias",
+    "norm1/gamma": "attention.output.LayerNorm.weight",
+    "norm1/beta": "attention.output.LayerNorm.bias",
+    "mlp/fc1/kernel": "intermediate.dense.weight",
+    "mlp/fc1/bias": "intermediate.dense.bias",
+    "mlp/fc2/kernel": "output.dense.weight",
+    "mlp/fc2/bias": "output.dense.bias",
+    "norm2/gamma": "output.LayerNorm.weight",
+    "norm2/beta": "output.LayerNorm.bias",
+}
 
 
 def model_state(state: dict[str, np.ndarray]) -> CheckpointState:
@@ -84,19 +105,13 @@ def config_from_checkpoint(state: dict[str, np.ndarray]) -> dict:
         classes=(num_classes, "mlp_head.4.weight"),
     )
     config = dict(
-        patch_size=spatial["patch_size"],
-        hidden_dim=spatial["hidden_dim"],
-        num_spatial_layers=spatial["num_layers"],
-        spatial_mlp_dim=spatial["mlp_dim"],
-        spatial_qkv_bias=spatial["qkv_bias"],
+        **frame_vit_config(spatial),
         num_temporal_layers=count_blocks(state, ENCODER + "encoder.layer."),
         temporal_mlp_dim=temporal_mlp,
         max_position_embeddings=positions,
         head_hidden_dim=head_hidden,
         num_classes=num_classes,
     )
-    if "image_size" in spatial:
-        config["image_size"] = spatial["image_size"]
     return config
 
 
@@ -124,27 +139,14 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     out["temporal_embedding_norm/beta"] = take(emb + "LayerNorm.bias")
     for k in range(count_blocks(rest, ENCODER + "encoder.layer.")):
         src, dst = f"{ENCODER}encoder.layer.{k}.", f"temporal_block_{k}/"
-        for proj in GLOBAL_PROJECTIONS:
-            out[dst + f"attention/{proj}/kernel"] = take(src + f"attention.self.{proj}.weight").T
-            out[dst + f"attention/{proj}/bias"] = take(src + f"attention.self.{proj}.bias")
-        out[dst + "attention/output/kernel"] = take(src + "attention.output.dense.weight").T
-        out[dst + "attention/output/bias"] = take(src + "attention.output.dense.bias")
-        out[dst + "norm1/gamma"] = take(src + "attention.output.LayerNorm.weight")
-        out[dst + "norm1/beta"] = take(src + "attention.output.LayerNorm.bias")
-        out[dst + "mlp/fc1/kernel"] = take(src + "intermediate.dense.weight").T
-        out[dst + "mlp/fc1/bias"] = take(src + "intermediate.dense.bias")
-        out[dst + "mlp/fc2/kernel"] = take(src + "output.dense.weight").T
-        out[dst + "mlp/fc2/bias"] = take(src + "output.dense.bias")
-        out[dst + "norm2/gamma"] = take(src + "output.LayerNorm.weight")
-        out[dst + "norm2/beta"] = take(src + "output.LayerNorm.bias")
-    top = {
-        "head_norm/gamma": take("mlp_head.0.weight"),
-        "head_norm/beta": take("mlp_head.0.bias"),
-        "head_hidden/kernel": take("mlp_head.1.weight").T,
-        "head_hidden/bias": take("mlp_head.1.bias"),
-    }
-    out["head/kernel"] = take("mlp_head.4.weight").T
-    out["head/bias"] = take("mlp_head.4.bias")
+        out.update(torch_names(take, LONGFORMER_LAYER, dst, src))
+    top = torch_names(take, {"head_norm/gamma": "mlp_head.0.weight",
+                             "head_norm/beta": "mlp_head.0.bias",
+                             "head_hidden/kernel": "mlp_head.1.weight",
+                             "head_hidden/bias": "mlp_head.1.bias"})
+    out.update(
+        torch_names(take, {"head/kernel": "mlp_head.4.weight", "head/bias": "mlp_head.4.bias"})
+    )
     check_no_leftovers(
         set(spatial) | set(rest),
         "VTN",
@@ -153,4 +155,5 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     )
     paths = {v.path for v in model.weights}
     out.update({k: v for k, v in top.items() if k in paths})
-    return out
+    # The per-frame ViT's table (CLS row + grid) follows the model's image size.
+    return fit_square_position_tables(out, model, 1)

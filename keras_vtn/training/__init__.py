@@ -1,5 +1,6 @@
 """Training: optimizers, schedules, losses, distribution, callbacks, presets and `train()`."""
 
+from keras_vtn.models.families import FAMILIES, build_model, get_builder, load_model
 from keras_vtn.training.callbacks import (
     BestCheckpoint,
     ResumableBackup,
@@ -13,7 +14,6 @@ from keras_vtn.training.distribution import (
     set_precision,
     virtual_cpu_devices,
 )
-from keras_vtn.training.families import FAMILIES, build_model, get_builder, load_model
 from keras_vtn.training.losses import SmoothedCrossEntropy, accuracy_metrics
 from keras_vtn.training.optimizers import (
     NO_DECAY_PATTERNS,

@@ -19,9 +19,10 @@ import keras
 from keras_vtn import data as data_lib
 from keras_vtn import reporting
 from keras_vtn.io_utils import atomic_path, write_json, write_text
+from keras_vtn.models import families
 from keras_vtn.training import callbacks as callbacks_lib
 from keras_vtn.training import distribution as distribution_lib
-from keras_vtn.training import families, losses, optimizers, schedules
+from keras_vtn.training import losses, optimizers, schedules
 from keras_vtn.training import validation as validation_lib
 from keras_vtn.training.presets import get_preset
 

@@ -21,18 +21,18 @@ from keras_vtn.weights.loading import (
     AssignReport,
     WeightsSource,
     assign_weights,
+    load_source,
     load_weights,
     resolve,
 )
 from keras_vtn.weights.readers import read_checkpoint, sniff_format
-from keras_vtn.weights.registry import FAMILIES, find_entry, register, unregister
+from keras_vtn.weights.registry import find_entry, register, unregister
 
 # `keras_vtn.weights.list()` is the public name. Binding it here shadows the builtin `list`
 # only inside this module's namespace, which contains no code that needs the builtin.
 from keras_vtn.weights.registry import list_weights as list  # noqa: A001
 
 __all__ = [
-    "FAMILIES",
     "AssignReport",
     "CheckpointError",
     "CheckpointLimitError",
@@ -46,6 +46,7 @@ __all__ = [
     "assign_weights",
     "find_entry",
     "list",
+    "load_source",
     "load_weights",
     "read_checkpoint",
     "register",

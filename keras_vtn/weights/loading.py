@@ -20,7 +20,11 @@ import numpy as np
 
 from keras_vtn.io_utils import atomic_path
 from keras_vtn.weights import download, registry
-from keras_vtn.weights.errors import CheckpointError, UnknownWeightsError
+from keras_vtn.weights.errors import (
+    CheckpointError,
+    FamilyNotAvailableError,
+    UnknownWeightsError,
+)
 from keras_vtn.weights.readers import read_checkpoint, sniff_format
 
 HEAD_PREFIX = "head/"
@@ -308,16 +312,29 @@ def load_weights(
 ) -> AssignReport | None:
     """Load `weights=` (see `resolve`) into the built `model` of `family`.
 
-    `converter(state, model) -> {variable.path: array}` maps an original checkpoint; by default
-    the family's registered converter is used. Registry downloads are converted once and cached
-    as `.weights.h5` keyed by the source's hash and the model's variable layout.
+    `converter(state, model) -> {variable.path: array}` maps an original checkpoint (Keras
+    files need none). Registry downloads are converted once and cached as `.weights.h5` keyed
+    by the source's hash and the model's variable layout.
     """
-    source = resolve(weights, family, **match)
+    return load_source(model, resolve(weights, family, **match), family, converter)
+
+
+def load_source(
+    model,
+    source: WeightsSource | None,
+    family: str,
+    converter: Callable[[dict, Any], dict] | None = None,
+    state: dict | None = None,
+) -> AssignReport | None:
+    """Load an already resolved `source` into `model` (`state`: its tensors, if read already).
+
+    Every variable but the head must be covered unless the source is partial (an image
+    checkpoint); see `assign_weights`.
+    """
     if source is None:
         return None
     if source.is_keras:
         return _load_keras_file(model, source)
-
     cache_path = None
     if source.entry is not None:
         cache_path = _converted_cache_path(
@@ -326,15 +343,19 @@ def load_weights(
         if os.path.exists(cache_path):
             if _load_converted_cache(model, cache_path):
                 return AssignReport(assigned=[v.path for v in model.weights], from_cache=True)
-    try:
-        state = read_checkpoint(source.path)
-    except CheckpointError as err:
-        if source.entry is None:
-            raise
-        raise _dropped_download(source.entry, err) from None
-    convert = converter or registry.family_function(family, "converter")
-    mapping = convert(state, model)
-    report = assign_weights(model, mapping, allow_missing=source.partial)
+    if converter is None:
+        raise FamilyNotAvailableError(
+            f"the {family} converter is not available: an original checkpoint needs the "
+            f"family's converter (pass converter=, or register the {family} family)."
+        )
+    if state is None:
+        try:
+            state = read_checkpoint(source.path)
+        except CheckpointError as err:
+            if source.entry is None:
+                raise
+            raise _dropped_download(source.entry, err) from None
+    report = assign_weights(model, converter(state, model), allow_missing=source.partial)
     if cache_path is not None and report.complete:
         save_weights_atomically(model, cache_path)
     return report

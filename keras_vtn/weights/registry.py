@@ -1,18 +1,19 @@
-"""The pretrained-weights registry (data in `registry.json`) and the family lookup table."""
+"""The pretrained-weights registry (data in `registry.json`).
+
+An entry names its model family by a string; what a family is (builder, converter) is known
+only to the model package, never here.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import json
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 from keras_vtn.weights.errors import (
-    FamilyNotAvailableError,
     NoReleasedWeightsError,
     UnknownWeightsError,
 )
@@ -25,32 +26,6 @@ TRUST_FIRST_USE = "first-use"
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # Width-splitting head counts: heads x head_dim must equal the width they split.
 _HEAD_KEYS = ("num_heads", "num_spatial_heads")
-
-# Family name -> "module:function" strings for its builder, converter and checkpoint-config
-# reader; filled in as the family modules land. A value may also be the callable itself.
-FAMILIES: dict[str, dict[str, str | Callable]] = {
-    "vivit": {
-        "builder": "keras_vtn.models.vivit:ViViT",
-        "converter": "keras_vtn.models.vivit_convert:convert_vivit",
-        "config_from_checkpoint": "keras_vtn.models.vivit_convert:config_from_checkpoint",
-    },
-    "linear_vtn": {
-        "builder": "keras_vtn.models.linear_vtn:LinearVTN",
-        "converter": "keras_vtn.models.linear_vtn_convert:convert_linear_vtn",
-        "config_from_checkpoint": "keras_vtn.models.linear_vtn_convert:config_from_checkpoint",
-    },
-    "vtn": {
-        "builder": "keras_vtn.models.vtn:VTN",
-        "converter": "keras_vtn.models.vtn_convert:convert_vtn",
-        "config_from_checkpoint": "keras_vtn.models.vtn_convert:config_from_checkpoint",
-    },
-    "laps": {
-        "builder": "keras_vtn.models.laps:LAPSTransformer",
-        "converter": "keras_vtn.models.laps_convert:convert_laps",
-        "config_from_checkpoint": "keras_vtn.models.laps_convert:config_from_checkpoint",
-    },
-}
-
 
 @functools.lru_cache(maxsize=1)
 def _load_file() -> dict:
@@ -211,37 +186,3 @@ def find_entry(name: str, family: str, **match: Any) -> dict[str, Any]:
         f"weights={name!r} is ambiguous for {family}: {options}. Pass the distinguishing "
         "builder arguments (e.g. variant=..., size=...)."
     )
-
-
-def family_function(family: str, role: str) -> Callable:
-    """Resolve `FAMILIES[family][role]` ("builder", "converter", ...) to a callable."""
-    if family not in FAMILIES:
-        raise FamilyNotAvailableError(
-            f"unknown model family {family!r}; known families: {sorted(FAMILIES)}."
-        )
-    target = FAMILIES[family].get(role)
-    if target is None:
-        raise FamilyNotAvailableError(f"family {family!r} has no {role} registered.")
-    if callable(target):
-        return target
-    module_name, _, function_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        # Only "this family is not installed yet" is turned into a clear message; an import
-        # error *inside* an existing family module must surface unchanged.
-        missing = err.name or ""
-        if not missing or not (module_name + ".").startswith(missing + "."):
-            raise
-        raise FamilyNotAvailableError(
-            f"the {family} {role} ({target}) is not available in this keras_vtn installation "
-            f"(module {module_name} is missing). Update keras_vtn or install a version that "
-            f"includes the {family} family."
-        ) from None
-    try:
-        return getattr(module, function_name)
-    except AttributeError:
-        raise FamilyNotAvailableError(
-            f"{module_name} has no {function_name!r}: the {family} {role} is not available in "
-            "this keras_vtn installation."
-        ) from None

@@ -306,7 +306,7 @@ def test_evaluate_moves_tfrecord_labels_onto_the_model_classes(motion_root, run_
 
 
 def test_a_missing_model_file_is_a_file_not_found_error(tmp_path):
-    from keras_vtn.training.families import load_model
+    from keras_vtn.models.families import load_model
 
     with pytest.raises(FileNotFoundError, match="No saved model file"):
         load_model(tmp_path / "missing.keras")

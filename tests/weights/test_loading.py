@@ -13,8 +13,8 @@ import pytest
 
 from keras_vtn import cli
 from keras_vtn.layers import TransformerBlock
+from keras_vtn.models.families import FAMILIES, Family
 from keras_vtn.weights import (
-    FAMILIES,
     CheckpointError,
     FamilyNotAvailableError,
     assign_weights,
@@ -36,7 +36,7 @@ def build_toy(weights=None, num_classes=5, include_top=True, name="toy", **match
     if include_top:
         x = keras.layers.Dense(num_classes, name="head")(x)
     model = keras.Model(inputs, x, name=name)
-    load_weights(model, weights, "toy", **match)
+    load_weights(model, weights, "toy", converter=convert_toy, **match)
     return model
 
 
@@ -75,7 +75,8 @@ def toy_family(monkeypatch):
     monkeypatch.setitem(
         FAMILIES,
         "toy",
-        {"builder": build_toy, "converter": convert_toy, "config_from_checkpoint": toy_config},
+        Family(name="toy", builder=build_toy, config_from_checkpoint=toy_config,
+               convert=convert_toy, detect=lambda state: False),
     )
 
 
@@ -195,7 +196,6 @@ def test_keras_weights_and_archive_with_head_change(tmp_path, toy_pth):
 
 def test_family_without_converter_is_a_clear_error(toy_pth, monkeypatch):
     path, _ = toy_pth
-    monkeypatch.setitem(FAMILIES, "ghost", {"converter": "keras_vtn.models.ghost_convert:convert"})
     model = build_toy()
     with pytest.raises(FamilyNotAvailableError, match="ghost converter.*not available"):
         load_weights(model, str(path), "ghost")
@@ -226,7 +226,7 @@ def test_registry_download_convert_and_cache(keras_home, server, toy_pth):
         assert len(converted) == 1 and converted[0].endswith(".weights.h5")
         server.stop()
         again = build_toy(name="toy_again")
-        report = load_weights(again, "k400", "toy")
+        report = load_weights(again, "k400", "toy", converter=convert_toy)
         assert report.from_cache
         for p, value in _values(model).items():
             np.testing.assert_array_equal(_values(again)[p], value)
@@ -306,7 +306,7 @@ def test_truncated_converted_cache_is_reported_removed_and_rebuilt(keras_home, s
             handle.truncate(size // 2)
         again = build_toy(name="toy_again")
         with pytest.warns(UserWarning, match="converted-weights cache") as caught:
-            report = load_weights(again, "k400", "toy")
+            report = load_weights(again, "k400", "toy", converter=convert_toy)
         assert any(cache in str(w.message) for w in caught)
         assert not report.from_cache and report.complete
         for p, value in _values(model).items():
@@ -315,7 +315,7 @@ def test_truncated_converted_cache_is_reported_removed_and_rebuilt(keras_home, s
         third = build_toy(name="toy_third")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert load_weights(third, "k400", "toy").from_cache
+            assert load_weights(third, "k400", "toy", converter=convert_toy).from_cache
         for p, value in _values(model).items():
             np.testing.assert_array_equal(_values(third)[p], value)
     finally:

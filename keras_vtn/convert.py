@@ -12,6 +12,7 @@ import json
 import os
 
 from keras_vtn.io_utils import atomic_path, write_json
+from keras_vtn.models import families
 from keras_vtn.weights import registry
 from keras_vtn.weights.errors import CheckpointError
 
@@ -48,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--family",
-        choices=sorted(registry.FAMILIES),
+        choices=sorted(families.FAMILIES),
         help="model family; detected from the checkpoint's tensor names when omitted",
     )
     parser.add_argument(
@@ -126,41 +127,11 @@ def read_model_config(weights_path: str | os.PathLike) -> tuple[str, dict]:
         raise CheckpointError(f"{target!r} is not valid JSON ({error}).") from None
     if (not isinstance(payload, dict) or payload.get("format") != _CONFIG_FORMAT
             or not isinstance(payload.get("config"), dict)
-            or payload.get("family") not in registry.FAMILIES):
+            or payload.get("family") not in families.FAMILIES):
         raise CheckpointError(
             f"{target!r} is not a keras_vtn model config (written by `keras-vtn convert`)."
         )
     return payload["family"], payload["config"]
-
-
-def detect_family(state: dict) -> str:
-    """Guess the model family from characteristic tensor names."""
-    names = list(state)
-
-    def has(fragment: str) -> bool:
-        return any(fragment in name for name in names)
-
-    if has("temporal_transformer.layers.") and has(".fn.fn.proj_k"):
-        return "linear_vtn"
-    if has("temporal_encoder.encoder.layer."):
-        return "vtn"
-    if has("SpatialTransformer/") or has("vivit.embeddings.") or has("cls_TemporalTransformer"):
-        return "vivit"
-    if has("Transformer/encoderblock_") and any(
-        n.endswith("embedding/kernel") and state[n].ndim == 5 for n in names
-    ):
-        return "vivit"
-    if has("module.base_model."):
-        return "laps"
-    if has("Transformer/encoderblock_") or has("blocks.0.attn.qkv.weight"):
-        raise ValueError(
-            "this looks like an image ViT checkpoint, which only initialises part of a video "
-            "model; pass it as weights=PATH to a builder (e.g. keras_vtn.ViViT) instead."
-        )
-    raise ValueError(
-        "cannot tell the model family from the tensor names; pass --family "
-        f"({', '.join(sorted(registry.FAMILIES))})."
-    )
 
 
 def convert(src: str, output: str, family: str | None = None, progress=None,
@@ -196,16 +167,15 @@ def convert(src: str, output: str, family: str | None = None, progress=None,
     tick(5)
     state = readers.read_checkpoint(path)
     tick(40)
-    family = family or detect_family(state)
-    read_config = registry.family_function(family, "config_from_checkpoint")
+    family = family or families.detect_family(state)
+    spec = families.get_family(family)
     if fmt == "hf_folder":
         # Head counts and activations are in config.json, not in the tensors.
-        config = read_config(state, readers.read_hf_config(path))
+        config = spec.config_from_checkpoint(state, readers.read_hf_config(path))
     else:
-        config = read_config(state)
+        config = spec.config_from_checkpoint(state)
     config = {**config, **(model_args or {})}
-    builder = registry.family_function(family, "builder")
-    converter = registry.family_function(family, "converter")
+    builder, converter = families.get_builder(family), spec.convert
     model = builder(weights=None, **config)
     # Position tables are saved at this clip size, so a rebuild must use the same one.
     config.update(_clip_size(model))
