@@ -115,7 +115,7 @@ from keras_vtn.models.vivit import ViViT  # noqa: E402
 from keras_vtn.models.vtn import VTN  # noqa: E402
 from keras_vtn.prediction import predict_video  # noqa: E402
 from keras_vtn.preprocessing import VideoPreprocessor  # noqa: E402
-from keras_vtn.presets import from_preset, presets  # noqa: E402
+from keras_vtn.preset_utils import from_preset, presets  # noqa: E402
 
 __version__ = "0.1.0"
 

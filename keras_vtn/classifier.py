@@ -234,7 +234,7 @@ class VideoClassifier(keras.Model):
         """A classifier from a preset: a built-in name (`keras_vtn.presets()`), a preset
         folder, `hf://owner/repo` or `kaggle://owner/model/keras/variant`. `kwargs` replace
         the preset's preprocessor fields (e.g. `num_clips=1` for a faster prediction)."""
-        from keras_vtn.presets import load_classifier
+        from keras_vtn.preset_utils import load_classifier
 
         return load_classifier(preset, **kwargs)
 
@@ -244,7 +244,7 @@ class VideoClassifier(keras.Model):
 
         `metadata` adds to `metadata.json` (e.g. `source`, `parity`, `reported`, `license`).
         """
-        from keras_vtn.presets import save_preset
+        from keras_vtn.preset_utils import save_preset
 
         return save_preset(self, preset_dir, metadata=metadata)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import keras_vtn
-from keras_vtn.presets import PresetError, markdown_table, presets, read_preset
+from keras_vtn.preset_utils import PresetError, markdown_table, presets, read_preset
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,9 +196,9 @@ def test_builtin_presets_come_from_the_registry():
 
 
 def test_markdown_table_is_printed_by_the_module():
-    done = subprocess.run([sys.executable, "-m", "keras_vtn.presets", "--markdown"], cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-m", "keras_vtn.preset_utils", "--markdown"],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == markdown_table()
     assert "| `vivit_fe_l16x2_k600` | vivit | Kinetics-600 val | 81.6 |" in done.stdout
@@ -207,7 +207,7 @@ def test_markdown_table_is_printed_by_the_module():
 def test_readme_table_is_the_presets_output():
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    start = "<!-- presets table: python -m keras_vtn.presets --markdown -->\n"
+    start = "<!-- presets table: python -m keras_vtn.preset_utils --markdown -->\n"
     table = text.split(start, 1)[1].split("\n<!-- end presets table -->", 1)[0]
-    assert table == markdown_table(), "README's table: paste `python -m keras_vtn.presets " \
-                                      "--markdown` between its markers"
+    assert table == markdown_table(), ("README's table: paste `python -m "
+                                       "keras_vtn.preset_utils --markdown` between its markers")

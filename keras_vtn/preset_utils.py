@@ -15,7 +15,7 @@ checkpoint of the weight registry on first use, then read from the cache), a loc
 `hf://owner/repo[@revision]` (`huggingface_hub`) or `kaggle://owner/model/keras/variant[/N]`
 (`kagglehub`); the hub clients come with `pip install keras-vtn[hub]`.
 
-`python -m keras_vtn.presets --markdown` prints the model-zoo table of the README.
+`python -m keras_vtn.preset_utils --markdown` prints the model-zoo table of the README.
 """
 
 from __future__ import annotations
@@ -384,7 +384,7 @@ def markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_vtn.presets",
+    parser = argparse.ArgumentParser(prog="python -m keras_vtn.preset_utils",
                                      description="List keras_vtn's built-in presets.")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     args = parser.parse_args(argv)
