@@ -199,15 +199,25 @@ class VideoPreprocessor:
                              label_names=label_names, **kwargs)
 
 
-def preprocessor_from_registry(entry: dict, image_size=None, num_frames=None) -> VideoPreprocessor:
-    """The protocol a weight-registry entry records for the original evaluation."""
+def preprocessor_from_registry(entry: dict) -> VideoPreprocessor:
+    """The protocol a weight-registry entry records for the original evaluation.
+
+    Frames, stride or clip length, short side, crop and views come from the entry's
+    `preprocessing` and `eval_views`; evaluation frames recorded without a stride or clip
+    length span the whole video (e.g. VTN's 250-frame full-video evaluation), which is
+    uniform sampling. What the entry does not record is the model's clip size and keras_vtn's
+    defaults."""
     from keras_vtn.evaluation import _entry_protocol
 
     fields = _entry_protocol(entry)
+    frames = (entry.get("preprocessing") or {}).get("num_frames")
+    frames = frames.get("eval") if isinstance(frames, dict) else frames
+    if "sampling" not in fields and isinstance(frames, int):
+        fields.update(sampling="uniform", num_frames=frames)
     aggregation = str((entry.get("eval_views") or {}).get("aggregation", ""))
     aggregate = ("log_probabilities" if "log-softmax" in aggregation else
                  "probabilities" if "softmax" in aggregation else "logits")
     config = entry.get("config", {})
-    fields.setdefault("num_frames", num_frames or config.get("num_frames", 16))
-    fields.setdefault("image_size", image_size or config.get("image_size", 224))
+    fields.setdefault("num_frames", config.get("num_frames", 16))
+    fields.setdefault("image_size", config.get("image_size", 224))
     return VideoPreprocessor(**fields, aggregate=aggregate)

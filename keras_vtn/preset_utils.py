@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import secrets
@@ -76,13 +77,30 @@ def _write_json(path: str, payload) -> None:
         handle.write("\n")
 
 
+def _remove_stale_writes(parent: str, base: str) -> None:
+    """Removes the temporary folders of `base` left by killed writers on this host (a
+    folder of a live process, or of another host sharing the cache, is left alone)."""
+    from keras_vtn.weights.download import _HOST, _pid_alive
+
+    prefix = f".{base}.tmp-{_HOST}-"
+    for name in os.listdir(parent):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _atomic_folder(target: str):
     """Yields a hidden temporary folder beside `target` that replaces it on success."""
+    from keras_vtn.weights.download import _HOST
+
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    _remove_stale_writes(parent, os.path.basename(target))
+    token = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
     tmp = os.path.join(parent, f".{os.path.basename(target)}.tmp-{token}")
     os.makedirs(tmp)
     try:
@@ -342,9 +360,17 @@ def _builtin_folder(name: str) -> str:
         except PresetError:  # written by another version, or damaged: converted again below
             pass
     entry = builtin_presets()[name]
-    backbone = get_builder(entry["family"])(weights=entry["name"], **entry["match"])
-    frames, height, _ = clip_shape(backbone)
-    preprocessor = preprocessor_from_registry(entry, image_size=height, num_frames=frames)
+    preprocessor = preprocessor_from_registry(entry)
+    builder = get_builder(entry["family"])
+    # the released head (a builder's num_classes default need not be the checkpoint's)
+    clip = {"num_frames": preprocessor.num_frames,
+            "num_classes": entry["config"].get("num_classes")}
+    if "frame_indices" in inspect.signature(builder).parameters:
+        clip["frame_indices"] = True  # the sampled frames' positions, as the original reads them
+    backbone = builder(weights=entry["name"], **entry["match"], **clip)
+    if clip_shape(backbone)[1] not in (None, preprocessor.image_size):
+        raise PresetError(f"{name}: the registry's crop size {preprocessor.image_size} does "
+                          f"not fit the model's {clip_shape(backbone)[1]}-pixel input.")
     labels, note = _label_names(entry, int(backbone.output_shape[-1]))
     metadata = builtin_metadata(entry, download.fetch_entry(entry))
     if note:

@@ -3,20 +3,27 @@ from an offline Hugging Face cache, clear errors for damaged or foreign presets,
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import keras
 import numpy as np
 import pytest
 
 import keras_vtn
+from keras_vtn.preprocessing import preprocessor_from_registry
 from keras_vtn.preset_utils import PresetError, markdown_table, presets, read_preset
+from keras_vtn.weights import download, registry
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,6 +199,10 @@ def test_builtin_presets_come_from_the_registry():
         assert name in names
     vtn = next(p for p in presets() if p["name"] == "vtn_vit_b_k400")
     assert vtn["top1"] == 77.72 and "250 frames" in vtn["protocol"]
+    # the preset evaluates as the original: the whole video in 250 frames, one centre view
+    entry = registry.list_weights("vtn", "k400")[0]
+    assert preprocessor_from_registry(entry).describe().startswith(
+        "protocol: uniform 250 frames, 224 px (short side 256), 1 clip × 1 crop")
     assert all(p["family"] in ("vivit", "linear_vtn", "vtn") for p in presets())
 
 
@@ -211,3 +222,118 @@ def test_readme_table_is_the_presets_output():
     table = text.split(start, 1)[1].split("\n<!-- end presets table -->", 1)[0]
     assert table == markdown_table(), ("README's table: paste `python -m "
                                        "keras_vtn.preset_utils --markdown` between its markers")
+
+
+class _CountingFiles(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder and notes every request path in `server.hits`."""
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        self.server.hits.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def toy_builtin(tmp_path, monkeypatch):
+    """A built-in preset `linear_vtn_toy_k5` from a registry entry whose original checkpoint
+    (the LinearVTN parity fixture, in elb3k/vtn's format) a real HTTP server on 127.0.0.1
+    serves; the Keras cache is empty and private to the test."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("KERAS_VTN_DOWNLOAD_TIMEOUT", "20")
+    monkeypatch.delenv("KERAS_VTN_OFFLINE", raising=False)
+    handler = functools.partial(_CountingFiles, directory=os.path.join(FIXTURES, "vtn"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.hits = []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    reference, clip, logits = _linear_vtn()
+    architecture = registry.list_weights("linear_vtn", "k400")[0]["config"]
+    with open(os.path.join(FIXTURES, "vtn", "lin_vtn.pth"), "rb") as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
+    entry = {
+        "id": "linear_vtn/toy_k5", "name": "toy_k5", "family": "linear_vtn",
+        "match": {"size": "base"}, "kind": "video", "format": "pytorch",
+        "description": "the LinearVTN parity fixture as a released checkpoint",
+        "config": {k: v for k, v in keras_vtn.model_config(reference).items()
+                   if k in architecture},
+        "files": [{"url": f"http://127.0.0.1:{httpd.server_address[1]}/lin_vtn.pth",
+                   "fname": "lin_vtn.pth", "sha256": sha256}],
+        "cache_dir": "test/toy_k5",
+        "preprocessing": {"num_frames": 6, "frame_stride": 2, "resize_short_side": 36,
+                          "crop_size": 32},
+        "eval_views": {"clips": 2, "crops": 3, "aggregation": "mean of log-softmax"},
+        "reported": {"dataset": "toy", "top1": 50.0, "views": "2x3"},
+        "license": "test fixture",
+    }
+    registry.register(entry)
+    yield entry, httpd, clip, logits
+    registry.unregister(entry["id"])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# A first use killed while it writes the preset (after the download and conversion).
+KILLED_FIRST_USE = textwrap.dedent("""
+    import json, os, signal, sys
+    import keras, keras_vtn
+    from keras_vtn.weights import registry
+    registry.register(json.loads(sys.argv[1]))
+    save_weights = keras.Model.save_weights
+    def killed(model, path, **kwargs):
+        if ".linear_vtn_toy_k5.tmp-" not in path:  # e.g. the converted-weights cache
+            return save_weights(model, path, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"\\x89HDF\\r\\n half written")
+        os.kill(os.getpid(), signal.SIGKILL)
+    keras.Model.save_weights = killed
+    keras_vtn.VideoClassifier.from_preset("linear_vtn_toy_k5")
+""")
+
+
+def test_builtin_preset_is_converted_on_first_use_then_read_from_the_cache(toy_builtin):
+    entry, server, clip, expected = toy_builtin
+    presets_dir = os.path.join(download.cache_root(), "presets")
+    folder = os.path.join(presets_dir, "linear_vtn_toy_k5")
+    assert "linear_vtn_toy_k5" in [p["name"] for p in presets()]
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_FIRST_USE, json.dumps(entry)],
+                            env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    left = os.listdir(presets_dir)
+    assert "linear_vtn_toy_k5" not in left and len(left) == 1  # only the killed write's folder
+    assert server.hits == ["/lin_vtn.pth"]
+
+    classifier = keras_vtn.VideoClassifier.from_preset("linear_vtn_toy_k5")
+    assert os.listdir(presets_dir) == ["linear_vtn_toy_k5"]  # the killed write is cleared
+    assert server.hits == ["/lin_vtn.pth"]  # the original came from the download cache
+    metadata = read_preset(folder)["metadata"]
+    assert metadata["source"]["sha256"] == entry["files"][0]["sha256"]
+    assert metadata["source"]["urls"] == [entry["files"][0]["url"]]
+    assert metadata["reported"]["top1"] == 50.0 and metadata["license"] == "test fixture"
+    assert classifier.preprocessor.describe().startswith(
+        "protocol: dense 6×2, 32 px (short side 36), 2 clips × 3 crops; views averaged as "
+        "log_probabilities")
+    logits = classifier.predict(clip, verbose=0)
+    built = keras_vtn.LinearVTN(weights="toy_k5", size="base", num_classes=5)
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(built(clip)), atol=1e-6)
+    assert np.abs(logits - expected).max() <= TOLERANCE
+
+    # Second use: the cached preset as it is, no download and no conversion.
+    os.remove(download.fetch_entry(entry))
+    before = os.stat(folder), os.stat(os.path.join(folder, "model.weights.h5"))
+    again = keras_vtn.VideoClassifier.from_preset("linear_vtn_toy_k5")
+    after = os.stat(folder), os.stat(os.path.join(folder, "model.weights.h5"))
+    assert [(s.st_ino, s.st_mtime_ns) for s in after] == [(s.st_ino, s.st_mtime_ns)
+                                                          for s in before]
+    assert server.hits == ["/lin_vtn.pth"]
+    np.testing.assert_array_equal(again.predict(clip, verbose=0), logits)
+
+    # A partial cached preset is made again (from a new download), not used.
+    os.remove(os.path.join(folder, "model.weights.h5"))
+    rebuilt = keras_vtn.VideoClassifier.from_preset("linear_vtn_toy_k5")
+    assert server.hits == ["/lin_vtn.pth"] * 2
+    assert read_preset(folder)["labels"] == rebuilt.label_names
+    np.testing.assert_array_equal(rebuilt.predict(clip, verbose=0), logits)
