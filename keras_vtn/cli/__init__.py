@@ -56,7 +56,8 @@ _HINTS = {
     ],
 }
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# keras_vtn/, the folder above this package
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _raised_by_keras_vtn(error: BaseException) -> bool:
@@ -165,7 +166,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(message, file=sys.stderr)
         return USER_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())
