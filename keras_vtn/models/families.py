@@ -41,7 +41,10 @@ class Family:
         config_from_checkpoint: `(state) -> dict` of builder arguments that an original
             checkpoint's tensors determine (checked; raises `CheckpointError`).
         convert: `(state, model) -> {variable path: array}`, the name map of an original
-            checkpoint onto a model built with that checkpoint's architecture.
+            checkpoint onto a model built with that checkpoint's architecture. The
+            architecture comes from `keras_vtn.model_config(model)`; the model itself gives
+            only the variable shapes to fit (position tables resized to its clip size, a head
+            part it may lack).
         detect: `(state) -> bool`, whether a checkpoint's tensor names are this family's.
         sizes: the size presets (`{name: architecture arguments}`).
         size_argument: the builder argument that picks a preset (`"size"`, LAPS `"backbone"`).

@@ -19,7 +19,7 @@ from keras_vtn.layers import TokenPooling
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import to_tuple
 from keras_vtn.models.convert_utils import naming_file
-from keras_vtn.models.pipeline import num_classes_default
+from keras_vtn.models.pipeline import num_classes_default, read_source
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -252,26 +252,15 @@ def frame_temporal_model(
 
 
 def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Callable):
-    """`weights=` → (source, state, checkpoint config) before the model is built.
-
-    `source` is `None` (random init), a Keras file, a registry download or an original
-    checkpoint. For an original file, `state` is its tensors and the config is read from
-    them; for a registry entry the config is the entry's. `num_classes` stays in (for the
-    default head size; `merge_config` does not see it): the head
-    loads only when it matches the model's.
-    """
+    """`weights=` → (source, state, checkpoint config) before the model is built (see
+    `pipeline.read_source`), the image size as a pair. `num_classes` stays in: it is the
+    default head size (the head loads only when it matches the model's)."""
     source = kvw.resolve(weights, family, size=size)
-    if source is None or source.is_keras:
-        return source, None, None
-    if source.entry is not None:
-        state, found = None, dict(source.entry["config"])
-    else:
-        state = kvw.read_checkpoint(source.path)
-        with naming_file(source.path):
-            found = config_from_checkpoint(state)
-    found.pop("size", None)
-    if "image_size" in found:
-        found["image_size"] = image_size_pair(found["image_size"])
+    state, found = read_source(source, config_from_checkpoint)
+    if found is not None:
+        found.pop("size", None)
+        if "image_size" in found:
+            found["image_size"] = image_size_pair(found["image_size"])
     return source, state, found
 
 
