@@ -339,7 +339,7 @@ def builtin_metadata(entry: dict, source_path: str | None) -> dict[str, Any]:
             "converter": f"keras_vtn family {entry['family']!r} converter",
             "evidence": f"tests/models/test_{entry['family']}.py: checkpoints in this original "
                         "format, made by the original code, give its logits within 2e-5 "
-                        "(float32 CPU, TensorFlow) and 1e-4 (JAX, PyTorch)",
+                        "(float32 CPU; TensorFlow, JAX and PyTorch)",
         },
         "reported": entry.get("reported"),
         "license": entry.get("license"),
