@@ -368,14 +368,14 @@ class VideoClassifier(keras.Model):
     def predict_labels(self, videos, top_k: int = 5, *, batch_size=None, verbose=0,
                        root=None) -> list[list[tuple[str, float]]]:
         """Per video, the `top_k` `(label, probability)` pairs, most probable first."""
-        from keras_vtn.evaluation import _softmax
+        from keras_vtn.evaluation import softmax
 
         scores = np.asarray(self.predict(videos, batch_size=batch_size, verbose=verbose,
                                          root=root), np.float64)
         aggregate = self.preprocessor.aggregate
         if scores.ndim == 2 and not (is_video_source(videos) or _has_views_axis(videos)):
             aggregate = "logits"  # plain clips: one view each, the head's scores
-        probabilities = {"logits": _softmax, "probabilities": lambda s: s,
+        probabilities = {"logits": softmax, "probabilities": lambda s: s,
                          "log_probabilities": np.exp}[aggregate](scores)
         k = min(top_k, probabilities.shape[-1])
         order = np.argsort(-probabilities, axis=-1)[:, :k]

@@ -9,8 +9,8 @@ Routes, by format and Keras backend:
 - `"litert"`: TensorFlow backend: the TFLite converter with builtin ops only, so the file
   runs in the plain LiteRT interpreter (no Flex delegate, no TensorFlow at run time).
 
-The command line runs a format its backend cannot make under the TensorFlow backend (a
-`.keras` file does not depend on the backend it was saved from).
+`keras-vtn export` (`keras_vtn.cli.export`) runs a format its backend cannot make under the
+TensorFlow backend (a `.keras` file does not depend on the backend it was saved from).
 
 Example:
 >>> import tempfile, os, keras_vtn
@@ -23,11 +23,8 @@ True
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import subprocess
-import sys
 import warnings
 
 FORMATS = ("savedmodel", "onnx", "litert")
@@ -221,75 +218,6 @@ def _litert_interpreter(path: str):
     return Interpreter(model_path=path)
 
 
-# ---------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "export",
-        help="export a saved .keras model to SavedModel, ONNX or LiteRT",
-        description=(
-            "Load a .keras model and write it as a TensorFlow SavedModel folder, an ONNX file "
-            "(onnxruntime) or a LiteRT .tflite file with builtin ops only. Formats the current "
-            "KERAS_BACKEND cannot write are made under the TensorFlow backend."
-        ),
-    )
-    parser.add_argument("model", help="a model saved with model.save('NAME.keras')")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
-    parser.add_argument(
-        "-o", "--output", required=True, help="output folder (savedmodel) or file (.onnx, .tflite)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="run the artifact in its runtime on a random clip and print max |Δlogit|",
-    )
-    parser.set_defaults(func=run)
-    return parser
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print(f"keras-vtn export: error: {message}", file=sys.stderr)
-    return code
-
-
-def run(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.model):
-        return _fail(f"{args.model}: no such file.")
-    if not args.model.endswith(".keras"):
-        return _fail(f"{args.model}: expected a .keras model file (model.save('NAME.keras')).")
-    if args.format == "litert" and not args.output.endswith(".tflite"):
-        return _fail(f"a LiteRT output must end with .tflite, got {args.output!r}.")
-    if os.path.exists(args.output) and not args.overwrite:
-        return _fail(f"{args.output} exists; pass --overwrite.")
-
-    import keras
-
-    if keras.backend.backend() not in ROUTES[args.format]:
-        return _rerun_with_backend(args, ROUTES[args.format][0])
-
-    import keras_vtn  # noqa: F401  (registers the package's layers for deserialisation)
-
-    try:
-        model = keras.saving.load_model(args.model)
-    except Exception as err:
-        return _fail(f"cannot load {args.model}: {_one_line(err)}")
-    if args.overwrite and os.path.isdir(args.output):
-        import shutil
-
-        shutil.rmtree(args.output)
-    try:
-        export_model(model, args.output, args.format)
-    except (ExportError, ValueError) as err:
-        return _fail(_one_line(err), 1)
-    print(f"wrote {args.output} ({args.format}, {keras.backend.backend()} backend)")
-    if args.check:
-        delta = check_artifact(model, args.output, args.format)
-        print(f"max |Δlogit| against Keras: {delta:.3g}")
-    return 0
-
-
 def check_artifact(model, path: str, format: str, batch_size: int = 2, seed: int = 0) -> float:
     """max |Δ| between `model` and its exported artifact on a random [0, 255] input."""
     import keras
@@ -307,17 +235,3 @@ def check_artifact(model, path: str, format: str, batch_size: int = 2, seed: int
     feeds = feeds[None] if None in feeds else feeds
     expected = keras.ops.convert_to_numpy(model(feeds, training=False))
     return float(np.max(np.abs(run_artifact(path, format, feeds) - expected)))
-
-
-def _rerun_with_backend(args: argparse.Namespace, backend: str) -> int:
-    """The same command in a fresh interpreter (the backend is fixed once keras loads)."""
-    command = [sys.executable, "-m", "keras_vtn.cli", "export", args.model,
-               "--format", args.format, "-o", args.output]
-    command += ["--overwrite"] * args.overwrite + ["--check"] * args.check
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    return subprocess.run(command, env=env, check=False).returncode
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

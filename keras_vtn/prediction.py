@@ -1,15 +1,13 @@
 """Top-k human-readable predictions for one video file, optionally with a PNG of its frames.
 
 The clip goes through the same decoder, sampler and crops as evaluation
-(`keras_vtn.data.video_dataset`), so a prediction sees exactly what the evaluation sees; the
-command reads the sampling protocol and class names of the run next to `--model` (its
-`config.json` and `labels.txt`), and flags override them.
+(`keras_vtn.data.video_dataset`), so a prediction sees exactly what the evaluation sees.
+`keras-vtn predict` (`keras_vtn.cli.predict`) reads the sampling protocol and class names of
+the run next to `--model` (its `config.json` and `labels.txt`), and flags override them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 
 import numpy as np
@@ -49,7 +47,7 @@ def predict_video(
     `"logits"`, the averaged probabilities otherwise).
     """
     from keras_vtn.data import KINETICS400_LABELS, dataset_info, video_dataset
-    from keras_vtn.evaluation import _softmax, aggregate_views
+    from keras_vtn.evaluation import aggregate_views, softmax
     from keras_vtn.models.families import model_clip_shape, takes_frame_indices
 
     path = os.fspath(path)
@@ -78,7 +76,7 @@ def predict_video(
         logits = model.predict_on_batch(frames)
     logits = np.asarray(logits, np.float32)
     scores = aggregate_views(logits[None], aggregate)[0]
-    probabilities = _softmax(scores) if aggregate == "logits" else (
+    probabilities = softmax(scores) if aggregate == "logits" else (
         np.exp(scores) if aggregate == "log_probabilities" else scores
     )
     num_classes = scores.shape[-1]
@@ -113,60 +111,3 @@ def format_prediction(result: dict) -> str:
     for rank, item in enumerate(result["top_k"], 1):
         lines.append(f"  {rank}. {item['label']:<30s} {100 * item['probability']:6.2f}%")
     return "\n".join(lines)
-
-
-def add_parser(subparsers) -> None:
-    from keras_vtn.evaluation import AGGREGATES, add_model_arguments, add_protocol_arguments
-
-    parser = subparsers.add_parser(
-        "predict", help="top-5 labels for a video file (optional PNG of the sampled frames)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("video", nargs="+", help="video file(s)")
-    add_model_arguments(parser)
-    add_protocol_arguments(parser)
-    parser.add_argument("--aggregate", default="logits", choices=AGGREGATES)
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--frames-png", help="PNG path (one video) or folder (several)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.set_defaults(func=run_predict)
-
-
-def run_predict(args) -> int:
-    import sys
-
-    from keras_vtn.evaluation import (
-        describe_protocol,
-        labels_from_args,
-        model_from_args,
-        protocol_kwargs,
-        read_run_config,
-        resolve_protocol,
-    )
-
-    model = model_from_args(args)
-    run_config, config_path = read_run_config(args.model)
-    protocol = resolve_protocol(args, model, run_config, config_path)
-    # with --json, stdout carries only the JSON
-    print(describe_protocol(protocol), file=sys.stderr if args.json else sys.stdout, flush=True)
-    names = labels_from_args(args, model.output_shape[-1])
-    results = []
-    for video in args.video:
-        png = args.frames_png
-        if png and len(args.video) > 1:
-            os.makedirs(png, exist_ok=True)
-            png = os.path.join(png, os.path.splitext(os.path.basename(video))[0] + ".png")
-        result = predict_video(
-            model, video, label_names=names, aggregate=args.aggregate, top_k=args.top_k,
-            frames_png=png, **protocol_kwargs(protocol),
-        )
-        result["protocol_description"] = describe_protocol(protocol)
-        results.append(result)
-        if not args.json:
-            print(format_prediction(result))
-            if result["frames_png"]:
-                print(f"  frames: {result['frames_png']}")
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2,
-                         ensure_ascii=False))
-    return 0

@@ -131,7 +131,7 @@ class VideoPreprocessor:
         return f"VideoPreprocessor({self.describe()!r})"
 
     def protocol(self) -> dict[str, Any]:
-        """The protocol fields `keras_vtn.evaluation.describe_protocol` reads."""
+        """The protocol fields `keras_vtn.protocol.describe_protocol` reads."""
         size = self.image_size
         return {
             "sampling": self.sampling, "num_frames": self.num_frames,
@@ -143,7 +143,7 @@ class VideoPreprocessor:
 
     def describe(self) -> str:
         """One line: frames, sampling, sizes, views, aggregation and normalisation."""
-        from keras_vtn.evaluation import describe_protocol
+        from keras_vtn.protocol import describe_protocol
 
         if self.normalization is None:
             pixels = "pixels in [0, 255] (the model normalises them)"
@@ -207,9 +207,9 @@ def preprocessor_from_registry(entry: dict) -> VideoPreprocessor:
     length span the whole video (e.g. VTN's 250-frame full-video evaluation), which is
     uniform sampling. What the entry does not record is the model's clip size and keras_vtn's
     defaults."""
-    from keras_vtn.evaluation import _entry_protocol
+    from keras_vtn.protocol import entry_protocol
 
-    fields = _entry_protocol(entry)
+    fields = entry_protocol(entry)
     frames = (entry.get("preprocessing") or {}).get("num_frames")
     frames = frames.get("eval") if isinstance(frames, dict) else frames
     if "sampling" not in fields and isinstance(frames, int):

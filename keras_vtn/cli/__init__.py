@@ -1,9 +1,10 @@
 """The `keras-vtn` command line.
 
-Each sub-command lives next to the code it wraps; this module only dispatches, so an area's
-heavy imports happen only when its command runs. It also owns what every command shares: a
-console free of TensorFlow's start-up chatter, and one-line errors for the usual mistakes
-(`--debug` shows the traceback and TensorFlow's logs instead).
+Each sub-command is a module of this package (`add_parser` and its run function: arguments and
+printing; the work is done by the library modules they call, imported when the command runs);
+this module only dispatches. It also owns what every command shares: a console free of
+TensorFlow's start-up chatter, and one-line errors for the usual mistakes (`--debug` shows the
+traceback and TensorFlow's logs instead).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import sys
 
 # command name -> module providing `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 COMMANDS: dict[str, str] = {
-    "benchmark": "keras_vtn.benchmark",
-    "check-videos": "keras_vtn.data.check",
+    "benchmark": "keras_vtn.cli.benchmark",
+    "check-videos": "keras_vtn.cli.check_videos",
     "convert": "keras_vtn.convert",
-    "data-service": "keras_vtn.data.service",
-    "evaluate": "keras_vtn.evaluation",
-    "export": "keras_vtn.export",
-    "predict": "keras_vtn.prediction",
-    "prepare": "keras_vtn.data.tfrecord",
-    "reencode-videos": "keras_vtn.data.reencode",
+    "data-service": "keras_vtn.cli.data_service",
+    "evaluate": "keras_vtn.cli.evaluate",
+    "export": "keras_vtn.cli.export",
+    "predict": "keras_vtn.cli.predict",
+    "prepare": "keras_vtn.cli.prepare",
+    "reencode-videos": "keras_vtn.cli.reencode_videos",
 }
 
 PROG = "keras-vtn"

@@ -42,7 +42,6 @@ Start the servers (the videos must be readable at the same paths on every worker
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import functools
@@ -543,50 +542,7 @@ def _note_record(passes: _RecordPasses):
     return for_pass
 
 
-# ------------------------------------------------------------------------- command line
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "data-service",
-        help="run a tf.data service dispatcher or worker that decodes videos for training",
-        description=(
-            "Scale decoding out with tf.data service: start one dispatcher, then a worker on "
-            "each machine that should decode (every worker must read the videos or shards at "
-            "the same paths as the client). Then pass service='grpc://HOST:PORT' to "
-            "video_dataset, kinetics400 or tfrecord_dataset."
-        ),
-        epilog="examples:\n  keras-vtn data-service dispatcher --port 5050 --work-dir "
-               "/shared/dispatcher\n  keras-vtn data-service worker --dispatcher host0:5050 "
-               "--port 5051\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    roles = parser.add_subparsers(dest="role", metavar="ROLE", required=True)
-    dispatcher = roles.add_parser("dispatcher", help="hand out the elements of each pass")
-    dispatcher.add_argument("--port", type=int, required=True)
-    dispatcher.add_argument(
-        "--work-dir", help="folder where the dispatcher journals its state, so a restarted "
-        "dispatcher resumes its jobs (fault-tolerant mode)")
-    dispatcher.set_defaults(func=_run_dispatcher)
-    worker = roles.add_parser(
-        "worker", help="decode the elements the dispatcher hands out",
-        description="Runs a tf.data service worker in a child process and starts it again, at "
-        "the same address, if it dies (a crash in a decoder, the OOM killer): the dispatcher "
-        "never drops a worker, and clients wait for a lost one to come back at its address. "
-        "Restart this command with the same --port if it is itself killed.")
-    worker.add_argument("--dispatcher", required=True, metavar="HOST:PORT")
-    worker.add_argument("--port", type=int, default=0,
-                        help="worker port (default: a free one, kept across restarts)")
-    worker.add_argument(
-        "--host", help="name clients reach this worker by (default: localhost for a local "
-        "dispatcher, else this machine's name)")
-    worker.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S,
-                        metavar="SECONDS", help="how often to ask the dispatcher for work")
-    worker.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for the dispatcher to answer at start "
-                        "(default 60)")
-    worker.set_defaults(func=_run_worker)
-    return parser
+# ------------------------------------------------------------------------------ servers
 
 
 def _serve(server, what: str) -> int:
@@ -601,11 +557,13 @@ def _serve(server, what: str) -> int:
     return 0
 
 
-def _run_dispatcher(args) -> int:
-    options = {"port": args.port}
-    if args.work_dir:
-        os.makedirs(args.work_dir, exist_ok=True)
-        options.update(work_dir=args.work_dir, fault_tolerant_mode=True)
+def serve_dispatcher(port: int, work_dir: str | None = None) -> int:
+    """Runs a `DispatchServer` until SIGINT / SIGTERM; with `work_dir` it journals its state
+    there, so a restarted dispatcher resumes its jobs."""
+    options = {"port": port}
+    if work_dir:
+        os.makedirs(work_dir, exist_ok=True)
+        options.update(work_dir=work_dir, fault_tolerant_mode=True)
     server = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(**options))
     return _serve(server, f"keras-vtn data-service: dispatcher at {server.target} "
@@ -616,25 +574,29 @@ def _run_dispatcher(args) -> int:
 _MAX_RESTARTS, _RESTART_WINDOW_S = 5, 60.0
 
 
-def _run_worker(args) -> int:
-    address = args.dispatcher.split("://")[-1]
-    _, host, port = _split_address(address)
+def supervise_worker(dispatcher: str, *, port: int = 0, host: str | None = None,
+                     heartbeat: float = DEFAULT_HEARTBEAT_S, wait: float = 60.0) -> int:
+    """Runs a `WorkerServer` for `dispatcher` in a child process, started again at the same
+    address when it dies, until SIGINT / SIGTERM. `port` 0 picks a free one; `host` is the
+    name clients reach the worker by; `wait` is how long the dispatcher may take to answer."""
+    address = dispatcher.split("://")[-1]
+    _, dispatcher_host, dispatcher_port = _split_address(address)
     # Workers are often started together with their dispatcher: give it time to come up.
-    deadline = time.monotonic() + max(args.wait, 0.0)
+    deadline = time.monotonic() + max(wait, 0.0)
     while True:
         try:
-            check_reachable(address, timeout=min(CONNECT_TIMEOUT_S, max(args.wait, 0.1)))
+            check_reachable(address, timeout=min(CONNECT_TIMEOUT_S, max(wait, 0.1)))
             break
         except ConnectionError as error:
             if time.monotonic() >= deadline:
                 print(f"keras-vtn data-service worker: error: {error}", file=sys.stderr)
                 return 2
             time.sleep(0.5)
-    name = args.host or ("localhost" if host in ("localhost", "127.0.0.1", "::1")
-                         else socket.getfqdn())
-    worker_port = args.port or _free_port()
-    command = [sys.executable, "-m", "keras_vtn.data.service", f"{host}:{port}",
-               str(worker_port), name, str(args.heartbeat)]
+    name = host or ("localhost" if dispatcher_host in ("localhost", "127.0.0.1", "::1")
+                    else socket.getfqdn())
+    worker_port = port or _free_port()
+    command = [sys.executable, "-m", "keras_vtn.data.service",
+               f"{dispatcher_host}:{dispatcher_port}", str(worker_port), name, str(heartbeat)]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

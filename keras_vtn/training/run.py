@@ -161,7 +161,7 @@ def _fine_tuning_dataset(config: TrainConfig):
     (its `labels.txt`) when the videos' classes are among them, so its classifier keeps
     meaning what it meant; other classes make a new task with the data's own class list."""
     from keras_vtn.data.layouts import UnknownClassError
-    from keras_vtn.evaluation import run_labels_path
+    from keras_vtn.protocol import run_labels_path
 
     labels_path = run_labels_path(config.weights) if isinstance(config.weights, str) and \
         os.path.isfile(config.weights) else None

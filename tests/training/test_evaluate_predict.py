@@ -15,9 +15,10 @@ import keras_vtn
 from keras_vtn.cli import main as cli_main
 from keras_vtn.data import MOTION_CLASSES, generate_motion_dataset, video_dataset
 from keras_vtn.data.testing import write_video
-from keras_vtn.evaluation import aggregate_views, describe_protocol, resolve_protocol
+from keras_vtn.evaluation import aggregate_views
 from keras_vtn.io_utils import write_json
 from keras_vtn.prediction import predict_video
+from keras_vtn.protocol import describe_protocol, resolve_protocol
 from keras_vtn.training import TrainConfig, build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,6 +11,7 @@ MODULES = [
     "keras_vtn.training.losses",
     "keras_vtn.training.presets",
     "keras_vtn.evaluation",
+    "keras_vtn.protocol",
     "keras_vtn.data.synthetic",
 ]
 
