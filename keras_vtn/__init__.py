@@ -115,9 +115,22 @@ from keras_vtn.models.vivit import ViViT  # noqa: E402
 from keras_vtn.models.vtn import VTN  # noqa: E402
 from keras_vtn.prediction import predict_video  # noqa: E402
 from keras_vtn.preprocessing import VideoPreprocessor  # noqa: E402
-from keras_vtn.preset_utils import from_preset, presets  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `presets` and `from_preset` load keras_vtn.preset_utils on first use, so that
+    # `python -m keras_vtn.preset_utils` runs a module the package has not imported yet.
+    if name in ("presets", "from_preset"):
+        from keras_vtn import preset_utils
+
+        return getattr(preset_utils, name)
+    raise AttributeError(f"module 'keras_vtn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "presets", "from_preset"])
 
 
 
