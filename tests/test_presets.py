@@ -236,42 +236,73 @@ class _CountingFiles(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def toy_builtin(tmp_path, monkeypatch):
-    """A built-in preset `linear_vtn_toy_k5` from a registry entry whose original checkpoint
-    (the LinearVTN parity fixture, in elb3k/vtn's format) a real HTTP server on 127.0.0.1
-    serves; the Keras cache is empty and private to the test."""
+def toy_server(tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 serving the VTN-format parity fixtures, and an empty
+    Keras cache private to the test."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("KERAS_VTN_DOWNLOAD_TIMEOUT", "20")
     monkeypatch.delenv("KERAS_VTN_OFFLINE", raising=False)
     handler = functools.partial(_CountingFiles, directory=os.path.join(FIXTURES, "vtn"))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.hits = []
+    httpd.hits, httpd.entries = [], []
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    reference, clip, logits = _linear_vtn()
-    architecture = registry.list_weights("linear_vtn", "k400")[0]["config"]
-    with open(os.path.join(FIXTURES, "vtn", "lin_vtn.pth"), "rb") as f:
-        sha256 = hashlib.sha256(f.read()).hexdigest()
-    entry = {
-        "id": "linear_vtn/toy_k5", "name": "toy_k5", "family": "linear_vtn",
-        "match": {"size": "base"}, "kind": "video", "format": "pytorch",
-        "description": "the LinearVTN parity fixture as a released checkpoint",
-        "config": {k: v for k, v in keras_vtn.model_config(reference).items()
-                   if k in architecture},
-        "files": [{"url": f"http://127.0.0.1:{httpd.server_address[1]}/lin_vtn.pth",
-                   "fname": "lin_vtn.pth", "sha256": sha256}],
-        "cache_dir": "test/toy_k5",
-        "preprocessing": {"num_frames": 6, "frame_stride": 2, "resize_short_side": 36,
-                          "crop_size": 32},
-        "eval_views": {"clips": 2, "crops": 3, "aggregation": "mean of log-softmax"},
-        "reported": {"dataset": "toy", "top1": 50.0, "views": "2x3"},
-        "license": "test fixture",
-    }
-    registry.register(entry)
-    yield entry, httpd, clip, logits
-    registry.unregister(entry["id"])
+    yield httpd
+    for entry in httpd.entries:
+        registry.unregister(entry["id"])
     httpd.shutdown()
     httpd.server_close()
+
+
+def _toy_entry(server, family: str, fname: str, reference, **fields) -> dict:
+    """A registry entry `<family>/toy_k5` releasing the parity fixture `fname` (the original
+    format) through `server`, with `reference`'s architecture as its recorded config."""
+    architecture = registry.list_weights(family, "k400")[0]["config"]
+    with open(os.path.join(FIXTURES, "vtn", fname), "rb") as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
+    entry = {
+        "id": f"{family}/toy_k5", "name": "toy_k5", "family": family, "match": {"size": "base"},
+        "kind": "video", "format": "pytorch",
+        "description": f"the {family} parity fixture as a released checkpoint",
+        "config": {k: v for k, v in keras_vtn.model_config(reference).items()
+                   if k in architecture},
+        "files": [{"url": f"http://127.0.0.1:{server.server_address[1]}/{fname}",
+                   "fname": fname, "sha256": sha256}],
+        "cache_dir": f"test/{family}_toy_k5", "license": "test fixture", **fields,
+    }
+    registry.register(entry)
+    server.entries.append(entry)
+    return entry
+
+
+@pytest.fixture
+def toy_builtin(toy_server):
+    """A built-in preset `linear_vtn_toy_k5` whose original checkpoint (the LinearVTN parity
+    fixture, in elb3k/vtn's format) the test server serves."""
+    reference, clip, logits = _linear_vtn()
+    entry = _toy_entry(
+        toy_server, "linear_vtn", "lin_vtn.pth", reference,
+        preprocessing={"num_frames": 6, "frame_stride": 2, "resize_short_side": 36,
+                       "crop_size": 32},
+        eval_views={"clips": 2, "crops": 3, "aggregation": "mean of log-softmax"},
+        reported={"dataset": "toy", "top1": 50.0, "views": "2x3"})
+    return entry, toy_server, clip, logits
+
+
+def test_builtin_vtn_preset_evaluates_the_whole_video_with_frame_positions(toy_server):
+    """As the original evaluation does (and the registry records): every frame of the video
+    uniformly sampled, their positions in the video as frame_indices."""
+    reference, inputs, expected = _vtn()
+    _toy_entry(toy_server, "vtn", "vtn.pyth", reference,
+               preprocessing={"num_frames": {"train": 4, "eval": 10}, "resize_short_side": 36,
+                              "crop_size": 32},
+               eval_views={"clips": 1, "crops": 1, "aggregation": "single view (full video)"})
+    classifier = keras_vtn.VideoClassifier.from_preset("vtn_vit_b_toy_k5")
+    assert classifier.preprocessor.describe().startswith(
+        "protocol: uniform 10 frames, 32 px (short side 36), 1 clip × 1 crop")
+    assert sorted(classifier.input) == ["frame_indices", "frames"]
+    logits = classifier.predict(inputs, verbose=0)
+    assert np.abs(logits - expected).max() <= TOLERANCE
 
 
 # A first use killed while it writes the preset (after the download and conversion).
