@@ -78,15 +78,15 @@ def _write_json(path: str, payload) -> None:
 
 
 def _remove_stale_writes(parent: str, base: str) -> None:
-    """Removes the temporary folders of `base` left by killed writers on this host (a
-    folder of a live process, or of another host sharing the cache, is left alone)."""
+    """Removes the temporary and replaced folders of `base` left by killed writers on this
+    host (those of a live process, or of another host sharing the cache, are left alone)."""
     from keras_vtn.weights.download import _HOST, _pid_alive
 
-    prefix = f".{base}.tmp-{_HOST}-"
+    prefixes = tuple(f".{base}.{kind}-{_HOST}-" for kind in ("tmp", "old"))
     for name in os.listdir(parent):
-        if not name.startswith(prefix):
+        if not name.startswith(prefixes):
             continue
-        pid = name[len(prefix):].split("-", 1)[0]
+        pid = name.split(f"-{_HOST}-", 1)[1].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
