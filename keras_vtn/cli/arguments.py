@@ -18,11 +18,19 @@ def add_command(subparsers, name: str, run: Callable | None, *, help: str, descr
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--model FILE.keras` or `--family` + `--weights` + `--model-arg key=value`."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, preset: bool = False) -> None:
+    """`--model FILE.keras` or `--family` + `--weights` + `--model-arg key=value`, and with
+    `preset` a third way: `--preset NAME_OR_PATH` (model, class names and protocol in one)."""
     from keras_vtn.models.families import FAMILIES
 
     group = parser.add_argument_group("model")
+    if preset:
+        group.add_argument(
+            "--preset", metavar="NAME_OR_PATH",
+            help="a classifier preset: a built-in name (keras_vtn.presets()), a preset folder "
+                 "(save_to_preset, keras-vtn train), hf://owner/repo or kaggle://...; the "
+                 "model, class names and sampling protocol come from it (instead of --model "
+                 "or --family)")
     group.add_argument("--model", help="a saved .keras model (e.g. a training run's model.keras)")
     group.add_argument("--family", choices=sorted(FAMILIES),
                        help="build a family model instead (with --weights)")
@@ -67,26 +75,65 @@ def model_from_args(args, **defaults):
     return load_model(family=args.family, weights=args.weights, **kwargs)
 
 
+# flags that name the model another way than a preset does
+_NOT_WITH_PRESET = ("model", "family", "weights", "model_arg", "labels")
+
+
+def preset_and_protocol(args):
+    """`(classifier, protocol)` of `--preset`: the preset's `VideoClassifier` and its
+    preprocessor's protocol, each protocol flag given overriding one field (`"aggregate"`
+    too: the preset's way of averaging views)."""
+    from keras_vtn.classifier import VideoClassifier
+    from keras_vtn.protocol import PROTOCOL_FIELDS
+
+    clashing = [name for name in _NOT_WITH_PRESET if getattr(args, name, None)]
+    if clashing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in clashing)
+        raise ValueError(f"--preset names the model, its class names and its protocol; "
+                         f"drop {flags} (or drop --preset).")
+    classifier = VideoClassifier.from_preset(args.preset)
+    config = classifier.preprocessor.get_config()
+    protocol = {key: config[key] for key in PROTOCOL_FIELDS}
+    if isinstance(protocol["image_size"], list):
+        height, width = protocol["image_size"]
+        if height != width:
+            raise ValueError(f"preset {args.preset!r} crops {height}×{width} pixels; the "
+                             "command line samples square crops only (use VideoClassifier).")
+        protocol["image_size"] = height
+    given = {k: getattr(args, k) for k in PROTOCOL_FIELDS if getattr(args, k, None) is not None}
+    protocol.update(given, aggregate=config["aggregate"])
+    protocol["source"] = "; ".join(
+        [f"from preset {args.preset}"] +
+        ([", ".join("--" + k.replace("_", "-") for k in given)] if given else []))
+    return classifier, protocol
+
+
 def model_and_protocol(args):
     """`(model, protocol)`: the model the flags name and the sampling protocol to feed it
-    (`keras_vtn.protocol.resolve_protocol`: flags, else the run's `config.json` or the
-    registry entry, else the model's input shape)."""
+    (`--preset`: the preset's; else `keras_vtn.protocol.resolve_protocol`: flags, else the
+    run's `config.json` or the registry entry, else the model's input shape)."""
     from keras_vtn.protocol import read_run_config, resolve_protocol
 
+    if getattr(args, "preset", None):
+        return preset_and_protocol(args)
     model = model_from_args(args)
     run_config, config_path = read_run_config(args.model)
     return model, resolve_protocol(args, model, run_config, config_path)
 
 
-def model_label_names(args, num_classes: int) -> tuple[list[str] | None, str]:
+def model_label_names(args, model) -> tuple[list[str] | None, str]:
     """`(names, where from)` of the model's classes; names None when nothing says.
 
-    `--labels` (a file or `kinetics400`), else the run's `labels.txt` next to `--model`, else
-    Kinetics-400 for a 400-class model.
+    A preset's class names; else `--labels` (a file or `kinetics400`), else the run's
+    `labels.txt` next to `--model`, else Kinetics-400 for a 400-class model.
     """
+    from keras_vtn.classifier import VideoClassifier
     from keras_vtn.data import KINETICS400_LABELS
     from keras_vtn.protocol import run_labels_path
 
+    if isinstance(model, VideoClassifier):
+        return list(model.label_names), f"preset {args.preset}"
+    num_classes = model.output_shape[-1]
     source = args.labels
     if source is None and args.model:
         source = run_labels_path(args.model)
@@ -102,7 +149,8 @@ def model_label_names(args, num_classes: int) -> tuple[list[str] | None, str]:
     return names, source
 
 
-def labels_from_args(args, num_classes: int) -> list[str]:
+def labels_from_args(args, model) -> list[str]:
     """The model's class names, or `class_<i>` when nothing names them."""
-    names, _ = model_label_names(args, num_classes)
-    return names if names is not None else [f"class_{i}" for i in range(num_classes)]
+    names, _ = model_label_names(args, model)
+    return names if names is not None else [
+        f"class_{i}" for i in range(model.output_shape[-1])]

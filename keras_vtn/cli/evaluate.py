@@ -9,7 +9,8 @@ as `evaluation.json` and `confusion_matrix.png`.
 `keras-vtn evaluate --model runs/x/model.keras` evaluates the way the run was trained: the
 sampler, clip length, stride or fps, image size, short side and views come from the run's
 `config.json` (for `--family` with registry weights, from the registry's record of the original
-evaluation) and the class names from its `labels.txt` (flags override each); the data are
+evaluation) and the class names from its `labels.txt`; `--preset` brings all of them (flags
+override each protocol field); the data are
 labelled onto the model's class names, so a split with only some of the classes is scored
 against the right ones.
 """
@@ -31,13 +32,15 @@ def add_parser(subparsers) -> None:
         subparsers, "evaluate", run_evaluate, raw=True, description=__doc__,
         help="multi-view evaluation: top-1/5, per-class accuracy, JSON + PNG",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, preset=True)
     parser.add_argument("--data-root", required=True, help="dataset folder")
     parser.add_argument("--layout", default="kinetics400",
                         choices=["kinetics400", "csv", "folders", "tfrecord"])
     parser.add_argument("--split", default="val")
     add_protocol_arguments(parser)
-    parser.add_argument("--aggregate", default="logits", choices=AGGREGATES)
+    parser.add_argument("--aggregate", choices=AGGREGATES,
+                        help="how the views' scores are averaged (default: the preset's, else "
+                             "logits)")
     parser.add_argument("--batch-size", type=int, default=4, help="videos per batch")
     parser.add_argument("--max-batches", type=int)
     parser.add_argument("--output", default="evaluation", help="folder for the JSON and PNG")
@@ -53,7 +56,8 @@ def run_evaluate(args) -> int:
     model, protocol = model_and_protocol(args)
     print(describe_protocol(protocol), flush=True)
     num_classes = model.output_shape[-1]
-    names, label_source = model_label_names(args, num_classes)
+    names, label_source = model_label_names(args, model)
+    aggregate = args.aggregate or protocol.get("aggregate", "logits")
     kwargs = dict(training=False, batch_size=args.batch_size, views_axis=True,
                   return_frame_indices=takes_frame_indices(model), **protocol_kwargs(protocol))
     if names is not None:
@@ -81,7 +85,7 @@ def run_evaluate(args) -> int:
               "which is right only if the data hold every class the model knows", flush=True)
     else:
         print(f"labels: {num_classes} classes from {label_source}", flush=True)
-    report = evaluate_views(model, dataset, args.aggregate, label_names=names,
+    report = evaluate_views(model, dataset, aggregate, label_names=names,
                             output_dir=args.output, max_batches=args.max_batches)
     print(f"{report['protocol']} ({report['aggregate']}): top-1 {100 * report['top1']:.2f}%  "
           f"top-5 {100 * report['top5']:.2f}%  on {report['num_videos']} videos")

@@ -3,7 +3,8 @@
 The clip goes through the same decoder, sampler and crops as evaluation
 (`keras_vtn.data.video_dataset`), so a prediction sees exactly what the evaluation sees; the
 command reads the sampling protocol and class names of the run next to `--model` (its
-`config.json` and `labels.txt`), and flags override them.
+`config.json` and `labels.txt`), or of `--preset` (its preprocessor and class names), and
+flags override them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def add_parser(subparsers) -> None:
         help="top-5 labels for a video file (optional PNG of the sampled frames)",
     )
     parser.add_argument("video", nargs="+", help="video file(s)")
-    add_model_arguments(parser)
+    add_model_arguments(parser, preset=True)
     add_protocol_arguments(parser)
-    parser.add_argument("--aggregate", default="logits", choices=AGGREGATES)
+    parser.add_argument("--aggregate", choices=AGGREGATES,
+                        help="how the views' scores are averaged (default: the preset's, else "
+                             "logits)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--frames-png", help="PNG path (one video) or folder (several)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -43,7 +46,8 @@ def run_predict(args) -> int:
     model, protocol = model_and_protocol(args)
     # with --json, stdout carries only the JSON
     print(describe_protocol(protocol), file=sys.stderr if args.json else sys.stdout, flush=True)
-    names = labels_from_args(args, model.output_shape[-1])
+    names = labels_from_args(args, model)
+    aggregate = args.aggregate or protocol.get("aggregate", "logits")
     results = []
     for video in args.video:
         png = args.frames_png
@@ -51,7 +55,7 @@ def run_predict(args) -> int:
             os.makedirs(png, exist_ok=True)
             png = os.path.join(png, os.path.splitext(os.path.basename(video))[0] + ".png")
         result = predict_video(
-            model, video, label_names=names, aggregate=args.aggregate, top_k=args.top_k,
+            model, video, label_names=names, aggregate=aggregate, top_k=args.top_k,
             frames_png=png, **protocol_kwargs(protocol),
         )
         result["protocol_description"] = describe_protocol(protocol)
