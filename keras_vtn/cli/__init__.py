@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "predict": "keras_vtn.cli.predict",
     "prepare": "keras_vtn.cli.prepare",
     "reencode-videos": "keras_vtn.cli.reencode_videos",
+    "train": "keras_vtn.cli.train",
 }
 
 PROG = "keras-vtn"
