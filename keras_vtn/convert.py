@@ -1,13 +1,16 @@
-"""`keras-vtn convert SRC [--family F] [--model-arg K=V] -o OUT`: original checkpoint -> Keras.
+"""Original checkpoint -> Keras: `convert(src, output)` and `convert_to_preset(src, folder)`.
 
 `OUT.weights.h5` holds the weights only; the architecture they need (family and builder
 arguments) is written beside it as `OUT.config.json`, from which `keras_vtn.load_model(OUT)`
-rebuilds the model. `OUT.keras` holds both in one file.
+rebuilds the model. `OUT.keras` holds both in one file. A preset folder holds the model with
+its class names, sampling protocol and the source checkpoint's checksum
+(`keras_vtn.VideoClassifier.from_preset` reads it). `keras-vtn convert` is
+`keras_vtn.cli.convert`.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
 import os
 
@@ -19,69 +22,6 @@ from keras_vtn.weights.errors import CheckpointError
 OUTPUT_SUFFIXES = (".weights.h5", ".keras")
 _CONFIG_SUFFIX = ".config.json"
 _CONFIG_FORMAT = "keras_vtn.model_config"
-
-EXAMPLES = """examples:
-  keras-vtn convert lin-vtn.pth -o lin_vtn.weights.h5
-  keras-vtn convert path/to/hf_vivit_folder -o vivit.weights.h5
-  keras-vtn convert hf_vivit_folder --model-arg num_frames=16 --model-arg image_size=64 -o v.keras
-  keras-vtn convert ckpt_e30.pth --family laps --model-arg num_heads=4 -o laps.weights.h5
-  keras-vtn convert k400 --family linear_vtn -o lin_vtn_k400.weights.h5
-"""
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert an original checkpoint (.pth/.pyth, Flax, HF folder) to Keras",
-        description=(
-            "Read an original checkpoint without torch/jax (nothing in it is executed), build "
-            "the matching keras_vtn model from the architecture found in the file (HF folders: "
-            "with their config.json), map the weights with the family converter, check that "
-            "every variable is covered with the right shape, and save it. A .weights.h5 output "
-            "gets its architecture written beside it as NAME.config.json, which "
-            "keras_vtn.load_model('NAME.weights.h5') reads; a .keras output holds both."
-        ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "src", help="checkpoint file or folder, or a registry name such as k400 (needs --family)"
-    )
-    parser.add_argument(
-        "--family",
-        choices=sorted(families.FAMILIES),
-        help="model family; detected from the checkpoint's tensor names when omitted",
-    )
-    parser.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
-        help="builder argument the checkpoint does not store, e.g. num_heads=6 for a LAPS "
-             "checkpoint of a non-standard width (repeatable; values are JSON: 6, true, [2,16,16])",
-    )
-    parser.add_argument(
-        "-o", "--output", required=True, help="output file: NAME.weights.h5 or NAME.keras"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def parse_model_args(items: list[str]) -> dict:
-    """`["num_heads=6", "variant=spatio_temporal"]` -> `{"num_heads": 6, "variant": "..."}`.
-
-    Values are read as JSON where they parse (numbers, booleans, lists), else kept as text.
-    """
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--model-arg {item!r}: expected KEY=VALUE, e.g. num_heads=6.")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
 
 def model_config_path(weights_path: str | os.PathLike) -> str:
     """Where the architecture of `NAME.weights.h5` is recorded: `NAME.config.json`."""
@@ -134,12 +74,15 @@ def read_model_config(weights_path: str | os.PathLike) -> tuple[str, dict]:
     return payload["family"], payload["config"]
 
 
-def convert(src: str, output: str, family: str | None = None, progress=None,
-            model_args: dict | None = None) -> dict:
-    """Convert `src` into `output` (`.weights.h5` + `.config.json`, or `.keras`).
+def convert_model(src: str, family: str | None = None, progress=None,
+                  model_args: dict | None = None):
+    """`(model, summary)`: the keras_vtn model holding the weights of the original checkpoint
+    `src` (a file, a folder, or with `family` a registry name such as `k400`).
 
     `model_args` are builder arguments the checkpoint does not store (LAPS head counts, clip
-    size); they override what is read from it. Returns a short summary dict.
+    size); they override what is read from it. `summary` holds `family`, `config` (the
+    builder arguments that rebuild the model), `variables`, `parameters`, `source` (the local
+    checkpoint path) and `format`.
     """
     from keras_vtn.weights import download, loading, readers
 
@@ -147,11 +90,6 @@ def convert(src: str, output: str, family: str | None = None, progress=None,
         if progress is not None:
             progress(value)
 
-    if not output.endswith(OUTPUT_SUFFIXES):
-        raise ValueError(
-            f"output {output!r} must end with .weights.h5 (weights, architecture in "
-            ".config.json beside) or .keras (whole model)."
-        )
     path = os.path.expanduser(src)
     if not os.path.exists(path):
         if family is None:
@@ -184,22 +122,126 @@ def convert(src: str, output: str, family: str | None = None, progress=None,
     tick(60)
     total = max(len(mapping), 1)
     report = loading.assign_weights(model, mapping, progress=lambda i: tick(60 + 35 * i / total))
+    return model, {"family": family, "config": config, "variables": len(report.assigned),
+                   "parameters": int(model.count_params()), "source": path, "format": fmt}
+
+
+def convert(src: str, output: str, family: str | None = None, progress=None,
+            model_args: dict | None = None) -> dict:
+    """Convert `src` into `output` (`.weights.h5` + `.config.json`, or `.keras`).
+
+    `model_args` are builder arguments the checkpoint does not store (LAPS head counts, clip
+    size); they override what is read from it. Returns a short summary dict.
+    """
+    from keras_vtn.weights import loading
+
+    if not output.endswith(OUTPUT_SUFFIXES):
+        raise ValueError(
+            f"output {output!r} must end with .weights.h5 (weights, architecture in "
+            ".config.json beside) or .keras (whole model)."
+        )
+    model, summary = convert_model(src, family, progress, model_args)
     config_path = None
     if output.endswith(".keras"):
         with atomic_path(output, suffix=".keras") as tmp:
             model.save(tmp)
     else:
         loading.save_weights_atomically(model, output)
-        config_path = write_model_config(output, family, config)
-    tick(100)
+        config_path = write_model_config(output, summary["family"], summary["config"])
+    if progress is not None:
+        progress(100)
     return {
-        "family": family,
-        "config": config,
-        "variables": len(report.assigned),
-        "parameters": int(model.count_params()),
+        "family": summary["family"],
+        "config": summary["config"],
+        "variables": summary["variables"],
+        "parameters": summary["parameters"],
         "output": output,
         "config_path": config_path,
     }
+
+
+def read_label_file(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file, one per line (blank lines skipped)."""
+    with open(os.fspath(path), encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _checkpoint_sha256(path: str) -> str:
+    """sha256 of a checkpoint file; of a folder, over its files' names and sha256s (hashed
+    without writing a record beside the user's files, as the download cache does)."""
+    from keras_vtn.weights.download import file_sha256
+
+    if os.path.isfile(path):
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for folder, _, names in sorted(os.walk(path)):
+        for name in sorted(names):
+            file = os.path.join(folder, name)
+            digest.update(f"{os.path.relpath(file, path)}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _builtin_preset_of(entry: dict) -> str:
+    from keras_vtn.preset_utils import builtin_presets
+
+    for name, candidate in builtin_presets().items():
+        if candidate["id"] == entry["id"]:
+            return name
+    raise ValueError(f"the registry entry {entry['id']!r} is not a video classifier preset.")
+
+
+def materialize_preset(preset: str, preset_dir: str | os.PathLike,
+                       label_names: list[str] | None = None) -> str:
+    """Copies a preset (a built-in name, downloaded and converted on first use, a folder,
+    `hf://` or `kaggle://`) to the folder `preset_dir`, metadata included; with
+    `label_names`, under those class names. Returns the folder's path."""
+    from keras_vtn.classifier import VideoClassifier
+
+    classifier = VideoClassifier.from_preset(preset)
+    metadata = {k: v for k, v in classifier.preset_metadata.items() if k != "files"}
+    if label_names is not None:
+        classifier = VideoClassifier(classifier.backbone, classifier.preprocessor, label_names)
+        metadata.pop("labels_note", None)
+    return classifier.save_to_preset(preset_dir, metadata=metadata)
+
+
+def convert_to_preset(src: str, preset_dir: str | os.PathLike, family: str | None = None,
+                      progress=None, model_args: dict | None = None,
+                      label_names: list[str] | None = None) -> dict:
+    """Converts the original checkpoint `src` into a preset folder (`VideoClassifier`).
+
+    A registry name (`src="k400"` with `family`) gives the built-in preset of that entry: the
+    released head, the original evaluation protocol, the class names of its dataset, the
+    source URL and sha256. A local checkpoint gives one centre view of the model's clip size
+    and the checkpoint's sha256 in `metadata.json`. `label_names` (one per head output)
+    replace the class names (default: Kinetics-400's for a 400-class head, else `class_<i>`).
+    Returns `{"family", "preset_dir", "source", "num_classes"}`.
+    """
+    from keras_vtn.classifier import VideoClassifier
+
+    if not os.path.exists(os.path.expanduser(src)) and family is not None:
+        entry = registry.find_entry(src, family, **(model_args or {}))
+        name = _builtin_preset_of(entry)
+        folder = materialize_preset(name, preset_dir, label_names)
+        return {"family": family, "preset_dir": folder, "source": f"built-in preset {name}",
+                "num_classes": len(VideoClassifier.from_preset(folder).label_names)}
+    model, summary = convert_model(src, family, progress, model_args)
+    classifier = VideoClassifier(model, label_names=label_names)
+    metadata = {
+        "source": {"path": os.path.abspath(summary["source"]), "format": summary["format"],
+                   "sha256": _checkpoint_sha256(summary["source"])},
+        "parity": {
+            "converter": f"keras_vtn family {summary['family']!r} converter",
+            "evidence": f"tests/models/test_{summary['family']}.py: checkpoints in this "
+                        "original format, made by the original code, give its logits within "
+                        "2e-5 (float32 CPU; TensorFlow, JAX and PyTorch)",
+        },
+    }
+    folder = classifier.save_to_preset(preset_dir, metadata=metadata)
+    if progress is not None:
+        progress(100)
+    return {"family": summary["family"], "preset_dir": folder, "source": summary["source"],
+            "num_classes": len(classifier.label_names)}
 
 
 def _clip_size(model) -> dict:
@@ -213,34 +255,3 @@ def _clip_size(model) -> dict:
         return {}
     frames, height, width = shape[1:4]
     return {"num_frames": frames, "image_size": height if height == width else [height, width]}
-
-
-def run(args: argparse.Namespace) -> int:
-    model_args = parse_model_args(args.model_arg)
-    if os.path.exists(args.output) and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it.")
-    import keras
-
-    bar = keras.utils.Progbar(100, unit_name="%")
-    try:
-        summary = convert(args.src, args.output, args.family, progress=lambda v: bar.update(v),
-                          model_args=model_args)
-    except BaseException as error:
-        print()  # end the progress bar's line before the error is reported
-        if (not isinstance(error, ValueError) or isinstance(error, CheckpointError)
-                or "num_heads" not in str(error)):
-            raise
-        # Checkpoints store widths but not how they are split into heads.
-        raise ValueError(
-            f"{error} The checkpoint does not store head counts: pass them with "
-            "--model-arg, e.g. --model-arg num_heads=2."
-        ) from error
-    print()
-    print(
-        f"wrote {summary['output']}: {summary['family']}, {summary['variables']} variables, "
-        f"{summary['parameters']:,} parameters"
-    )
-    if summary["config_path"]:
-        print(f"wrote {summary['config_path']}: the architecture; "
-              f"keras_vtn.load_model({summary['output']!r}) rebuilds the model")
-    return 0

@@ -20,6 +20,24 @@ PROTOCOL_FIELDS = ("sampling", "num_frames", "frame_stride", "target_fps", "imag
                    "short_side", "num_clips", "num_crops")
 
 
+def parse_model_args(items: list[str]) -> dict:
+    """`["num_heads=6", "variant=spatio_temporal"]` -> `{"num_heads": 6, "variant": "..."}`.
+
+    Values are read as JSON where they parse (numbers, booleans, lists), else kept as text.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-arg {item!r}: expected KEY=VALUE, e.g. num_heads=6.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def read_run_config(model_path: str | os.PathLike | None) -> tuple[dict, str | None]:
     """`(config, path)` of the training run's `config.json` next to the model (`({}, None)`)."""
     if not model_path:
@@ -102,7 +120,6 @@ def registry_protocol(args) -> tuple[dict, str | None]:
     `({}, None)` when there is no such entry or its candidates disagree."""
     import inspect
 
-    from keras_vtn.convert import parse_model_args
     from keras_vtn.models.families import get_builder
     from keras_vtn.weights import registry
 

@@ -111,7 +111,7 @@ def test_convert_laps_with_non_default_heads(tmp_path):
 
 
 def test_model_args_are_parsed_as_json():
-    from keras_vtn.convert import parse_model_args
+    from keras_vtn.protocol import parse_model_args
 
     parsed = parse_model_args(["num_heads=2", "tubelet_size=[2, 8, 8]", "variant=spatio_temporal",
                                "one_kv_head=true"])

@@ -1,5 +1,7 @@
 """`keras-vtn train` ends with a classifier preset; `keras-vtn predict` / `evaluate --preset`
-use it: real motion videos, a real training run, a fresh process for the prediction."""
+use it: real motion videos, a real training run, a fresh process for the prediction.
+`keras-vtn convert --to-preset` / `--preset` write presets from original checkpoints (a parity
+fixture, and a registry entry served on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ import sys
 
 import numpy as np
 import pytest
-from test_cli import noise_lines, run_cli
+import test_presets
+from test_cli import LIN_VTN, noise_lines, run_cli
+from test_presets import FIXTURES, TOLERANCE
 
 from keras_vtn import cli
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "training"))
 from training_helpers import TINY_VIVIT, model_args  # noqa: E402
+
+# the toy registry entry served on 127.0.0.1 (fixtures shared with the presets' tests)
+toy_server = test_presets.toy_server
+toy_builtin = test_presets.toy_builtin
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +110,60 @@ def test_preset_with_another_way_of_naming_the_model_is_a_one_line_error(trained
     assert status == 2
     assert error == ("keras-vtn predict: error: --preset names the model, its class names and "
                      "its protocol; drop --family, --labels (or drop --preset).\n")
+
+
+def test_convert_to_preset_from_a_checkpoint_file_with_labels(tmp_path, capsys):
+    import hashlib
+
+    import keras_vtn
+
+    labels = tmp_path / "classes.txt"
+    labels.write_text("run\njump\nswim\nclimb\nfall\n", encoding="utf-8")
+    out = tmp_path / "lin_vtn_preset"
+    args = ["convert", LIN_VTN, "--model-arg", "num_spatial_heads=2", "--model-arg",
+            "image_size=32", "--model-arg", "patch_size=8", "--labels", str(labels),
+            "--to-preset", str(out)]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert f"wrote the preset {out}: linear_vtn, 5 classes" in capsys.readouterr().out
+    classifier = keras_vtn.VideoClassifier.from_preset(out)
+    assert classifier.label_names == ["run", "jump", "swim", "climb", "fall"]
+    with open(LIN_VTN, "rb") as f:
+        assert classifier.preset_metadata["source"]["sha256"] == hashlib.sha256(
+            f.read()).hexdigest()
+    assert classifier.preset_metadata["source"]["path"] == os.path.abspath(LIN_VTN)
+    assert not os.path.exists(LIN_VTN + ".sha256.json")  # nothing written beside the source
+    clip = np.load(os.path.join(FIXTURES, "vtn", "lin_vtn_input.npy")).astype("float32")
+    expected = np.load(os.path.join(FIXTURES, "vtn", "lin_vtn_logits.npy"))
+    assert np.abs(classifier.predict(clip, verbose=0) - expected).max() <= TOLERANCE
+
+    # an existing folder is kept without --overwrite; labels that do not fit are refused
+    assert cli.main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    labels.write_text("run\njump\n", encoding="utf-8")
+    assert cli.main([*args, "--overwrite"]) == 2
+    assert "2 label names for a head of 5 classes" in capsys.readouterr().err
+    assert keras_vtn.VideoClassifier.from_preset(out).label_names[0] == "run"
+
+
+def test_convert_registry_name_and_builtin_preset_to_folders(toy_builtin, tmp_path, capsys):
+    import keras_vtn
+
+    entry, server, clip, expected = toy_builtin
+    from_name = tmp_path / "from_name"
+    assert cli.main(["convert", "toy_k5", "--family", "linear_vtn", "--to-preset",
+                     str(from_name)]) == 0, capsys.readouterr().err
+    assert "from built-in preset linear_vtn_toy_k5" in capsys.readouterr().out
+    copied = tmp_path / "copied"
+    assert cli.main(["convert", "--preset", "linear_vtn_toy_k5", "-o", str(copied)]) == 0
+    assert server.hits == ["/lin_vtn.pth"]  # downloaded and converted once
+    for folder in (from_name, copied):
+        classifier = keras_vtn.VideoClassifier.from_preset(folder)
+        source = classifier.preset_metadata["source"]
+        assert source["urls"] == [entry["files"][0]["url"]]
+        assert source["sha256"] == entry["files"][0]["sha256"]
+        assert classifier.preprocessor.describe().startswith("protocol: dense 6×2, 32 px")
+        assert np.abs(classifier.predict(clip, verbose=0) - expected).max() <= TOLERANCE
+    capsys.readouterr()
+    assert cli.main(["convert", "--preset", "linear_vtn_toy_k5"]) == 2
+    assert capsys.readouterr().err == ("keras-vtn convert: error: --preset NAME needs the "
+                                       "folder to write: --to-preset DIR.\n")

@@ -18,7 +18,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "benchmark": "keras_vtn.cli.benchmark",
     "check-videos": "keras_vtn.cli.check_videos",
-    "convert": "keras_vtn.convert",
+    "convert": "keras_vtn.cli.convert",
     "data-service": "keras_vtn.cli.data_service",
     "evaluate": "keras_vtn.cli.evaluate",
     "export": "keras_vtn.cli.export",

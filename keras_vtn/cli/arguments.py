@@ -62,8 +62,8 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
 def model_from_args(args, **defaults):
     """The model of `--model`, or of `--family`: `--num-frames` / `--image-size`, when given,
     are builder arguments there (the clip shape the model is built for)."""
-    from keras_vtn.convert import parse_model_args
     from keras_vtn.models.families import load_model
+    from keras_vtn.protocol import parse_model_args
 
     if args.model:
         return load_model(args.model)

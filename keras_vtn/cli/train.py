@@ -120,8 +120,8 @@ def add_parser(subparsers) -> None:
 
 def config_from_args(args):
     """The `TrainConfig` of the parsed training options: the recipe, then each flag given."""
-    from keras_vtn.convert import parse_model_args
     from keras_vtn.models.families import FAMILIES
+    from keras_vtn.protocol import parse_model_args
     from keras_vtn.training import TrainConfig
 
     fields = {f for f in TrainConfig.__dataclass_fields__}

@@ -52,6 +52,20 @@ class Family:
         demo_model: builder arguments of a small model for 8 frames of 32×32 pixels (the demo).
         demo_epochs: epochs the demo trains that model for.
         demo_training: `TrainConfig` fields the demo sets for this family.
+
+    The build hooks (`keras_vtn.models.pipeline.build_from_call`; `None`: the default) take
+    the builder's arguments as a dict (`call`):
+        prepare: `(call) -> call`, checks and completes them before `weights` is resolved;
+            default: the size preset must be one of `sizes`.
+        registry_key: `(call) -> dict`, what registry entries are matched on; default the
+            size preset.
+        read: `(source, call) -> (state, checkpoint config)` of the resolved `weights`;
+            default `pipeline.read_source` with `config_from_checkpoint`.
+        merge: `(call, source, checkpoint config) -> dict`, the architecture values the
+            family's rules and `pipeline.merge_config` decide; default: preset < checkpoint <
+            explicit arguments.
+        load: `(model, source, state, call)`, applies the weights; default
+            `pipeline.apply_weights` with `convert`.
     """
 
     name: str
@@ -66,6 +80,11 @@ class Family:
     demo_model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     demo_epochs: int = 12
     demo_training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prepare: Callable[[dict], dict] | None = None
+    registry_key: Callable[[dict], dict] | None = None
+    read: Callable[[Any, dict], tuple] | None = None
+    merge: Callable[[dict, Any, dict | None], dict] | None = None
+    load: Callable[[Any, Any, Any, dict], Any] | None = None
 
 
 FAMILIES: dict[str, Family] = {}
@@ -206,6 +225,7 @@ def _register_builtin_families() -> None:
 
     # Detection order matters: the first family whose names match wins.
     register_family(Family(
+        **linear_vtn.BUILD_HOOKS,
         name="linear_vtn", builder=linear_vtn.LinearVTN, graph=linear_vtn.linear_vtn_graph,
         config_from_checkpoint=linear_vtn_convert.config_from_checkpoint,
         convert=linear_vtn_convert.convert_linear_vtn,
@@ -221,6 +241,7 @@ def _register_builtin_families() -> None:
         demo_epochs=24,
     ))
     register_family(Family(
+        **vtn.BUILD_HOOKS,
         name="vtn", builder=vtn.VTN, graph=vtn.vtn_graph,
         config_from_checkpoint=vtn_convert.config_from_checkpoint,
         convert=vtn_convert.convert_vtn,
@@ -237,6 +258,7 @@ def _register_builtin_families() -> None:
         demo_training=dict(learning_rate=5e-4, warmup_epochs=4.0),
     ))
     register_family(Family(
+        **vivit.BUILD_HOOKS,
         name="vivit", builder=vivit.ViViT, graph=vivit.vivit_graph,
         config_from_checkpoint=vivit_convert.config_from_checkpoint,
         convert=vivit_convert.convert_vivit, detect=_is_vivit, sizes=vivit.SIZES,
@@ -247,6 +269,7 @@ def _register_builtin_families() -> None:
         ),
     ))
     register_family(Family(
+        **laps.BUILD_HOOKS,
         name="laps", builder=laps.LAPSTransformer, graph=laps.laps_graph,
         config_from_checkpoint=laps_convert.config_from_checkpoint,
         convert=laps_convert.convert_laps,

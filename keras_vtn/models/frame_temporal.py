@@ -14,12 +14,10 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
-import keras_vtn.weights as kvw
 from keras_vtn.layers import TokenPooling
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import to_tuple
-from keras_vtn.models.convert_utils import naming_file
-from keras_vtn.models.pipeline import num_classes_default, read_source
+from keras_vtn.models.pipeline import merge_config, num_classes_default, read_source
 from keras_vtn.models.vit import vit_frame_tokens
 
 # Input normalisations (mean, std) applied to RGB in [0, 1].
@@ -248,30 +246,52 @@ def frame_temporal_model(
     return keras.Model(inputs, outputs, name=c["name"])
 
 
-# --- Weights -----------------------------------------------------------------------------------
+# --- The build hooks of both families --------------------------------------------------------
 
 
-def resolve_weights(weights, family: str, size: str, config_from_checkpoint: Callable):
-    """`weights=` → (source, state, checkpoint config) before the model is built (see
-    `pipeline.read_source`), the image size as a pair. `num_classes` stays in: it is the
-    default head size (the head loads only when it matches the model's)."""
-    source = kvw.resolve(weights, family, size=size)
-    state, found = read_source(source, config_from_checkpoint)
-    if found is not None:
-        found.pop("size", None)
-        if "image_size" in found:
-            found["image_size"] = image_size_pair(found["image_size"])
-    return source, state, found
+def frame_temporal_hooks(
+    label: str,
+    sizes: dict,
+    config_from_checkpoint: Callable,
+    *,
+    check_checkpoint: Callable[[dict, object, dict | None, dict], None],
+    complete: Callable[..., dict],
+) -> dict:
+    """`Family` build hooks (`prepare`, `read`, `merge`) of a frame → temporal family.
 
+    The merge: the checkpoint's head size decides a `None` `num_classes` and its image size
+    becomes the preset's (an explicit one wins: the ViT position table is resized);
+    everything else it fixes is a constraint of `merge_config`. Around it the family's
+    rules: `check_checkpoint(call, source, checkpoint, explicit)` before (it may adjust
+    both), `complete(call, source, args, preset, explicit, checkpoint) -> extra values`
+    after.
+    """
 
-def checkpoint_defaults(checkpoint: dict | None, preset: dict, num_classes: int | None):
-    """`(constraints, preset, num_classes)`: the checkpoint's head size decides a `None`
-    `num_classes`, and its image size becomes the preset's (an explicit one wins: the ViT
-    position table is resized); everything else it fixes stays a constraint."""
-    num_classes = num_classes_default(num_classes, checkpoint)
-    constraints = {k: v for k, v in (checkpoint or {}).items() if k != "num_classes"}
-    image_size = constraints.pop("image_size", image_size_pair(preset["image_size"]))
-    return constraints, dict(preset, image_size=image_size), num_classes
+    def prepare(call: dict) -> dict:
+        explicit_arguments(label, call, sizes)  # an unknown size fails before any download
+        return call
+
+    def read(source, call: dict):
+        state, found = read_source(source, config_from_checkpoint)
+        if found is not None:
+            found.pop("size", None)
+            if "image_size" in found:
+                found["image_size"] = image_size_pair(found["image_size"])
+        return state, found
+
+    def merge(call: dict, source, found: dict | None) -> dict:
+        explicit = explicit_arguments(label, call, sizes)
+        check_checkpoint(call, source, found, explicit)
+        num_classes = num_classes_default(call["num_classes"], found)
+        checkpoint = {k: v for k, v in (found or {}).items() if k != "num_classes"}
+        preset = sizes[call["size"]]
+        image_size = checkpoint.pop("image_size", image_size_pair(preset["image_size"]))
+        preset = dict(preset, image_size=image_size)
+        args = merge_config(label, preset, checkpoint, explicit)
+        extra = complete(call, source, args, preset, explicit, checkpoint)
+        return {**args, **extra, "num_classes": num_classes}
+
+    return dict(prepare=prepare, read=read, merge=merge)
 
 
 def entry_normalization(source) -> tuple[float, float] | None:
@@ -280,11 +300,3 @@ def entry_normalization(source) -> tuple[float, float] | None:
     if not pre or "mean" not in pre:
         return None
     return float(pre["mean"][0]), float(pre["std"][0])
-
-
-def load_weights(model, source, state, family: str, converter: Callable):
-    """Fills the built `model` through `keras_vtn.weights` (shape-checked, head rule)."""
-    if source is None:
-        return
-    with naming_file(source.path):
-        kvw.load_source(model, source, family, converter, state)

@@ -18,12 +18,7 @@ from keras_vtn.layers import LeapAttention, leap_pairs
 from keras_vtn.models import laps_convert
 from keras_vtn.models.convert_utils import naming_file
 from keras_vtn.models.frame_temporal import image_size_pair
-from keras_vtn.models.pipeline import (
-    attach_config,
-    builder_config,
-    merge_config,
-    num_classes_default,
-)
+from keras_vtn.models.pipeline import build_from_call, merge_config, num_classes_default
 from keras_vtn.models.visformer import (
     VISFORMER_MEAN,
     VISFORMER_SIZES,
@@ -168,41 +163,52 @@ def LAPSTransformer(
     >>> tuple(model.output_shape)
     (None, 5)
     """
-    call = dict(locals())
-    backbone = _backbone_for_size(backbone, size)
+    return build_from_call("laps", locals())
+
+
+def _prepare(call: dict) -> dict:
+    backbone = _backbone_for_size(call["backbone"], call["size"])
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown LAPS backbone {backbone!r}; use one of {BACKBONES}.")
-    if pooling not in (None, "token", "avg"):
-        raise ValueError(f"pooling must be None, 'token' or 'avg', got {pooling!r}.")
-    given = dict(patch_size=patch_size, hidden_dim=hidden_dim, num_layers=num_layers,
-                 num_heads=num_heads, mlp_dim=mlp_dim, stem_width=stem_width,
-                 widths=widths, depths=depths, mlp_ratio=mlp_ratio)
-    # "k400" raises here (no LAPS Kinetics weights were released; the registry says how to
-    # train one); "imagenet21k" downloads Google's ViT image checkpoint.
-    source = kvw.resolve(weights, "laps", backbone=backbone)
-    state = None
-    if source is not None and not source.is_keras:
-        if source.entry is not None:
-            found = dict(source.entry["config"], backbone=backbone)
-        else:
-            state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
-            with naming_file(source.path):
-                found = laps_convert.config_from_checkpoint(state)
+    if call["pooling"] not in (None, "token", "avg"):
+        raise ValueError(f"pooling must be None, 'token' or 'avg', got {call['pooling']!r}.")
+    return {**call, "backbone": backbone}
+
+
+def _read(source, call: dict) -> tuple[dict | None, dict | None]:
+    """(state, architecture) of a registry entry (its tensors are read later, or never when
+    the converted cache has them) or an original LAPS/backbone checkpoint."""
+    if source is None or source.is_keras:
+        return None, None
+    if source.entry is not None:
+        return None, dict(source.entry["config"], backbone=call["backbone"])
+    state = laps_convert.extract_state(kvw.read_checkpoint(source.path))
+    with naming_file(source.path):
+        return state, laps_convert.config_from_checkpoint(state)
+
+
+def _merge(call: dict, source, found: dict | None) -> dict:
+    backbone, num_classes, image_size = call["backbone"], call["num_classes"], call["image_size"]
+    given = {key: call[key] for key in (*VIT_ARGUMENTS, *VISFORMER_ARGUMENTS)}
+    if found is not None:
         num_classes = num_classes_default(num_classes, found)
-        image_size = _fill_from_checkpoint(given, found, backbone, image_size, weights)
+        image_size = _fill_from_checkpoint(given, found, backbone, image_size, call["weights"])
     num_classes = num_classes_default(num_classes, None)
     image_size = image_size_pair(224 if image_size is None else image_size)
-    merged = {**_architecture(backbone, given), "backbone": backbone,
-              "image_size": image_size, "num_classes": num_classes}
-    config = builder_config(LAPSTransformer, call, merged)
-    model = attach_config(laps_graph(config), "laps", config)
-    if source is not None:
-        with naming_file(source.path):
-            if state is None:  # Keras files, and registry downloads (converted once, cached)
-                kvw.load_source(model, source, "laps", laps_convert.convert_laps)
-            else:
-                _load_original(model, state, partial=source.partial)
-    return model
+    return {**_architecture(backbone, given), "backbone": backbone,
+            "image_size": image_size, "num_classes": num_classes}
+
+
+def _load(model, source, state, call: dict) -> None:
+    with naming_file(source.path):
+        if state is None:  # Keras files, and registry downloads (converted once, cached)
+            kvw.load_source(model, source, "laps", laps_convert.convert_laps)
+        else:
+            _load_original(model, state, partial=source.partial)
+
+
+BUILD_HOOKS = dict(prepare=_prepare, registry_key=lambda call: {"backbone": call["backbone"]},
+                   read=_read, merge=_merge, load=_load)
 
 
 VIT_ARGUMENTS = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")

@@ -9,22 +9,15 @@ import keras
 from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
-    checkpoint_defaults,
     classifier_head,
     default_heads,
     entry_normalization,
-    explicit_arguments,
+    frame_temporal_hooks,
     frame_temporal_model,
     frame_vit,
     image_size_pair,
-    load_weights,
-    resolve_weights,
 )
-from keras_vtn.models.pipeline import (
-    attach_config,
-    builder_config,
-    merge_config,
-)
+from keras_vtn.models.pipeline import build_from_call
 from keras_vtn.models.vit import transformer_blocks
 
 SIZES: dict[str, dict] = {
@@ -153,50 +146,58 @@ def LinearVTN(
     >>> tuple(model.output.shape)
     (None, 5)
     """
-    call = dict(locals())
-    explicit = explicit_arguments("LinearVTN", call, SIZES)
-    source, state, checkpoint = resolve_weights(
-        weights, "linear_vtn", size, linear_vtn_convert.config_from_checkpoint
-    )
+    return build_from_call("linear_vtn", locals())
+
+
+def _fixed_clip_length(call: dict, source, checkpoint: dict | None, explicit: dict) -> None:
+    """Linformer weights fix the clip length; per-head K records only heads × head_dim, so
+    any explicit split of that width is valid (default: 128-wide heads, as elb3k's)."""
+    num_frames = call["num_frames"]
     if checkpoint and num_frames is not None and checkpoint.get("num_frames") != num_frames:
         raise ValueError(
             f"LinearVTN weights fix the clip length: their Linformer projection E covers "
             f"{checkpoint['num_frames']} frames + CLS, but num_frames={num_frames}. Use "
             f"num_frames={checkpoint['num_frames']} (Linformer cannot change its length)."
         )
-    if checkpoint and not checkpoint["one_kv_head"] and "num_temporal_heads" in checkpoint:
-        # Per-head K records only heads × head_dim: any explicit split of that width is valid.
-        width = checkpoint.pop("num_temporal_heads") * checkpoint.pop("temporal_head_dim")
-        heads, head_dim = explicit["num_temporal_heads"], explicit["temporal_head_dim"]
-        if heads is None and head_dim is None:
-            heads, head_dim = width // 128, 128
-        elif heads is None or head_dim is None:
-            heads, head_dim = (
-                (width // head_dim, head_dim) if heads is None else (heads, width // heads)
-            )
-        if heads * head_dim != width:
-            raise ValueError(
-                f"LinearVTN: the checkpoint's Linformer is {width} wide (heads × head_dim), but "
-                f"num_temporal_heads={heads} × temporal_head_dim={head_dim} = {heads * head_dim}."
-            )
-        explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
-    checkpoint, preset, num_classes = checkpoint_defaults(checkpoint, SIZES[size], num_classes)
-    args = merge_config("LinearVTN", preset, checkpoint, explicit)
+    if not checkpoint or checkpoint["one_kv_head"] or "num_temporal_heads" not in checkpoint:
+        return
+    width = checkpoint.pop("num_temporal_heads") * checkpoint.pop("temporal_head_dim")
+    heads, head_dim = explicit["num_temporal_heads"], explicit["temporal_head_dim"]
+    if heads is None and head_dim is None:
+        heads, head_dim = width // 128, 128
+    elif heads is None:
+        heads = width // head_dim
+    elif head_dim is None:
+        head_dim = width // heads
+    if heads * head_dim != width:
+        raise ValueError(
+            f"LinearVTN: the checkpoint's Linformer is {width} wide (heads × head_dim), but "
+            f"num_temporal_heads={heads} × temporal_head_dim={head_dim} = {heads * head_dim}."
+        )
+    explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
+
+
+def _complete(call: dict, source, args: dict, preset: dict, explicit: dict,
+              checkpoint: dict) -> dict:
+    """The clip length must be fixed; the normalisation defaults to the registry entry's,
+    else to the backbone's (MIIL has no qkv bias); the ViT's head count to 64-wide heads."""
     if args["num_frames"] is None:
         raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
+    normalization = call["normalization"]
     if normalization is None:
         normalization = entry_normalization(source) or (
             "vit" if args["spatial_qkv_bias"] else "miil"
         )
-
     default_heads(
         args, "num_spatial_heads", args["hidden_dim"], preset["hidden_dim"], explicit, checkpoint
     )
-    merged = {**args, "normalization": normalization, "num_classes": num_classes}
-    config = builder_config(LinearVTN, call, merged)
-    model = attach_config(linear_vtn_graph(config), "linear_vtn", config)
-    load_weights(model, source, state, "linear_vtn", linear_vtn_convert.convert_linear_vtn)
-    return model
+    return {"normalization": normalization}
+
+
+BUILD_HOOKS = frame_temporal_hooks(
+    "LinearVTN", SIZES, linear_vtn_convert.config_from_checkpoint,
+    check_checkpoint=_fixed_clip_length, complete=_complete,
+)
 
 
 def linear_vtn_graph(config: dict) -> keras.Model:

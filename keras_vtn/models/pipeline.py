@@ -105,18 +105,6 @@ def attach_config(model: keras.Model, family: str, config: Mapping[str, Any]) ->
     return model
 
 
-def builder_config(builder, call: Mapping[str, Any], merged: Mapping[str, Any]) -> dict:
-    """The builder's arguments as called (`call`, e.g. its `locals()` on entry), with the
-    values the merge decided (`merged`) in place of those left to the preset or checkpoint;
-    `weights` is left out: the config says what the graph is, not where weights came from."""
-    import inspect
-
-    names = [n for n in inspect.signature(builder).parameters if n != "weights"]
-    config = {n: call[n] for n in names if n in call}
-    config.update({n: merged[n] for n in names if n in merged})
-    return config
-
-
 def model_config(model: keras.Model) -> dict:
     """The merged config a family's `graph(config)` built `model` from, with its `family`.
 
@@ -153,17 +141,69 @@ def build(
     spec = get_family(family)
     if spec.graph is None:
         raise ValueError(f"family {spec.name!r} has no graph(config); use its builder.")
-    size = arguments.pop(spec.size_argument, None) or next(iter(spec.sizes), None)
-    if spec.sizes and size not in spec.sizes:
-        raise ValueError(f"Unknown {spec.name} {spec.size_argument} {size!r}; available: "
-                         f"{sorted(spec.sizes)}.")
-    source = kvw.resolve(weights, spec.name, **{spec.size_argument: size})
-    state, found = read_source(source, spec.config_from_checkpoint)
-    config = merge_config(spec.name, spec.sizes.get(size, {}), _architecture(found), arguments)
-    config["num_classes"] = num_classes_default(num_classes, found)
-    model = attach_config(spec.graph(config), spec.name, {spec.size_argument: size, **config})
-    apply_weights(model, source, state, spec.name, spec.convert)
+    size = arguments.pop(spec.size_argument, None)
+    call = {spec.size_argument: size, "weights": weights, "num_classes": num_classes, **arguments}
+    return build_from_call(spec, call)
+
+
+def build_from_call(family, call: Mapping[str, Any]) -> keras.Model:
+    """The one build of every family, from a builder's arguments (`call`: its `locals()` on
+    entry, or `build`'s): the family's hooks (`Family.prepare`, `registry_key`, `read`,
+    `merge`, `load`; defaults below) fill in the four steps above.
+
+    The recorded config is the call with the merged values in place (`weights` left out: the
+    config says what the graph is, not where weights came from).
+    """
+    from keras_vtn.models.families import get_family
+
+    spec = get_family(family)
+    call = (spec.prepare or _check_size(spec))(dict(call))
+    registry_key = spec.registry_key or (lambda c: {spec.size_argument: c[spec.size_argument]})
+    source = kvw.resolve(call["weights"], spec.name, **registry_key(call))
+    if spec.read is None:
+        state, found = read_source(source, spec.config_from_checkpoint)
+    else:
+        state, found = spec.read(source, call)
+    merged = (spec.merge or _merge_arguments(spec))(call, source, found)
+    if spec.builder is None:
+        config = {spec.size_argument: call[spec.size_argument], **merged}
+    else:  # exactly the builder's parameters
+        config = {name: merged.get(name, call[name]) for name in call if name != "weights"}
+    model = attach_config(spec.graph(config), spec.name, config)
+    if source is not None:
+        if spec.load is None:
+            apply_weights(model, source, state, spec.name, spec.convert)
+        else:
+            spec.load(model, source, state, call)
     return model
+
+
+def _check_size(spec):
+    """Default `prepare`: the size preset named (default the first) must be one of `sizes`."""
+
+    def prepare(call: dict) -> dict:
+        size = call[spec.size_argument] or next(iter(spec.sizes), None)
+        if spec.sizes and size not in spec.sizes:
+            raise ValueError(f"Unknown {spec.name} {spec.size_argument} {size!r}; available: "
+                             f"{sorted(spec.sizes)}.")
+        return {**call, spec.size_argument: size}
+
+    return prepare
+
+
+def _merge_arguments(spec):
+    """Default `merge`: the size preset < the checkpoint's architecture < the explicit
+    arguments, and the `num_classes` default rule."""
+
+    def merge(call: dict, source, found: Mapping[str, Any] | None) -> dict:
+        fixed = ("weights", "num_classes", spec.size_argument)
+        explicit = {k: v for k, v in call.items() if k not in fixed}
+        preset = spec.sizes.get(call[spec.size_argument], {})
+        config = merge_config(spec.name, preset, _architecture(found), explicit)
+        config["num_classes"] = num_classes_default(call["num_classes"], found)
+        return config
+
+    return merge
 
 
 def _architecture(found: Mapping[str, Any] | None) -> dict:

@@ -17,6 +17,7 @@ import os
 
 import keras
 
+import keras_vtn.weights as kvw
 from keras_vtn.layers import (
     ClassToken,
     FactorisedDotProductAttention,
@@ -28,12 +29,7 @@ from keras_vtn.layers import (
 from keras_vtn.layers.transformer import layer_norm
 from keras_vtn.layers.utils import check_tiling, to_tuple
 from keras_vtn.models.convert_utils import naming_file
-from keras_vtn.models.pipeline import (
-    attach_config,
-    builder_config,
-    merge_config,
-    num_classes_default,
-)
+from keras_vtn.models.pipeline import build_from_call, merge_config, num_classes_default
 from keras_vtn.models.vit import VIT_SIZES, transformer_blocks
 
 VARIANTS = (
@@ -183,46 +179,66 @@ def ViViT(
     >>> model.output_shape
     (None, 5)
     """
-    call = dict(locals())
-    from keras_vtn import weights as weights_lib
+    return build_from_call("vivit", locals())
+
+
+def _registry_key(call: dict) -> dict:
+    return {"variant": call["variant"] or "factorised_encoder", "size": call["size"]}
+
+
+def _read(source, call: dict) -> tuple[dict | None, dict | None]:
+    """(state, architecture) of a registry entry (its recorded config; its tensors are read
+    once later, or never when the converted cache has them), a scenic/HF video checkpoint or
+    a Google ViT image checkpoint (whose depth is the spatial encoder's in Model 2)."""
     from keras_vtn.models import vivit_convert
 
-    source = weights_lib.resolve(
-        weights, "vivit", variant=variant or "factorised_encoder", size=size
-    )
-    state = checkpoint_config = None
-    if source is not None and not source.is_keras:
-        if source.entry is not None:
-            # Registry download: its recorded architecture; load_weights reads it once later
-            # (or uses its converted-weights cache).
-            checkpoint_config = _entry_config(source.entry)
-        else:
-            state = weights_lib.read_checkpoint(source.path)
-            state_is_image = vivit_convert.is_image_vit(state)
-            with naming_file(source.path):
-                if state_is_image:
-                    checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
-                else:
-                    hf_config = (
-                        weights_lib.readers.read_hf_config(source.path)
-                        if source.format == "hf_folder"
-                        else None
-                    )
-                    checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
-        image = source.entry["kind"] != "video" if source.entry else state_is_image
-        if image:
-            # An image ViT: its depth is the (spatial) encoder's.
-            variant = variant or "factorised_encoder"
-            if variant == "factorised_encoder":
-                checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
+    if source is None or source.is_keras:
+        return None, None
+    state = None
+    if source.entry is not None:
+        checkpoint_config = _entry_config(source.entry)
+        image = source.entry["kind"] != "video"
+    else:
+        state = kvw.read_checkpoint(source.path)
+        image = vivit_convert.is_image_vit(state)
+        with naming_file(source.path):
+            if image:
+                checkpoint_config = vivit_convert.config_from_image_checkpoint(state)
+            else:
+                hf_config = (
+                    kvw.readers.read_hf_config(source.path)
+                    if source.format == "hf_folder"
+                    else None
+                )
+                checkpoint_config = vivit_convert.config_from_checkpoint(state, hf_config)
+    if image and call["variant"] in (None, "factorised_encoder"):
+        if call["variant"] is None:  # an image ViT initialises Model 2 by default
+            checkpoint_config["variant"] = "factorised_encoder"
+        checkpoint_config["num_spatial_layers"] = checkpoint_config.pop("num_layers")
+    return state, checkpoint_config
+
+
+def _merge(call: dict, source, found: dict | None) -> dict:
     overrides = {key: call[key] for key in ARCHITECTURE}
-    num_classes = num_classes_default(num_classes, checkpoint_config)  # a video head, else 400
-    variant, cfg = _resolve_architecture(variant, size, overrides, checkpoint_config)
-    config = builder_config(ViViT, call, {**cfg, "variant": variant, "num_classes": num_classes})
-    model = attach_config(vivit_graph(config), "vivit", config)
-    if source is not None:
-        _load(model, source, state, source_grid, weights_lib)
-    return model
+    num_classes = num_classes_default(call["num_classes"], found)  # a video head, else 400
+    variant, config = _resolve_architecture(call["variant"], call["size"], overrides, found)
+    return {**config, "variant": variant, "num_classes": num_classes}
+
+
+def _load(model, source, state, call: dict):
+    """Loads `source` into `model` through keras_vtn.weights (shape/coverage checks, head
+    handling, converted-weights cache for registry downloads)."""
+    from keras_vtn.models.vivit_convert import convert_vivit
+
+    def convert(checkpoint, target):
+        return convert_vivit(checkpoint, target, source_grid=call["source_grid"])
+
+    with naming_file(source.path):
+        return kvw.load_source(model, source, "vivit", convert, state)
+
+
+BUILD_HOOKS = dict(prepare=lambda call: call, registry_key=_registry_key, read=_read,
+                   merge=_merge, load=_load)
 
 
 def vivit_graph(config: dict) -> keras.Model:
@@ -334,24 +350,3 @@ def _entry_config(entry: dict) -> dict:
     if entry["kind"] != "video":
         config.pop("variant", None)
     return config
-
-
-def _load(model, source, state, source_grid, weights_lib):
-    """Loads `source` into `model` through keras_vtn.weights (shape/coverage checks, head
-    handling, converted-weights cache for registry downloads)."""
-    from keras_vtn.models.vivit_convert import convert_vivit
-
-    def convert(checkpoint, target):
-        return convert_vivit(checkpoint, target, source_grid=source_grid)
-
-    with naming_file(source.path):
-        return weights_lib.load_source(model, source, "vivit", convert, state)
-
-
-def _load_original(model: keras.Model, path, source_grid=None):
-    """Loads an original ViViT checkpoint (scenic msgpack, HF folder, ViT .npz) into `model`."""
-    from keras_vtn import weights as weights_lib
-
-    source = weights_lib.resolve(path, "vivit")
-    state = weights_lib.read_checkpoint(source.path)
-    return _load(model, source, state, source_grid, weights_lib)

@@ -11,22 +11,15 @@ from keras_vtn.layers import ClassToken, SlidingWindowAttention
 from keras_vtn.layers.transformer import gelu_erf, layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
-    checkpoint_defaults,
     classifier_head,
     default_heads,
     entry_normalization,
-    explicit_arguments,
+    frame_temporal_hooks,
     frame_temporal_model,
     frame_vit,
     image_size_pair,
-    load_weights,
-    resolve_weights,
 )
-from keras_vtn.models.pipeline import (
-    attach_config,
-    builder_config,
-    merge_config,
-)
+from keras_vtn.models.pipeline import build_from_call
 from keras_vtn.models.vit import transformer_blocks
 
 TEMPORAL = (
@@ -240,40 +233,48 @@ def VTN(
     >>> tuple(model.output.shape)
     (None, 5)
     """
-    call = dict(locals())
-    explicit = explicit_arguments("VTN", call, SIZES)
-    source, state, checkpoint = resolve_weights(
-        weights, "vtn", size, vtn_convert.config_from_checkpoint
-    )
-    if isinstance(spatial_backbone, dict):
-        spatial_backbone = keras.saving.deserialize_keras_object(spatial_backbone)
-    if spatial_backbone is not None and source is not None and not source.is_keras:
+    return build_from_call("vtn", locals())
+
+
+def _no_checkpoint_for_custom_backbone(call: dict, source, checkpoint, explicit) -> None:
+    if call["spatial_backbone"] is not None and source is not None and not source.is_keras:
         raise ValueError(
             "The original VTN checkpoint holds a ViT-B backbone; it cannot load into a "
             "custom spatial_backbone. Drop spatial_backbone= or weights=."
         )
+
+
+def _complete(call: dict, source, args: dict, preset: dict, explicit: dict,
+              checkpoint: dict) -> dict:
+    """The normalisation defaults to the registry entry's, else PySlowFast's; head counts
+    (not in the tensors) to 64-wide heads; the frame vectors' width must split into the
+    temporal heads."""
+    normalization = call["normalization"]
     if normalization is None:
         normalization = entry_normalization(source) or "slowfast"
-    checkpoint, preset, num_classes = checkpoint_defaults(checkpoint, SIZES[size], num_classes)
-    args = merge_config("VTN", preset, checkpoint, explicit)
-
+    spatial_backbone = call["spatial_backbone"]
+    if isinstance(spatial_backbone, dict):
+        spatial_backbone = keras.saving.deserialize_keras_object(spatial_backbone)
     if spatial_backbone is None:
         width = args["hidden_dim"]
         default_heads(args, "num_spatial_heads", width, preset["hidden_dim"], explicit, checkpoint)
     else:
-        width = _custom_backbone_width(spatial_backbone, explicit, size, drop_path_rate)
+        width = _custom_backbone_width(
+            spatial_backbone, explicit, call["size"], call["drop_path_rate"]
+        )
     default_heads(args, "num_temporal_heads", width, preset["hidden_dim"], explicit, checkpoint)
     if width % args["num_temporal_heads"]:
         raise ValueError(
             f"The frame vectors are {width}-wide, which num_temporal_heads="
             f"{args['num_temporal_heads']} does not divide; pass a num_temporal_heads that does."
         )
-    merged = {**args, "normalization": normalization, "num_classes": num_classes,
-              "spatial_backbone": spatial_backbone}
-    config = builder_config(VTN, call, merged)
-    model = attach_config(vtn_graph(config), "vtn", config)
-    load_weights(model, source, state, "vtn", vtn_convert.convert_vtn)
-    return model
+    return {"normalization": normalization, "spatial_backbone": spatial_backbone}
+
+
+BUILD_HOOKS = frame_temporal_hooks(
+    "VTN", SIZES, vtn_convert.config_from_checkpoint,
+    check_checkpoint=_no_checkpoint_for_custom_backbone, complete=_complete,
+)
 
 
 def vtn_graph(config: dict) -> keras.Model:
