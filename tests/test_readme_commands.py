@@ -52,6 +52,18 @@ NOT_RUN = {
         "downloads a registry checkpoint (network); tests/test_cli_presets.py writes a built-in "
         "preset served on 127.0.0.1 to a folder"
     ),
+    "keras-vtn evaluate --preset vivit_b16x2_k400": (
+        "downloads a registry checkpoint (network); tests/test_cli_presets.py evaluates with a "
+        "trained preset"
+    ),
+    "keras-vtn train --preset vivit_k400": (
+        "trains the full-size ViViT-B recipe for its 30 epochs; tests/test_cli_presets.py runs "
+        "keras-vtn train on tiny data"
+    ),
+    "keras-vtn predict video.mp4 --preset runs/vivit/preset": (
+        "needs the preset the full-size training above writes; tests/test_cli_presets.py "
+        "predicts with the preset of a tiny run"
+    ),
 }
 
 # Commands that run here but fail from a known bug outside this test: (start, message the
