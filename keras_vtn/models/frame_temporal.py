@@ -20,6 +20,16 @@ from keras_vtn.layers.utils import to_tuple
 from keras_vtn.models.pipeline import merge_config, num_classes_default, read_source
 from keras_vtn.models.vit import vit_frame_tokens
 
+# The timm ViT-B/16 at 224 px that both families run on every frame (their "base" size).
+VIT_BASE_FRAMES: dict = dict(
+    patch_size=16,
+    hidden_dim=768,
+    num_spatial_layers=12,
+    num_spatial_heads=12,
+    spatial_mlp_dim=3072,
+    spatial_qkv_bias=True,
+    image_size=224,
+)
 # Input normalisations (mean, std) applied to RGB in [0, 1].
 NORMALIZATIONS: dict[str, tuple[float, float]] = {
     "vit": (0.5, 0.5),  # timm vit_base_patch16_224: pixels to [-1, 1]
@@ -218,20 +228,22 @@ def classifier_head(config: dict, hidden: Callable | None = None) -> Callable:
 def frame_temporal_model(
     config: dict,
     *,
-    backbone: keras.Model,
     temporal_encoder: Callable,
     head: Callable,
+    backbone: keras.Model | None = None,
     extra_inputs: dict | None = None,
 ) -> keras.Model:
     """Clip → preprocessing → `FrameEncoder(backbone)` → `temporal_encoder` → pooling → `head`.
 
     `config` gives `num_frames`, `image_size`, `include_preprocessing`, `normalization`,
-    `include_top`, `pooling`, `frame_chunk_size` and `name`.
+    `include_top`, `pooling`, `frame_chunk_size` and `name`, and the ViT's arguments (see
+    `frame_vit`) when `backbone` is `None` (the default: that timm ViT).
     `temporal_encoder(features, extra_inputs) -> tokens` (batch, 1 + T, D) with the CLS at 0.
     `head(pooled) -> logits`. With `extra_inputs` (e.g. frame indices) the model takes a dict
     `{"frames": ..., **extra_inputs}`.
     """
-    c = config
+    c = dict(config, image_size=image_size_pair(config["image_size"]))
+    backbone = frame_vit(c) if backbone is None else backbone
     frames = keras.Input((c["num_frames"], *c["image_size"], 3), name="frames")
     x = preprocessing_layer(c["normalization"])(frames) if c["include_preprocessing"] else frames
     features = FrameEncoder(backbone, chunk_size=c["frame_chunk_size"], name="frame_encoder")(x)
@@ -256,6 +268,7 @@ def frame_temporal_hooks(
     *,
     check_checkpoint: Callable[[dict, object, dict | None, dict], None],
     complete: Callable[..., dict],
+    normalization: Callable[[dict], str],
 ) -> dict:
     """`Family` build hooks (`prepare`, `read`, `merge`) of a frame → temporal family.
 
@@ -264,7 +277,8 @@ def frame_temporal_hooks(
     everything else it fixes is a constraint of `merge_config`. Around it the family's
     rules: `check_checkpoint(call, source, checkpoint, explicit)` before (it may adjust
     both), `complete(call, source, args, preset, explicit, checkpoint) -> extra values`
-    after.
+    after. The ViT's head count defaults to 64-wide heads for a width other than the
+    preset's, and `normalization=None` to the registry entry's, else `normalization(args)`.
     """
 
     def prepare(call: dict) -> dict:
@@ -288,8 +302,13 @@ def frame_temporal_hooks(
         image_size = checkpoint.pop("image_size", image_size_pair(preset["image_size"]))
         preset = dict(preset, image_size=image_size)
         args = merge_config(label, preset, checkpoint, explicit)
+        width, preset_width = args["hidden_dim"], preset["hidden_dim"]
+        default_heads(args, "num_spatial_heads", width, preset_width, explicit, checkpoint)
         extra = complete(call, source, args, preset, explicit, checkpoint)
-        return {**args, **extra, "num_classes": num_classes}
+        chosen = call["normalization"]
+        if chosen is None:
+            chosen = entry_normalization(source) or normalization(args)
+        return {**args, **extra, "normalization": chosen, "num_classes": num_classes}
 
     return dict(prepare=prepare, read=read, merge=merge)
 

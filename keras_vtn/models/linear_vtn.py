@@ -9,25 +9,17 @@ import keras
 from keras_vtn.layers import ClassToken, LinformerAttention, PositionEmbedding
 from keras_vtn.models import linear_vtn_convert
 from keras_vtn.models.frame_temporal import (
+    VIT_BASE_FRAMES,
     classifier_head,
-    default_heads,
-    entry_normalization,
     frame_temporal_hooks,
     frame_temporal_model,
-    frame_vit,
-    image_size_pair,
 )
 from keras_vtn.models.pipeline import build_from_call
 from keras_vtn.models.vit import transformer_blocks
 
 SIZES: dict[str, dict] = {
     "base": dict(
-        patch_size=16,
-        hidden_dim=768,
-        num_spatial_layers=12,
-        num_spatial_heads=12,
-        spatial_mlp_dim=3072,
-        spatial_qkv_bias=True,
+        VIT_BASE_FRAMES,
         num_temporal_layers=3,
         num_temporal_heads=12,
         temporal_head_dim=128,
@@ -36,7 +28,6 @@ SIZES: dict[str, dict] = {
         one_kv_head=True,
         share_kv=True,
         num_frames=16,
-        image_size=224,
     ),
 }
 
@@ -149,7 +140,7 @@ def LinearVTN(
     return build_from_call("linear_vtn", locals())
 
 
-def _fixed_clip_length(call: dict, source, checkpoint: dict | None, explicit: dict) -> None:
+def _checkpoint_clip_and_heads(call: dict, source, checkpoint: dict | None, explicit: dict) -> None:
     """Linformer weights fix the clip length; per-head K records only heads × head_dim, so
     any explicit split of that width is valid (default: 128-wide heads, as elb3k's)."""
     num_frames = call["num_frames"]
@@ -177,35 +168,24 @@ def _fixed_clip_length(call: dict, source, checkpoint: dict | None, explicit: di
     explicit.update(num_temporal_heads=heads, temporal_head_dim=head_dim)
 
 
-def _complete(call: dict, source, args: dict, preset: dict, explicit: dict,
-              checkpoint: dict) -> dict:
-    """The clip length must be fixed; the normalisation defaults to the registry entry's,
-    else to the backbone's (MIIL has no qkv bias); the ViT's head count to 64-wide heads."""
+def _needs_fixed_clip(call: dict, source, args: dict, preset: dict, explicit: dict,
+                checkpoint: dict) -> dict:
     if args["num_frames"] is None:
         raise ValueError("LinearVTN needs a fixed num_frames (its Linformer E has a fixed size).")
-    normalization = call["normalization"]
-    if normalization is None:
-        normalization = entry_normalization(source) or (
-            "vit" if args["spatial_qkv_bias"] else "miil"
-        )
-    default_heads(
-        args, "num_spatial_heads", args["hidden_dim"], preset["hidden_dim"], explicit, checkpoint
-    )
-    return {"normalization": normalization}
+    return {}
 
 
 BUILD_HOOKS = frame_temporal_hooks(
     "LinearVTN", SIZES, linear_vtn_convert.config_from_checkpoint,
-    check_checkpoint=_fixed_clip_length, complete=_complete,
+    check_checkpoint=_checkpoint_clip_and_heads, complete=_needs_fixed_clip,
+    # The MIIL-21k backbone has no qkv bias and takes plain [0, 1] inputs.
+    normalization=lambda args: "vit" if args["spatial_qkv_bias"] else "miil",
 )
 
 
 def linear_vtn_graph(config: dict) -> keras.Model:
     """The LinearVTN graph of a merged config (`LinearVTN`'s arguments, every architecture
     value set, as `keras_vtn.model_config` returns them). No I/O."""
-    c = dict(config, image_size=image_size_pair(config["image_size"]))
-
     return frame_temporal_model(
-        c, backbone=frame_vit(c), temporal_encoder=_linformer_encoder(c),
-        head=classifier_head(c),
+        config, temporal_encoder=_linformer_encoder(config), head=classifier_head(config)
     )

@@ -11,12 +11,11 @@ from keras_vtn.layers import ClassToken, SlidingWindowAttention
 from keras_vtn.layers.transformer import gelu_erf, layer_norm
 from keras_vtn.models import vtn_convert
 from keras_vtn.models.frame_temporal import (
+    VIT_BASE_FRAMES,
     classifier_head,
     default_heads,
-    entry_normalization,
     frame_temporal_hooks,
     frame_temporal_model,
-    frame_vit,
     image_size_pair,
 )
 from keras_vtn.models.pipeline import build_from_call
@@ -32,19 +31,13 @@ TEMPORAL = (
 )
 SIZES: dict[str, dict] = {
     "base": dict(
-        patch_size=16,
-        hidden_dim=768,
-        num_spatial_layers=12,
-        num_spatial_heads=12,
-        spatial_mlp_dim=3072,
-        spatial_qkv_bias=True,
+        VIT_BASE_FRAMES,
         num_temporal_layers=3,
         num_temporal_heads=12,
         temporal_mlp_dim=3072,
         attention_window=18,
         max_position_embeddings=288,
         head_hidden_dim=768,
-        image_size=224,
     ),
 }
 
@@ -244,21 +237,15 @@ def _no_checkpoint_for_custom_backbone(call: dict, source, checkpoint, explicit)
         )
 
 
-def _complete(call: dict, source, args: dict, preset: dict, explicit: dict,
-              checkpoint: dict) -> dict:
-    """The normalisation defaults to the registry entry's, else PySlowFast's; head counts
-    (not in the tensors) to 64-wide heads; the frame vectors' width must split into the
-    temporal heads."""
-    normalization = call["normalization"]
-    if normalization is None:
-        normalization = entry_normalization(source) or "slowfast"
+def _temporal_heads(call: dict, source, args: dict, preset: dict, explicit: dict,
+                    checkpoint: dict) -> dict:
+    """Head counts are not in the tensors: 64-wide heads for a width other than the preset's;
+    the frame vectors' width (the ViT's or a custom backbone's) must split into them."""
     spatial_backbone = call["spatial_backbone"]
     if isinstance(spatial_backbone, dict):
         spatial_backbone = keras.saving.deserialize_keras_object(spatial_backbone)
-    if spatial_backbone is None:
-        width = args["hidden_dim"]
-        default_heads(args, "num_spatial_heads", width, preset["hidden_dim"], explicit, checkpoint)
-    else:
+    width = args["hidden_dim"]
+    if spatial_backbone is not None:
         width = _custom_backbone_width(
             spatial_backbone, explicit, call["size"], call["drop_path_rate"]
         )
@@ -268,19 +255,20 @@ def _complete(call: dict, source, args: dict, preset: dict, explicit: dict,
             f"The frame vectors are {width}-wide, which num_temporal_heads="
             f"{args['num_temporal_heads']} does not divide; pass a num_temporal_heads that does."
         )
-    return {"normalization": normalization, "spatial_backbone": spatial_backbone}
+    return {"spatial_backbone": spatial_backbone}
 
 
 BUILD_HOOKS = frame_temporal_hooks(
     "VTN", SIZES, vtn_convert.config_from_checkpoint,
-    check_checkpoint=_no_checkpoint_for_custom_backbone, complete=_complete,
+    check_checkpoint=_no_checkpoint_for_custom_backbone, complete=_temporal_heads,
+    normalization=lambda args: "slowfast",  # what the released model was fine-tuned with
 )
 
 
 def vtn_graph(config: dict) -> keras.Model:
     """The VTN graph of a merged config (`VTN`'s arguments, every architecture value set, as
     `keras_vtn.model_config` returns them). No I/O."""
-    c = dict(config, image_size=image_size_pair(config["image_size"]))
+    c = config
     if c["attention_window"] < 0 or c["attention_window"] % 2:
         raise ValueError(
             f"attention_window must be a non-negative even number (the total window; each "
@@ -304,9 +292,8 @@ def vtn_graph(config: dict) -> keras.Model:
         extra = {"frame_indices": keras.Input((c["num_frames"],), dtype="int32",
                                               name="frame_indices")}
     return frame_temporal_model(
-        c, backbone=frame_vit(c) if backbone is None else backbone,
-        temporal_encoder=_longformer_encoder(c), head=classifier_head(c, hidden),
-        extra_inputs=extra,
+        c, temporal_encoder=_longformer_encoder(c), head=classifier_head(c, hidden),
+        backbone=backbone, extra_inputs=extra,
     )
 
 
