@@ -14,7 +14,6 @@ from keras_vtn.models.convert_utils import (
     agree,
     check_limit,
     check_limits,
-    check_no_leftovers,
     check_nonempty,
     count_blocks,
     shape_of,
@@ -22,9 +21,9 @@ from keras_vtn.models.convert_utils import (
     torch_names,
 )
 from keras_vtn.models.vit import (
-    fit_square_position_tables,
+    finish_frame_conversion,
     frame_vit_config,
-    timm_vit_mapping,
+    frame_vit_conversion,
     vit_config,
 )
 from keras_vtn.weights.errors import CheckpointError
@@ -151,9 +150,7 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     state = strip_prefix(state, "module.", FAMILY)
     for key in IGNORED:
         state.pop(key, None)
-    spatial, rest = state.under(SPATIAL), state.outside(SPATIAL)
-    num_spatial = count_blocks(spatial, "blocks.")
-    out = timm_vit_mapping(spatial, num_spatial)
+    out, spatial, rest = frame_vit_conversion(state, SPATIAL)
 
     def take(key):
         return np.asarray(rest.pop(key))
@@ -170,13 +167,7 @@ def convert_linear_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndar
     out.update(
         torch_names(take, {"head/kernel": "mlp_head.1.weight", "head/bias": "mlp_head.1.bias"})
     )
-    check_no_leftovers(
-        set(spatial) | set(rest),
-        "Linformer-VTN",
+    return finish_frame_conversion(
+        out, head_norm, model, (spatial, rest), "Linformer-VTN",
         "Only `spatial_transformer.head.*` is ignored; is this an elb3k `linformer` checkpoint?",
     )
-    paths = {v.path for v in model.weights}
-    if "head_norm/gamma" in paths:
-        out.update(head_norm)
-    # The per-frame ViT's table (CLS row + grid) follows the model's image size.
-    return fit_square_position_tables(out, model, 1)

@@ -22,6 +22,7 @@ from keras_vtn.models.convert_utils import (
     agree,
     as_state,
     check_limits,
+    check_no_leftovers,
     count_blocks,
     shape_of,
     tensor_name,
@@ -398,3 +399,23 @@ def google_vit_config(state, attention: str = "MultiHeadDotProductAttention_1",
         frame_positions=(tokens, "Transformer/posembed_input/pos_embedding"),
         mlp_width=(mlp_width, dense0),
     )
+
+
+def frame_vit_conversion(state: CheckpointState, prefix: str):
+    """`(mapping, spatial, rest)` of a frame → temporal checkpoint: the per-frame timm ViT
+    under `prefix` mapped (what it does not consume stays in `spatial`), and the other
+    tensors (`rest`), for the family's own names."""
+    spatial, rest = state.under(prefix), state.outside(prefix)
+    return timm_vit_mapping(spatial, count_blocks(spatial, "blocks.")), spatial, rest
+
+
+def finish_frame_conversion(
+    mapping: dict, optional: dict, model, leftovers, checkpoint: str, hint: str
+) -> dict:
+    """Ends a frame → temporal conversion: no tensor left unmapped (`leftovers`: the states
+    the names were popped from), the `optional` head parts taken only where `model` has
+    them, and the ViT's position table (CLS row + grid) fitted to the model's image size."""
+    check_no_leftovers(set().union(*leftovers), checkpoint, hint)
+    paths = {v.path for v in model.weights}
+    mapping.update({k: v for k, v in optional.items() if k in paths})
+    return fit_square_position_tables(mapping, model, 1)

@@ -16,7 +16,6 @@ from keras_vtn.models.convert_utils import (
     agree,
     as_state,
     check_limits,
-    check_no_leftovers,
     check_nonempty,
     count_blocks,
     shape_of,
@@ -24,9 +23,9 @@ from keras_vtn.models.convert_utils import (
     torch_names,
 )
 from keras_vtn.models.vit import (
-    fit_square_position_tables,
+    finish_frame_conversion,
     frame_vit_config,
-    timm_vit_mapping,
+    frame_vit_conversion,
     vit_config,
 )
 from keras_vtn.weights.errors import CheckpointError
@@ -125,8 +124,7 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     state = model_state(state)
     for key in IGNORED:
         state.pop(key, None)
-    spatial, rest = state.under(BACKBONE), state.outside(BACKBONE)
-    out = timm_vit_mapping(spatial, count_blocks(spatial, "blocks."))
+    out, spatial, rest = frame_vit_conversion(state, BACKBONE)
 
     def take(key):
         return np.asarray(rest.pop(key))
@@ -147,13 +145,8 @@ def convert_vtn(state: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     out.update(
         torch_names(take, {"head/kernel": "mlp_head.4.weight", "head/bias": "mlp_head.4.bias"})
     )
-    check_no_leftovers(
-        set(spatial) | set(rest),
-        "VTN",
+    return finish_frame_conversion(
+        out, top, model, (spatial, rest), "VTN",
         "Only `temporal_encoder.embeddings.position_ids` is ignored; is this a bomri/SlowFast "
         "VTN (ViT-B + Longformer) checkpoint?",
     )
-    paths = {v.path for v in model.weights}
-    out.update({k: v for k, v in top.items() if k in paths})
-    # The per-frame ViT's table (CLS row + grid) follows the model's image size.
-    return fit_square_position_tables(out, model, 1)
