@@ -2,7 +2,7 @@
 
 `FrameEncoder` applies any image model (frame → vector) to every frame of a clip, optionally
 over chunks of frames so that memory stays bounded on long videos (VTN evaluates 250-frame
-videos in one view). `vit_backbone` builds the timm-style ViT image model both families use.
+videos in one view). `frame_vit` builds the timm-style ViT image model both families use.
 `frame_temporal_model` assembles input, preprocessing, backbone, a family's temporal encoder
 and the classifier head into a functional model.
 """
@@ -116,46 +116,6 @@ class FrameEncoder(keras.layers.Layer):
         return config
 
 
-def vit_backbone(
-    image_size: tuple[int, int],
-    *,
-    patch_size: int,
-    hidden_dim: int,
-    num_layers: int,
-    num_heads: int,
-    mlp_dim: int,
-    qkv_bias: bool = True,
-    dropout_rate: float = 0.0,
-    attention_dropout_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    name: str = "backbone",
-) -> keras.Model:
-    """timm ViT image model: (batch, H, W, 3) → the final-LayerNorm CLS token (batch, D).
-
-    This is timm ≤0.5 `forward_features` (what elb3k and bomri use): LayerNorm eps 1e-6,
-    exact GELU, CLS after the final norm, no pre-logits. Variable paths follow
-    `keras_vtn.models.vit` (`patch_embedding/...`, `block_{i}/...`, `norm/...`).
-    """
-    frames = keras.Input((*image_size, 3), name="frame")
-    tokens = vit_frame_tokens(
-        frames,
-        patch_size=patch_size,
-        hidden_dim=hidden_dim,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        qkv_bias=qkv_bias,
-        layer_norm_epsilon=1e-6,
-        activation="gelu",
-        dropout_rate=dropout_rate,
-        attention_dropout_rate=attention_dropout_rate,
-        drop_path_rate=drop_path_rate,
-        last_block_tokens=1,  # only the CLS leaves the backbone: the last MLP skips patches
-    )
-    cls = TokenPooling("token", name="frame_cls")(tokens)
-    return keras.Model(frames, cls, name=name)
-
-
 def default_heads(args: dict, key: str, width: int, preset_width: int, explicit: dict,
                   checkpoint: dict) -> None:
     """Head counts are not in the tensors: a width other than the preset's without a given
@@ -166,18 +126,31 @@ def default_heads(args: dict, key: str, width: int, preset_width: int, explicit:
 
 
 def frame_vit(config: dict) -> keras.Model:
-    """`vit_backbone` from a merged config (`patch_size`, `hidden_dim`, `num_spatial_layers`,
-    `num_spatial_heads`, `spatial_mlp_dim`, `spatial_qkv_bias`, `drop_path_rate`)."""
-    return vit_backbone(
-        config["image_size"],
+    """timm ViT image model of a merged config (`image_size` as a pair, `patch_size`,
+    `hidden_dim`, `num_spatial_layers`, `num_spatial_heads`, `spatial_mlp_dim`,
+    `spatial_qkv_bias`, `drop_path_rate`): (batch, H, W, 3) → the final-LayerNorm CLS token
+    (batch, D).
+
+    This is timm ≤0.5 `forward_features` (what elb3k and bomri use): LayerNorm eps 1e-6,
+    exact GELU, CLS after the final norm, no pre-logits. Variable paths follow
+    `keras_vtn.models.vit` (`patch_embedding/...`, `block_{i}/...`, `norm/...`).
+    """
+    frames = keras.Input((*config["image_size"], 3), name="frame")
+    tokens = vit_frame_tokens(
+        frames,
         patch_size=config["patch_size"],
         hidden_dim=config["hidden_dim"],
         num_layers=config["num_spatial_layers"],
         num_heads=config["num_spatial_heads"],
         mlp_dim=config["spatial_mlp_dim"],
         qkv_bias=config["spatial_qkv_bias"],
+        layer_norm_epsilon=1e-6,
+        activation="gelu",
         drop_path_rate=config["drop_path_rate"],
+        last_block_tokens=1,  # only the CLS leaves the backbone: the last MLP skips patches
     )
+    cls = TokenPooling("token", name="frame_cls")(tokens)
+    return keras.Model(frames, cls, name="backbone")
 
 
 def image_size_pair(image_size) -> tuple[int, int]:

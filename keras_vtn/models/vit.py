@@ -90,20 +90,17 @@ def vit_frame_tokens(
     *,
     patch_size: int = 16,
     hidden_dim: int = 768,
-    num_layers: int = 12,
-    num_heads: int = 12,
-    mlp_dim: int = 3072,
-    qkv_bias: bool = True,
     layer_norm_epsilon: float = 1e-6,
-    activation: str = "gelu",
     dropout_rate: float = 0.0,
-    attention_dropout_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    attention_factory: Callable[[int], keras.layers.Layer | None] | None = None,
-    last_block_tokens: int | None = None,
     prefix: str = "",
+    **block_arguments,
 ):
     """Applies a ViT to every frame of `frames` (batch, T, H, W, 3).
+
+    `block_arguments` go to `transformer_blocks` (`num_layers`, `num_heads`, `mlp_dim`
+    required; `qkv_bias`, `activation`, `attention_dropout_rate`, `drop_path_rate`,
+    `attention_factory`, `last_block_tokens`, ...), with this ViT's `layer_norm_epsilon`,
+    `dropout_rate` and `prefix`.
 
     Returns the final-norm tokens (batch, T, 1 + N, hidden_dim); token 0 is each frame's CLS
     (only the first `last_block_tokens` tokens when given). `attention_factory(i)` may
@@ -120,19 +117,8 @@ def vit_frame_tokens(
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{prefix}position_dropout")(x)
     x = transformer_blocks(
-        x,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        qkv_bias=qkv_bias,
-        layer_norm_epsilon=layer_norm_epsilon,
-        activation=activation,
-        dropout_rate=dropout_rate,
-        attention_dropout_rate=attention_dropout_rate,
-        drop_path_rate=drop_path_rate,
-        attention_factory=attention_factory,
-        last_block_tokens=last_block_tokens,
-        prefix=prefix,
+        x, layer_norm_epsilon=layer_norm_epsilon, dropout_rate=dropout_rate, prefix=prefix,
+        **block_arguments,
     )
     return layer_norm(layer_norm_epsilon, f"{prefix}norm")(x)
 
