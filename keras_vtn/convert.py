@@ -218,6 +218,7 @@ def convert_to_preset(src: str, preset_dir: str | os.PathLike, family: str | Non
     Returns `{"family", "preset_dir", "source", "num_classes"}`.
     """
     from keras_vtn.classifier import VideoClassifier
+    from keras_vtn.preset_utils import parity_evidence
 
     if not os.path.exists(os.path.expanduser(src)) and family is not None:
         entry = registry.find_entry(src, family, **(model_args or {}))
@@ -230,12 +231,7 @@ def convert_to_preset(src: str, preset_dir: str | os.PathLike, family: str | Non
     metadata = {
         "source": {"path": os.path.abspath(summary["source"]), "format": summary["format"],
                    "sha256": _checkpoint_sha256(summary["source"])},
-        "parity": {
-            "converter": f"keras_vtn family {summary['family']!r} converter",
-            "evidence": f"tests/models/test_{summary['family']}.py: checkpoints in this "
-                        "original format, made by the original code, give its logits within "
-                        "2e-5 (float32 CPU; TensorFlow, JAX and PyTorch)",
-        },
+        "parity": parity_evidence(summary["family"]),
     }
     folder = classifier.save_to_preset(preset_dir, metadata=metadata)
     if progress is not None:

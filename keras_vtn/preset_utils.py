@@ -326,6 +326,17 @@ def _label_names(entry: dict, num_classes: int) -> tuple[list[str], str | None]:
             f"keras_vtn ships no class names for {entry.get('label_map')}: labels are indices.")
 
 
+def parity_evidence(family: str) -> dict[str, str]:
+    """The `metadata.json` note of what shows that `family`'s converter reproduces the
+    original code's logits."""
+    return {
+        "converter": f"keras_vtn family {family!r} converter",
+        "evidence": f"tests/models/test_{family}.py: checkpoints in this original format, made "
+                    "by the original code, give its logits within 2e-5 (float32 CPU; "
+                    "TensorFlow, JAX and PyTorch)",
+    }
+
+
 def builtin_metadata(entry: dict, source_path: str | None) -> dict[str, Any]:
     """`metadata.json` fields of a built-in preset (source, parity evidence, accuracy)."""
     from keras_vtn.weights import download
@@ -335,12 +346,7 @@ def builtin_metadata(entry: dict, source_path: str | None) -> dict[str, Any]:
         "source": {"registry_id": entry["id"], "description": entry.get("description"),
                    "urls": [f["url"] for f in entry["files"]], "format": entry["format"],
                    "sha256": sha256},
-        "parity": {
-            "converter": f"keras_vtn family {entry['family']!r} converter",
-            "evidence": f"tests/models/test_{entry['family']}.py: checkpoints in this original "
-                        "format, made by the original code, give its logits within 2e-5 "
-                        "(float32 CPU; TensorFlow, JAX and PyTorch)",
-        },
+        "parity": parity_evidence(entry["family"]),
         "reported": entry.get("reported"),
         "license": entry.get("license"),
     }
