@@ -211,6 +211,13 @@ def _is_vivit(state: dict) -> bool:
     )
 
 
+# The small per-frame ViT and temporal encoder of both frame → temporal demo models.
+_DEMO_FRAME_TEMPORAL = dict(
+    patch_size=4, hidden_dim=64, num_spatial_layers=2, num_spatial_heads=4,
+    spatial_mlp_dim=128, num_temporal_layers=2, num_temporal_heads=4, temporal_mlp_dim=128,
+)
+
+
 def _register_builtin_families() -> None:
     from keras_vtn.models import (
         laps,
@@ -231,11 +238,7 @@ def _register_builtin_families() -> None:
         convert=linear_vtn_convert.convert_linear_vtn,
         detect=lambda s: _names_contain(s, "temporal_transformer.layers.", ".fn.fn.proj_k"),
         sizes=linear_vtn.SIZES, normalization=(0.5, 0.5),
-        demo_model=dict(
-            patch_size=4, hidden_dim=64, num_spatial_layers=2, num_spatial_heads=4,
-            spatial_mlp_dim=128, num_temporal_layers=2, num_temporal_heads=4,
-            temporal_head_dim=16, temporal_mlp_dim=128, linformer_k=4,
-        ),
+        demo_model=dict(_DEMO_FRAME_TEMPORAL, temporal_head_dim=16, linformer_k=4),
         # A per-frame ViT then a temporal model on frame vectors needs longer to tell rotation
         # directions apart than ViViT (tubelets see two frames) and LAPS (cross-frame blocks).
         demo_epochs=24,
@@ -247,11 +250,7 @@ def _register_builtin_families() -> None:
         convert=vtn_convert.convert_vtn,
         detect=lambda s: _names_contain(s, "temporal_encoder.encoder.layer."),
         sizes=vtn.SIZES, normalization=(0.45, 0.225),
-        demo_model=dict(
-            patch_size=4, hidden_dim=64, num_spatial_layers=2, num_spatial_heads=4,
-            spatial_mlp_dim=128, num_temporal_layers=2, num_temporal_heads=4,
-            temporal_mlp_dim=128, attention_window=8, head_hidden_dim=64,
-        ),
+        demo_model=dict(_DEMO_FRAME_TEMPORAL, attention_window=8, head_hidden_dim=64),
         demo_epochs=32,
         # The post-LN Longformer needs a lower rate and a longer warm-up: at 1e-3 with 1
         # warm-up epoch it stayed at 39% after 24 epochs; at 5e-4 with 4 it reached 98%.
