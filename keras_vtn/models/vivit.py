@@ -237,6 +237,7 @@ def _load(model, source, state, call: dict):
         return kvw.load_source(model, source, "vivit", convert, state)
 
 
+# No `prepare`: the size is checked with the variant, once the checkpoint has said which.
 BUILD_HOOKS = dict(prepare=lambda call: call, registry_key=_registry_key, read=_read,
                    merge=_merge, load=_load)
 
