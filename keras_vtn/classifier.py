@@ -85,16 +85,6 @@ def _input_like(backbone: keras.Model):
     return keras.Input(batch_shape=inputs.shape, dtype=inputs.dtype, name="frames")
 
 
-def clip_shape(backbone: keras.Model) -> tuple:
-    """`(frames, height, width)` of the backbone's clip input (None where not fixed)."""
-    inputs = backbone.input
-    if isinstance(inputs, dict):
-        inputs = inputs.get("frames", next(iter(inputs.values())))
-    elif isinstance(inputs, (list, tuple)):
-        inputs = inputs[0]
-    return tuple(inputs.shape[1:4])
-
-
 def _is_path(x) -> bool:
     return isinstance(x, (str, os.PathLike))
 
@@ -185,7 +175,9 @@ class VideoClassifier(keras.Model):
         if isinstance(preprocessor, dict):
             preprocessor = VideoPreprocessor.from_config(preprocessor)
         if preprocessor is None:
-            frames, height, width = clip_shape(backbone)
+            from keras_vtn.models.families import model_clip_shape
+
+            frames, height, width = model_clip_shape(backbone)
             size = 224 if height is None else height if height == width else [height, width]
             preprocessor = VideoPreprocessor(frames or 16, image_size=size)
         num_classes = int(backbone.output_shape[-1])

@@ -242,12 +242,7 @@ def convert_to_preset(src: str, preset_dir: str | os.PathLike, family: str | Non
 
 def _clip_size(model) -> dict:
     """`num_frames` and `image_size` of a video model's input (what the builders take)."""
-    shape = model.input_shape
-    if isinstance(shape, dict):
-        shape = shape.get("frames", next(iter(shape.values())))
-    elif isinstance(shape, list):
-        shape = shape[0]
-    if len(shape) != 5 or None in shape[1:4]:
+    frames, height, width = families.model_clip_shape(model)
+    if None in (frames, height, width):
         return {}
-    frames, height, width = shape[1:4]
     return {"num_frames": frames, "image_size": height if height == width else [height, width]}

@@ -353,8 +353,8 @@ def builtin_metadata(entry: dict, source_path: str | None) -> dict[str, Any]:
 
 
 def _builtin_folder(name: str) -> str:
-    from keras_vtn.classifier import VideoClassifier, clip_shape
-    from keras_vtn.models.families import get_builder
+    from keras_vtn.classifier import VideoClassifier
+    from keras_vtn.models.families import get_builder, model_clip_shape
     from keras_vtn.preprocessing import preprocessor_from_registry
     from keras_vtn.weights import download
 
@@ -374,9 +374,9 @@ def _builtin_folder(name: str) -> str:
     if "frame_indices" in inspect.signature(builder).parameters:
         clip["frame_indices"] = True  # the sampled frames' positions, as the original reads them
     backbone = builder(weights=entry["name"], **entry["match"], **clip)
-    if clip_shape(backbone)[1] not in (None, preprocessor.image_size):
+    if model_clip_shape(backbone)[1] not in (None, preprocessor.image_size):
         raise PresetError(f"{name}: the registry's crop size {preprocessor.image_size} does "
-                          f"not fit the model's {clip_shape(backbone)[1]}-pixel input.")
+                          f"not fit the model's {model_clip_shape(backbone)[1]}-pixel input.")
     labels, note = _label_names(entry, int(backbone.output_shape[-1]))
     metadata = builtin_metadata(entry, download.fetch_entry(entry))
     if note:

@@ -177,13 +177,16 @@ def load_model(
 
 
 def model_clip_shape(model: keras.Model) -> tuple[int | None, int | None, int | None]:
-    """`(frames, height, width)` of a model's clip input (None where not fixed)."""
-    shape = model.input_shape
-    if isinstance(shape, dict):
-        shape = shape.get("frames", next(iter(shape.values())))
-    elif isinstance(shape, list):
-        shape = shape[0]
-    return tuple(shape[1:4])
+    """`(frames, height, width)` of a model's clip input (None where not fixed).
+
+    Read from the input tensors by name: Keras orders `input_shape` of a dict-input model by
+    key, which puts VTN's `frame_indices` before its `frames`."""
+    inputs = model.input
+    if isinstance(inputs, dict):
+        inputs = inputs.get("frames", next(iter(inputs.values())))
+    elif isinstance(inputs, (list, tuple)):
+        inputs = next((x for x in inputs if len(x.shape) == 5), inputs[0])
+    return tuple(inputs.shape[1:4])
 
 
 def takes_frame_indices(model: keras.Model) -> bool:

@@ -120,3 +120,16 @@ def test_avg_pooling_is_the_token_mean_without_the_cls_in_every_family(family):
     clip = np.random.default_rng(0).uniform(0, 255, (1, 8, 32, 32, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(tokens(clip))[:, 1:].mean(axis=1)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(clip)), expected, atol=1e-5)
+
+
+def test_clip_shape_is_read_from_the_frames_input_of_a_dict_input_model():
+    """VTN with `frame_indices` takes `{"frames", "frame_indices"}`; Keras lists its input shapes
+    by key, frame indices first, and the clip shape must still be the frames'."""
+    from keras_vtn.models.families import model_clip_shape, takes_frame_indices
+
+    model = keras_vtn.VTN(patch_size=8, hidden_dim=32, num_spatial_layers=1, spatial_mlp_dim=64,
+                          num_temporal_layers=1, temporal_mlp_dim=48, max_position_embeddings=20,
+                          head_hidden_dim=24, num_frames=6, image_size=32, frame_indices=True,
+                          **VTN_TINY)
+    assert takes_frame_indices(model)
+    assert model_clip_shape(model) == (6, 32, 32)
