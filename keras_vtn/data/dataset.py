@@ -421,6 +421,9 @@ def video_dataset(
             `idx` are the sampled positions in the source video (VTN's `frame_indices`).
         service: `"grpc://HOST:PORT"` of a tf.data service dispatcher: decode on its workers
             (`keras-vtn data-service`; see `keras_vtn.data.service`).
+        service_wait: with `service`, seconds a pass may wait for a clip before a warning
+            names the dispatcher and how to start a worker (repeated while it waits; default
+            30, 0 = never).
 
     `keras_vtn.data.dataset_info(ds)` returns the `DatasetInfo` of the returned dataset, and
     of every dataset made from it by `map`, `batch`, `prefetch`, ...: `label_names`,

@@ -54,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -78,6 +79,8 @@ PICK_TOKEN = "keras_vtn.data.service/pick_frames/v1"
 # How often a worker asks the dispatcher for new jobs: it bounds the start of every pass.
 DEFAULT_HEARTBEAT_S = 0.5
 CONNECT_TIMEOUT_S = 5.0
+# How long a pass may go without an element before the client says why it waits.
+DEFAULT_SERVICE_WAIT_S = 30.0
 
 _START_HINT = ("start one with `keras-vtn data-service dispatcher --port {port}` and workers "
                "with `keras-vtn data-service worker --dispatcher {host}:{port}`")
@@ -207,6 +210,120 @@ def check_reachable(service: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
     return target
 
 
+def registered_workers(service: str, timeout: float = CONNECT_TIMEOUT_S) -> list[str]:
+    """Addresses of the workers the dispatcher at `service` lists (its `GetWorkers` call).
+
+    A worker that died stays listed until the dispatcher's worker timeout drops it.
+    """
+    import grpc  # TensorFlow's own dependency
+
+    target, host, port = _split_address(service)
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        get_workers = channel.unary_unary("/tensorflow.data.DispatcherService/GetWorkers")
+        reply = get_workers(b"", timeout=timeout)  # GetWorkersRequest has no fields
+    # GetWorkersResponse: repeated WorkerInfo workers = 1; WorkerInfo: string address = 1.
+    return [b"".join(_length_delimited(info, field=1)).decode("utf-8", "replace")
+            for info in _length_delimited(reply, field=1)]
+
+
+def _length_delimited(message: bytes, field: int) -> list[bytes]:
+    """The values of one length-delimited field of a serialized protobuf message."""
+
+    def varint(at):
+        value = shift = 0
+        while True:
+            byte = message[at]
+            value |= (byte & 0x7F) << shift
+            at, shift = at + 1, shift + 7
+            if byte < 0x80:
+                return value, at
+
+    values, at = [], 0
+    while at < len(message):
+        key, at = varint(at)
+        wire = key & 7
+        if wire == 0:
+            _, at = varint(at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            size, at = varint(at)
+            if key >> 3 == field:
+                values.append(message[at:at + size])
+            at += size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    return values
+
+
+class _WorkerWatch:
+    """Warns while a pass gets no element for `wait` seconds, naming the dispatcher, the
+    workers it lists and the command that starts one; again every `wait` seconds, until an
+    element comes, the pass ends or its dataset is gone (`owner`, held weakly)."""
+
+    def __init__(self, owner, target: str, wait: float, name: str):
+        self.owner = weakref.ref(owner)
+        _, self.host, self.port = _split_address(target)
+        self.target, self.wait, self.name = target, wait, name
+        self.last = time.monotonic()
+        self.open_passes = 0
+        self.lock = threading.Lock()
+        self.thread = None
+
+    def progress(self):
+        self.last = time.monotonic()
+
+    def opened(self):
+        with self.lock:
+            self.open_passes += 1
+            self.last = time.monotonic()
+            if self.thread is None and self.wait and self.wait > 0:
+                self.thread = threading.Thread(target=self._run, daemon=True,
+                                               name="keras_vtn-data-service-watch")
+                self.thread.start()
+
+    def closed(self):
+        with self.lock:
+            self.open_passes -= 1
+            self.last = time.monotonic()
+            if self.open_passes <= 0:
+                self.thread = None  # the watching thread ends at its next look
+
+    def _run(self):
+        me = threading.current_thread()
+        warned = 0.0
+        while True:
+            time.sleep(min(self.wait, 5.0) / 2)
+            with self.lock:
+                if self.thread is not me or self.owner() is None:
+                    return
+            idle = time.monotonic() - self.last
+            if idle < self.wait or time.monotonic() - warned < self.wait:
+                continue
+            warned = time.monotonic()
+            logger.warning("%s", self.message(idle))
+
+    def message(self, idle: float) -> str:
+        start = (f"`keras-vtn data-service worker --dispatcher {self.host}:{self.port}` on a "
+                 "machine that reads the videos at the same paths")
+        try:
+            workers = registered_workers(self.target)
+        except Exception as error:  # the dispatcher itself went away
+            return (f"{self.name}: no element for {idle:.0f} s and the dispatcher at "
+                    f"{self.target} does not answer ({type(error).__name__}); start it again "
+                    f"with `keras-vtn data-service dispatcher --port {self.port}` (same "
+                    f"--work-dir) and workers with {start}.")
+        if not workers:
+            return (f"{self.name}: waiting {idle:.0f} s for clips, but no tf.data service worker "
+                    f"is registered with the dispatcher at {self.target}; start one with "
+                    f"{start}.")
+        return (f"{self.name}: no element for {idle:.0f} s from the {len(workers)} worker(s) "
+                f"the dispatcher at {self.target} lists ({', '.join(workers)}); if they are "
+                f"gone, start them again (same --port) or start new ones with {start}.")
+
+
 # ------------------------------------------------------------------------- client: passes
 
 
@@ -221,8 +338,10 @@ class _Pass:
 class _Passes:
     """Registers each pass with the dispatcher and closes it in the `DecodeReport`."""
 
-    def __init__(self, target, table, build_graph, report, shuffled, name):
+    def __init__(self, target, table, build_graph, report, shuffled, name,
+                 wait: float = DEFAULT_SERVICE_WAIT_S):
         self.target = target
+        self.watch = _WorkerWatch(self, target, wait, name)
         self.table = table  # () -> (positions, paths, labels, seeds) of the next pass
         self.build_graph = build_graph
         self.report = report
@@ -241,6 +360,7 @@ class _Passes:
             number = self.count
             self.count += 1
             self.passes[number] = _Pass(paths)
+        self.watch.opened()
         if self.shuffled or self._dataset_id is None:
             graph = self.build_graph(positions, paths, labels, seeds)
             self._dataset_id = tf.data.experimental.service.register_dataset(
@@ -251,6 +371,7 @@ class _Passes:
     def note(self, number, position, status, reason, detail):
         """One element back from a worker: into the report."""
         number, position = int(number), int(position)
+        self.watch.progress()
         with self.lock:
             record = self.passes[number]
             record.seen[position] += 1
@@ -270,6 +391,7 @@ class _Passes:
         """The pass's job has ended: every element that will come has come."""
         with self.lock:
             record = self.passes.pop(int(number))
+        self.watch.closed()
         self.report.end_pass()
         entry = self.report.history[-1]
         entry.update(self.pass_counts(record, entry))
@@ -352,8 +474,14 @@ def _sampling_spec(config: ClipConfig) -> bytes:
 
 
 def video_dataset(source=None, *, root=None, label_names=None, input_context=None,
-                  service: str, **kwargs) -> tf.data.Dataset:
-    """`keras_vtn.data.video_dataset` with decoding on tf.data service workers."""
+                  service: str, service_wait: float = DEFAULT_SERVICE_WAIT_S,
+                  **kwargs) -> tf.data.Dataset:
+    """`keras_vtn.data.video_dataset` with decoding on tf.data service workers.
+
+    A pass that gets no clip for `service_wait` seconds (no worker registered, or all gone)
+    logs a warning naming the dispatcher and how to start a worker, again every
+    `service_wait` seconds while it waits (0 turns this off).
+    """
     target = check_reachable(service)
     records = resolve_records(source, root, label_names)
     config = ClipConfig(**kwargs)
@@ -402,7 +530,7 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string),
     )
     passes = _Passes(target, table, build_graph, report, bool(config.shuffle or config.training),
-                     "video_dataset")
+                     "video_dataset", service_wait)
     ds = _client_dataset(passes, element_spec, config.repeat, _note_video(passes))
     ds = config.finish(ds, num_classes)
     if records.skipped:
@@ -418,11 +546,12 @@ def video_dataset(source=None, *, root=None, label_names=None, input_context=Non
 
 def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length=None,
                      shuffle_buffer: int = 256, allow_incomplete: bool = False, service: str,
-                     **kwargs) -> tf.data.Dataset:
+                     service_wait: float = DEFAULT_SERVICE_WAIT_S, **kwargs) -> tf.data.Dataset:
     """`keras_vtn.data.tfrecord_dataset` with parsing and JPEG decoding on the workers.
 
     Workers receive whole shard files (dynamic sharding by file), so a pass reads every
-    record once; `shuffle_buffer` shuffles within each worker. A record's seed is drawn from
+    record once; `shuffle_buffer` shuffles within each worker. `service_wait`: as in
+    `video_dataset`. A record's seed is drawn from
     the pass's seed and the record's bytes, so it does not depend on which worker reads it.
     """
     from keras_vtn.data import tfrecord as tfr
@@ -500,7 +629,8 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
     report = DecodeReport(config.training)
     for failed_path, reason in manifest.get("failed", {}).items():
         report.failed[failed_path] = (reason.split(":")[0], "failed in prepare")
-    passes = _RecordPasses(target, table, build_graph, report, True, "tfrecord_dataset")
+    passes = _RecordPasses(target, table, build_graph, report, True, "tfrecord_dataset",
+                           service_wait)
     passes.expected = tfr._count_videos(files, manifest.get("fingerprint"))
     ds = _client_dataset(passes, element_spec, config.repeat, _note_record(passes))
     ds = config.finish(ds, num_classes)
@@ -515,6 +645,7 @@ class _RecordPasses(_Passes):
     expected: int | None = None
 
     def note_record(self, number, name):
+        self.watch.progress()
         with self.lock:
             self.passes[int(number)].seen[bytes(name)] += 1
         self.report.ok()

@@ -435,6 +435,7 @@ def tfrecord_dataset(
         shuffle_buffer: examples shuffled in memory in training.
         service: `"grpc://HOST:PORT"` of a tf.data service dispatcher: parse and decode on its
             workers (`keras-vtn data-service`; see `keras_vtn.data.service`).
+        service_wait: with `service`, as in `video_dataset`.
         **kwargs: the sampling / augmentation / batching options of `video_dataset`. Frame
             indices refer to the stored frames (`fps` given to `prepare`), and `short_side`
             resizes in the graph only when it differs from the stored size.

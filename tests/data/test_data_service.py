@@ -3,6 +3,7 @@ worker`s, tiny videos. The test that kills a worker runs last (the servers are s
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -213,3 +215,42 @@ def test_training_goes_on_when_a_worker_is_killed(servers, pairs, caplog):
         assert entry["decoded"] + entry["failed"] == expected
     if first["lost"]:
         assert "never came back" in caplog.text
+
+
+def test_a_dispatcher_without_workers_is_named_in_a_warning(pairs, caplog):
+    """No worker registered: the client warns after `service_wait` seconds, naming the
+    dispatcher and the command that starts a worker, and keeps warning while it waits; the
+    clip comes once a worker starts."""
+    port = _free_port()
+    dispatcher = _start("dispatcher", "--port", str(port))
+    worker = None
+    try:
+        assert "dispatcher at" in _wait_ready(dispatcher, time.monotonic() + START_TIMEOUT)
+        ds = video_dataset(pairs, service=f"grpc://127.0.0.1:{port}", service_wait=1.0,
+                           **OPTIONS)
+        got = []
+        with caplog.at_level(logging.WARNING, logger="keras_vtn.data"):
+            # the read blocks until a worker registers: it runs aside
+            iterator = iter(ds)
+            reader = threading.Thread(target=lambda it: got.append(next(it)), args=(iterator,),
+                                      daemon=True)
+            reader.start()
+            deadline = time.monotonic() + 30
+            warnings = []
+            while len(warnings) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                warnings = [r.getMessage() for r in caplog.records
+                            if "no tf.data service worker is registered" in r.getMessage()]
+            assert len(warnings) >= 2, caplog.text
+            assert not got
+            assert f"grpc://127.0.0.1:{port}" in warnings[0]
+            assert f"keras-vtn data-service worker --dispatcher 127.0.0.1:{port}" in warnings[0]
+            worker = _start("worker", "--dispatcher", f"127.0.0.1:{port}", "--heartbeat", "0.2")
+            reader.join(START_TIMEOUT)
+        assert got and got[0][0].shape == (4, 32, 32, 3)
+        del ds, iterator, reader  # the pass stays open; its watch ends with the dataset
+        gc.collect()
+    finally:
+        for process in (worker, dispatcher):
+            if process is not None:
+                _stop(process)
