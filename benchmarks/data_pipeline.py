@@ -13,7 +13,9 @@ uint8 clips, resized to short side 256 (one view, centre crop 224) or 224 (three
 - `torchcodec`: `VideoDecoder(...).get_frames_at`, then `torch.nn.functional.interpolate`.
 - `video_dataset` / `tfrecord_dataset`: the whole tf.data pipelines (their own samplers draw
   the indices, from the same distribution) with `num_parallel_calls` = workers; TFRecords
-  come from `keras_vtn.data.prepare` (JPEG frames, not timed).
+  come from `keras_vtn.data.prepare` (JPEG frames, not timed). Each pipeline keeps one
+  iterator for the whole run (as `fit` does for an epoch); before each timed run it gives up
+  the clips it buffered meanwhile, so the rate is its steady state.
 
 Methods run interleaved (each repeat runs every method once, in a rotating order), so load
 from other processes on a shared machine hits all of them alike; the 1-minute load average
@@ -176,6 +178,7 @@ def run_pool(fn, tasks, mode, workers) -> dict:
 
 
 def consume(ds, num_clips: int) -> int:
+    """Reads up to `num_clips` clips from a fresh iterator of `ds`."""
     seen = 0
     for _ in ds:
         seen += 1
@@ -184,10 +187,17 @@ def consume(ds, num_clips: int) -> int:
     return seen
 
 
-def run_dataset(ds, num_clips) -> dict:
+def run_dataset(iterator, num_clips: int, drain: int) -> dict:
+    """Clips/s of a running pipeline, as a training loop sees it: one iterator for the whole
+    benchmark (a fresh one per run would time the start of the thread pools and throw away
+    the clips in flight), first emptied of the `drain` clips it buffered while the other
+    methods ran, so only clips made while the clock runs are counted."""
+    for _ in range(drain):
+        next(iterator)
     load = os.getloadavg()[0]
     cpu0, start = os.times(), time.perf_counter()
-    consume(ds, num_clips)
+    for _ in range(num_clips):
+        next(iterator)
     seconds = time.perf_counter() - start
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
@@ -280,8 +290,11 @@ def main(argv=None) -> int:
                     # closes it), which a 2-video pass would hit every other clip
                     pipelines[f"video_dataset@{w}"] = video_dataset(pairs * 8, **kw)
                     pipelines[f"tfrecord_dataset@{w}"] = tfrecord_dataset(shards, **kw)
-                for ds in pipelines.values():
-                    consume(ds, 2)  # graph construction, thread pools
+                # started once (as in training); 2 clips: graph construction, thread pools
+                pipelines = {key: iter(ds) for key, ds in pipelines.items()}
+                for iterator in pipelines.values():
+                    for _ in range(2):
+                        next(iterator)
             for name in names:  # warm-up: imports, tf.function tracing, first open
                 getattr(methods, name)(*tasks[0], mode)
             runs = {}
@@ -291,10 +304,11 @@ def main(argv=None) -> int:
                     for name in order:
                         runs.setdefault(f"{name}@{w}", []).append(
                             run_pool(getattr(methods, name), tasks, mode, w))
-                    for key, ds in pipelines.items():
+                    for key, iterator in pipelines.items():
                         if key.endswith(f"@{w}"):
-                            runs.setdefault(key, []).append(
-                                run_dataset(ds, count * (2 if "tfrecord" in key else 1)))
+                            # drain: more than the parallel maps and prefetch can hold
+                            runs.setdefault(key, []).append(run_dataset(
+                                iterator, count * (2 if "tfrecord" in key else 1), 2 * w + 4))
                 print(f"{kind} {mode} repeat {r}: " + ", ".join(
                     f"{k} {v[-1]['clips_per_s']:.2f}" for k, v in runs.items()), file=sys.stderr)
             summary = {}
