@@ -603,9 +603,7 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
                                             spec_tensor], [tf.int32, tf.int64])
             short.set_shape([])
             idx.set_shape([v, t])
-            chosen = tf.gather(jpegs, tf.reshape(idx, [-1]))
-            frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), chosen,
-                               fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            frames = tfr.decode_frames(jpegs, idx)
             shape = tf.shape(frames)
             frames = tf.reshape(frames, tf.concat([[v, t], shape[1:]], 0))
             current = tf.minimum(shape[1], shape[2])
