@@ -258,6 +258,11 @@ def _length_delimited(message: bytes, field: int) -> list[bytes]:
     return values
 
 
+def _exiting() -> bool:
+    # the main thread has ended: the interpreter is shutting down, nobody reads clips
+    return not threading.main_thread().is_alive() or sys.is_finalizing()
+
+
 class _WorkerWatch:
     """Warns while a pass gets no element for `wait` seconds, naming the dispatcher, the
     workers it lists and the command that starts one; again every `wait` seconds, until an
@@ -297,13 +302,15 @@ class _WorkerWatch:
         while True:
             time.sleep(min(self.wait, 5.0) / 2)
             with self.lock:
-                if self.thread is not me or self.owner() is None:
+                if self.thread is not me or self.owner() is None or _exiting():
                     return
             idle = time.monotonic() - self.last
             if idle < self.wait or time.monotonic() - warned < self.wait:
                 continue
             warned = time.monotonic()
-            logger.warning("%s", self.message(idle))
+            message = self.message(idle)
+            if not _exiting():
+                logger.warning("%s", message)
 
     def message(self, idle: float) -> str:
         start = (f"`keras-vtn data-service worker --dispatcher {self.host}:{self.port}` on a "
