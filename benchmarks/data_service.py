@@ -35,8 +35,26 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from benchmarks.data_pipeline import KWARGS, consume, make_videos  # noqa: E402
+from benchmarks.data_pipeline import consume  # noqa: E402
 from keras_vtn.data import video_dataset  # noqa: E402
+from keras_vtn.data.testing import write_video  # noqa: E402
+
+# 16 frames at stride 4, short side 256, random 224 crops, batches of 8: a training input.
+KWARGS = dict(training=True, num_frames=16, frame_stride=4, image_size=224, short_side=256,
+              batch_size=8, repeat=True)
+
+
+def make_videos(folder: str, count: int) -> list[str]:
+    """`count` noisy 320x240 H.264 videos of 10 s (made once, kept in `folder`)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = os.path.join(folder, f"noisy_{i:02d}.mp4")
+        if not os.path.exists(path):
+            write_video(path, num_frames=250, height=240, width=320, fps=25, gop=50,
+                        noise=15.0, bit_rate=2_700_000, seed=i)
+        paths.append(path)
+    return paths
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
