@@ -177,7 +177,8 @@ def load_model(
 
 
 def model_clip_shape(model: keras.Model) -> tuple[int | None, int | None, int | None]:
-    """`(frames, height, width)` of a model's clip input (None where not fixed).
+    """`(frames, height, width)` of a model's clip input (None where not fixed, and all None
+    for a model that takes no (batch, frames, height, width, channels) clip).
 
     Read from the input tensors by name: Keras orders `input_shape` of a dict-input model by
     key, which puts VTN's `frame_indices` before its `frames`."""
@@ -186,6 +187,8 @@ def model_clip_shape(model: keras.Model) -> tuple[int | None, int | None, int | 
         inputs = inputs.get("frames", next(iter(inputs.values())))
     elif isinstance(inputs, (list, tuple)):
         inputs = next((x for x in inputs if len(x.shape) == 5), inputs[0])
+    if len(inputs.shape) != 5:
+        return None, None, None
     return tuple(inputs.shape[1:4])
 
 
