@@ -273,27 +273,27 @@ class _WorkerWatch:
         _, self.host, self.port = _split_address(target)
         self.target, self.wait, self.name = target, wait, name
         self.last = time.monotonic()
-        self.open_passes = 0
+        self.open_passes: set[int] = set()
         self.lock = threading.Lock()
         self.thread = None
 
     def progress(self):
         self.last = time.monotonic()
 
-    def opened(self):
+    def opened(self, number: int):
         with self.lock:
-            self.open_passes += 1
+            self.open_passes.add(number)
             self.last = time.monotonic()
             if self.thread is None and self.wait and self.wait > 0:
                 self.thread = threading.Thread(target=self._run, daemon=True,
                                                name="keras_vtn-data-service-watch")
                 self.thread.start()
 
-    def closed(self):
+    def closed(self, number: int):
         with self.lock:
-            self.open_passes -= 1
+            self.open_passes.discard(number)
             self.last = time.monotonic()
-            if self.open_passes <= 0:
+            if not self.open_passes:
                 self.thread = None  # the watching thread ends at its next look
 
     def _run(self):
@@ -367,13 +367,34 @@ class _Passes:
             number = self.count
             self.count += 1
             self.passes[number] = _Pass(paths)
-        self.watch.opened()
+        self.watch.opened(number)
         if self.shuffled or self._dataset_id is None:
             graph = self.build_graph(positions, paths, labels, seeds)
             self._dataset_id = tf.data.experimental.service.register_dataset(
                 self.target, graph
             ).numpy()
         return self._dataset_id, np.int64(number)
+
+    def each_pass(self, repeat: bool):
+        """Yields `(dataset_id, number)` of pass after pass. When the iterator reading them
+        is dropped mid-pass, tf.data closes this generator: the pass is abandoned, and
+        nobody waits for its elements any more."""
+        number = None
+        try:
+            while True:
+                dataset_id, number = self.start()
+                yield dataset_id, number
+                number = None  # its end marker came: `end` closed it
+                if not repeat:
+                    return
+        finally:
+            if number is not None:
+                self.abandon(int(number))
+
+    def abandon(self, number: int):
+        with self.lock:
+            self.passes.pop(number, None)
+        self.watch.closed(number)
 
     def note(self, number, position, status, reason, detail):
         """One element back from a worker: into the report."""
@@ -398,7 +419,7 @@ class _Passes:
         """The pass's job has ended: every element that will come has come."""
         with self.lock:
             record = self.passes.pop(int(number))
-        self.watch.closed()
+        self.watch.closed(int(number))
         self.report.end_pass()
         entry = self.report.history[-1]
         entry.update(self.pass_counts(record, entry))
@@ -419,15 +440,11 @@ class _Passes:
 
 def _client_dataset(passes, element_spec, repeat: bool, note):
     """Elements `(frames, idx, status, label, clip_seed)` of pass after pass: each pass is
-    registered with the dispatcher, read once, and closed by an end marker. `note(number)`
-    gives the map that records each element of pass `number` in the report."""
+    registered with the dispatcher, read once, and closed by an end marker (or abandoned when
+    its reader is dropped mid-pass). `note(number)` gives the map that records each element of pass `number` in the report."""
     target = passes.target
 
-    def one_pass(_):
-        dataset_id, number = tf.numpy_function(passes.start, [], [tf.string, tf.int64],
-                                               name="register_pass")
-        dataset_id.set_shape([])
-        number.set_shape([])
+    def one_pass(dataset_id, number):
         remote = tf.data.experimental.service.from_dataset_id(
             processing_mode="distributed_epoch", service=target, dataset_id=dataset_id,
             element_spec=element_spec,
@@ -440,7 +457,10 @@ def _client_dataset(passes, element_spec, repeat: bool, note):
         marker = tf.data.Dataset.range(1).map(end)
         return remote.map(note(number)).concatenate(marker)
 
-    passes_ds = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    passes_ds = tf.data.Dataset.from_generator(
+        lambda: passes.each_pass(repeat),
+        output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)),
+    )
     return passes_ds.flat_map(one_pass)
 
 
