@@ -202,18 +202,12 @@ class VideoPreprocessor:
 def preprocessor_from_registry(entry: dict) -> VideoPreprocessor:
     """The protocol a weight-registry entry records for the original evaluation.
 
-    Frames, stride or clip length, short side, crop and views come from the entry's
-    `preprocessing` and `eval_views`; evaluation frames recorded without a stride or clip
-    length span the whole video (e.g. VTN's 250-frame full-video evaluation), which is
-    uniform sampling. What the entry does not record is the model's clip size and keras_vtn's
-    defaults."""
+    Frames, sampling, short side, crop and views come from the entry
+    (`keras_vtn.protocol.entry_protocol`); what it does not record is the model's clip size
+    and keras_vtn's defaults."""
     from keras_vtn.protocol import entry_protocol
 
     fields = entry_protocol(entry)
-    frames = (entry.get("preprocessing") or {}).get("num_frames")
-    frames = frames.get("eval") if isinstance(frames, dict) else frames
-    if "sampling" not in fields and isinstance(frames, int):
-        fields.update(sampling="uniform", num_frames=frames)
     aggregation = str((entry.get("eval_views") or {}).get("aggregation", ""))
     aggregate = ("log_probabilities" if "log-softmax" in aggregation else
                  "probabilities" if "softmax" in aggregation else "logits")

@@ -151,7 +151,8 @@ def registry_protocol(args) -> tuple[dict, str | None]:
 
 
 def entry_protocol(entry: dict) -> dict:
-    """The protocol fields a registry entry states plainly (nothing is guessed).
+    """The protocol fields a registry entry states (evaluation frames recorded without a
+    stride or clip length span the whole video: uniform sampling).
 
     >>> fields = entry_protocol({"preprocessing": {"num_frames": 8, "frame_stride": 4},
     ...                          "eval_views": {"clips": 4, "crops": 3}})
@@ -166,6 +167,10 @@ def entry_protocol(entry: dict) -> dict:
         out.update(sampling="dense", num_frames=frames, frame_stride=pre["frame_stride"])
     elif isinstance(frames, int) and isinstance(pre.get("clip_seconds"), (int, float)):
         out.update(sampling="time", num_frames=frames, target_fps=frames / pre["clip_seconds"])
+    elif isinstance(frames, int):
+        # frames with neither stride nor clip length span the whole video (VTN's 250-frame
+        # evaluation): what the sampler calls uniform
+        out.update(sampling="uniform", num_frames=frames)
     if isinstance(pre.get("resize_short_side"), int):
         out["short_side"] = pre["resize_short_side"]
     if isinstance(pre.get("crop_size"), int):

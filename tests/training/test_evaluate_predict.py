@@ -287,6 +287,14 @@ def test_registry_weights_bring_their_evaluation_protocol():
     assert (protocol["sampling"], protocol["target_fps"], protocol["num_crops"],
             protocol["num_clips"]) == ("time", 3.125, 3, 2)
     assert protocol["num_frames"] == 32  # the model's fixed clip, not the entry's 16
+    # VTN evaluated the whole video in 250 frames, one centre view; its clip length is free
+    free = keras.Input((None, 224, 224, 3))
+    vtn = keras.Model(free, keras.layers.GlobalAveragePooling3D()(free))
+    args = argparse.Namespace(family="vtn", weights="k400", model=None, model_arg=[],
+                              **dict.fromkeys(fields))
+    assert describe_protocol(resolve_protocol(args, vtn)) == (
+        "protocol: uniform 250 frames, 224 px (short side 256), 1 clip × 1 crop "
+        "(from the registry entry of vtn weights 'k400')")
 
 
 def test_evaluate_moves_tfrecord_labels_onto_the_model_classes(motion_root, run_dir, tmp_path):
