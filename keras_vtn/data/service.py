@@ -441,7 +441,8 @@ class _Passes:
 def _client_dataset(passes, element_spec, repeat: bool, note):
     """Elements `(frames, idx, status, label, clip_seed)` of pass after pass: each pass is
     registered with the dispatcher, read once, and closed by an end marker (or abandoned when
-    its reader is dropped mid-pass). `note(number)` gives the map that records each element of pass `number` in the report."""
+    its reader is dropped mid-pass). `note(number)` gives the map that records each element
+    of pass `number` in the report."""
     target = passes.target
 
     def one_pass(dataset_id, number):
