@@ -21,7 +21,9 @@ Methods run interleaved (each repeat runs every method once, in a rotating order
 from other processes on a shared machine hits all of them alike; the 1-minute load average
 is stored with every run. Peers that are not installed (`pip install -e .[bench]`) are
 skipped with a message. decord and torchcodec keep their default FFmpeg threading (decord:
-automatic, torchcodec: one thread), PyAV one thread per decoder; `CPU s/clip` counts all.
+automatic, torchcodec: one thread); keras_vtn gets what `video_dataset` chooses
+(`decode_threads_for`: the cores per parallel decode, so 2 threads for one clip at a time on
+2 cores, 1 each for two); `CPU s/clip` counts all threads.
 
 `decoded/sampled`: frames the decoder produced per distinct frame requested, measured for
 `keras_vtn` (`VideoInfo.decoded_frames`) and `naive`; `min` is the least any decoder that
@@ -50,7 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from benchmarks.video_corpus import KINDS, keyframes, make_corpus  # noqa: E402
 from keras_vtn.data import Sampler, prepare, tfrecord_dataset, video_dataset  # noqa: E402
-from keras_vtn.data.decode import probe, read_frames  # noqa: E402
+from keras_vtn.data.decode import decode_threads_for, probe, read_frames  # noqa: E402
 from keras_vtn.data.tfrecord import PrepareArgumentsError  # noqa: E402
 
 CROP = 224
@@ -109,11 +111,14 @@ class Methods:
     def __init__(self, sizes: dict, found: dict):
         self.sizes = sizes  # path -> (width, height), probed once, untimed, for every method
         self.found = found
+        self.workers = 1  # the pool size of the run under way
         self.resize = tf.function(lambda x, size: tf.image.resize(x, size), reduce_retracing=True)
 
     def keras_vtn(self, path, idx, mode):
         short, num_crops = MODES[mode][5], MODES[mode][4]
-        frames, info = read_frames(path, idx, short_side=short)
+        # the FFmpeg threads `video_dataset` gives a decode at this many parallel decodes
+        threads = decode_threads_for(self.workers)
+        frames, info = read_frames(path, idx, short_side=short, threads=threads)
         return crops(frames, num_crops), info.decoded_frames
 
     def naive(self, path, idx, mode):
@@ -301,6 +306,7 @@ def main(argv=None) -> int:
             for r in range(args.repeats):
                 order = names[r % len(names):] + names[: r % len(names)]
                 for w in args.workers:
+                    methods.workers = w
                     for name in order:
                         runs.setdefault(f"{name}@{w}", []).append(
                             run_pool(getattr(methods, name), tasks, mode, w))

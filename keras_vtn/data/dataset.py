@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vtn.data import layouts, transforms
-from keras_vtn.data.decode import DecodeError, read_frames
+from keras_vtn.data.decode import DecodeError, decode_threads_for, read_frames
 from keras_vtn.data.info import DatasetInfo, attach_info
 from keras_vtn.data.samplers import Sampler
 
@@ -235,7 +235,7 @@ class ClipConfig:
         repeat: bool = False,
         seed: int | None = None,
         num_parallel_calls: int | None = None,
-        decode_threads: int = 1,
+        decode_threads: int | None = None,
         min_frames: int = 1,
         views_axis: bool | None = None,
         return_frame_indices: bool = False,
@@ -283,7 +283,8 @@ class ClipConfig:
         self.parallel = num_parallel_calls or tf.data.AUTOTUNE
         self.deterministic = seed is not None or not training
         self.sampler = Sampler(sampling, num_frames, frame_stride, target_fps, num_clips)
-        self.decode_threads, self.min_frames = decode_threads, min_frames
+        self.decode_threads = decode_threads or decode_threads_for(num_parallel_calls)
+        self.min_frames = min_frames
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.batch_size = batch_size
         self.drop_remainder = training if drop_remainder is None else drop_remainder
@@ -415,7 +416,8 @@ def video_dataset(
         label_mode: `"int"` (default; -1 for unlabelled videos) or `"one_hot"`.
         shuffle, repeat, seed: `seed` makes order, frame indices and augmentation reproducible.
         num_parallel_calls: parallel decodes (default AUTOTUNE).
-        decode_threads: FFmpeg threads per decode (1 is best when many clips decode at once).
+        decode_threads: FFmpeg threads per decode; default: the cores per parallel decode
+            (at most 4; one each with AUTOTUNE), see `decode.decode_threads_for`.
         min_frames: videos with fewer frames count as `too_short` and are skipped.
         return_frame_indices: yield `({"frames": clip, "frame_indices": idx}, label)` where
             `idx` are the sampled positions in the source video (VTN's `frame_indices`).

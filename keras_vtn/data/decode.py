@@ -333,6 +333,22 @@ class _Reader:
             yield found, frame
 
 
+def decode_threads_for(parallel_clips: int | None) -> int:
+    """FFmpeg threads per decoder when `parallel_clips` clips decode at once: the cores each
+    clip has to itself, at most 4. One clip at a time decodes with the whole machine (as
+    decord's automatic threading does); as many clips as cores (AUTOTUNE, None or a
+    negative count) decode one thread each, which gives the most clips per second when the
+    cores are all busy anyway.
+
+    >>> decode_threads_for(None)
+    1
+    """
+    if not parallel_clips or parallel_clips < 0:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 1) // parallel_clips))
+
+
 def read_frames(
     path: str,
     indices: Sequence[int] | np.ndarray,
