@@ -133,7 +133,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), "presets", "from_preset"])
 
 
-
 def load_model(path, *, compile: bool = False, **builder_kwargs):
     """A model saved by keras_vtn: a `.keras` file, or `keras-vtn convert`'s `.weights.h5`.
 
