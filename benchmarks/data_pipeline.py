@@ -18,8 +18,9 @@ uint8 clips, resized to short side 256 (one view, centre crop 224) or 224 (three
   the clips it buffered meanwhile, so the rate is its steady state.
 
 Methods run interleaved (each repeat runs every method once, in a rotating order), so load
-from other processes on a shared machine hits all of them alike; the 1-minute load average
-is stored with every run. Peers that are not installed (`pip install -e .[bench]`) are
+from other processes on a shared machine hits all of them alike; each timed run starts once
+this process is idle (the other pipelines have refilled their buffers); the 1-minute load
+average is stored with every run. Peers that are not installed (`pip install -e .[bench]`) are
 skipped with a message. decord and torchcodec keep their default FFmpeg threading (decord:
 automatic, torchcodec: one thread); keras_vtn gets what `video_dataset` chooses
 (`decode_threads_for`: the cores per parallel decode, so 2 threads for one clip at a time on
@@ -164,7 +165,22 @@ def minimum_decoded(wanted: np.ndarray, keys: list[int]) -> int:
     return int(total)
 
 
+def settle(timeout: float = 20.0, window: float = 0.25, idle: float = 0.1) -> None:
+    """Waits until this process is idle: the pipelines' iterators refill their buffers in
+    background threads after each of their runs, and that work would otherwise be timed (and
+    counted as CPU) in whichever run comes next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cpu0, start = os.times(), time.perf_counter()
+        time.sleep(window)
+        cpu1 = os.times()
+        busy = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        if busy < idle * (time.perf_counter() - start):
+            return
+
+
 def run_pool(fn, tasks, mode, workers) -> dict:
+    settle()
     load = os.getloadavg()[0]
     cpu0, start = os.times(), time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -195,8 +211,9 @@ def consume(ds, num_clips: int) -> int:
 def run_dataset(iterator, num_clips: int, drain: int) -> dict:
     """Clips/s of a running pipeline, as a training loop sees it: one iterator for the whole
     benchmark (a fresh one per run would time the start of the thread pools and throw away
-    the clips in flight), first emptied of the `drain` clips it buffered while the other
-    methods ran, so only clips made while the clock runs are counted."""
+    the clips in flight), first left to fill its buffers and then emptied of the `drain`
+    clips it holds, so only clips made while the clock runs are counted."""
+    settle()
     for _ in range(drain):
         next(iterator)
     load = os.getloadavg()[0]
@@ -212,8 +229,12 @@ def run_dataset(iterator, num_clips: int, drain: int) -> dict:
 
 def dataset_kwargs(mode: str, workers: int) -> dict:
     sampling, frames, stride, clips, num_crops, short = MODES[mode]
+    # No prefetch buffer (AUTOTUNE grows it while the pipeline idles between its runs): the
+    # parallel map holds at most `workers` clips, fewer than `run_dataset` drains, so a
+    # timed run counts only clips made while the clock runs.
     kwargs = dict(num_frames=frames, sampling=sampling, frame_stride=stride, image_size=CROP,
-                  short_side=short, repeat=True, num_parallel_calls=workers, seed=0)
+                  short_side=short, repeat=True, num_parallel_calls=workers, seed=0,
+                  prefetch=False)
     if clips == 1 and sampling == "dense":
         kwargs.update(training=True, crop="random", flip=False)
     else:
