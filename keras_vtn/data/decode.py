@@ -267,6 +267,7 @@ class _Reader:
             self._open_stream()
 
     def index_of(self, frame) -> int | None:
+        """The frame number of a decoded frame or a packet, from its timestamp."""
         pts = frame.pts if frame.pts is not None else frame.dts
         if pts is None:
             return None
@@ -307,6 +308,16 @@ class _Reader:
                 return
             self.decoded += len(frames)
             yield from frames
+
+    def key_before(self, index: int) -> int | None:
+        """The key frame a seek to `index` lands on, read from the container's index and one
+        packet (nothing decoded), or None when the container cannot say."""
+        try:
+            self.container.seek(self.pts_of(index), stream=self.stream, backward=True)
+            packet = next(self.container.demux(self.stream))
+        except Exception:  # unseekable, or damaged: decode without knowing
+            return None
+        return self.index_of(packet) if packet.is_keyframe else None
 
     def decode_from(self, index: int | None):
         """(index, frame) pairs from the key frame before `index` (or from the start).
@@ -406,13 +417,43 @@ def read_frames(
     return stacked.reshape(indices.shape + stacked.shape[1:]), info
 
 
-def _seek_pays(index: int, target: int, last_key: int | None, interval: int) -> bool:
-    """Whether seeking from `index` to `target` decodes fewer frames than going forward,
-    predicting key frames every `interval` frames from `last_key` (0: not known yet)."""
-    if not interval or last_key is None:
+def _seek_pays(index: int, target: int, last_key: int | None, interval: int,
+               known_key: int | None = None) -> bool:
+    """Whether seeking from `index` to `target` decodes fewer frames than going forward:
+    from the key frame the container's index gave (`known_key`), else predicting key frames
+    every `interval` frames from `last_key` (0: not known yet)."""
+    if known_key is not None:
+        key = known_key
+    elif not interval or last_key is None:
         return False
-    key = last_key + interval * ((target - last_key) // interval)
+    else:
+        key = last_key + interval * ((target - last_key) // interval)
     return key > index and (target - key) + SEEK_COST < target - index
+
+
+def _should_seek(index: int, target: int, last_key: int | None, interval: int,
+                 known_keys: dict[int, int]) -> bool:
+    known = known_keys.get(target)
+    if known is not None:  # the index says where the seek lands: seek only if it pays
+        return _seek_pays(index, target, last_key, interval, known)
+    return target - index > SEEK_GAP or _seek_pays(index, target, last_key, interval)
+
+
+def _probe_keys(reader: _Reader, wanted: np.ndarray) -> dict[int, int]:
+    """Key frames before the wanted frames that follow a gap (where a seek may pay), from
+    the container's index; the reader is back at the start afterwards."""
+    gaps = zip(wanted[:-1], wanted[1:], strict=True)
+    targets = [int(b) for a, b in gaps if b - a > SEEK_COST + 1]
+    if not targets:
+        return {}
+    keys = {}
+    for target in targets:
+        key = reader.key_before(target)
+        if key is None:
+            break  # the container cannot say: decoding learns the key frames instead
+        keys[target] = key
+    reader.rewind()
+    return keys
 
 
 def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
@@ -427,6 +468,7 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
     # two met in one forward run (consecutive then); the longest, so a scene-cut key frame
     # does not make later ones look closer than they are.
     last_key, interval = None, 0
+    known_keys = _probe_keys(reader, wanted)
     try:
         seek_to: int | None = int(wanted[0])
         while pos < len(wanted):
@@ -454,10 +496,8 @@ def _decode_wanted(reader: _Reader, wanted: np.ndarray) -> tuple[dict[int, np.nd
                 while pos < len(wanted) and wanted[pos] <= index:
                     images[int(wanted[pos])] = image
                     pos += 1
-                if pos < len(wanted) and (
-                    wanted[pos] - index > SEEK_GAP
-                    or _seek_pays(index, int(wanted[pos]), last_key, interval)
-                ):
+                if pos < len(wanted) and _should_seek(index, int(wanted[pos]), last_key,
+                                                      interval, known_keys):
                     seek_to = int(wanted[pos])
                     jumped = True
                     break
