@@ -38,14 +38,17 @@ REASONS = (
 # Larger than 8K UHD (33 Mpixel) with room to spare; a header beyond this is damaged.
 MAX_PIXELS = 1 << 26
 
-# Seek again when the next wanted frame is further ahead than this (in frames). Decoding
-# forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's worth of decoding.
-SEEK_GAP = 50
-# Below SEEK_GAP, seek when the key frames seen so far say one lies between here and the next
-# wanted frame, and decoding from it saves more than this many frames (a seek flushes the
-# decoder and reads the index: a few frames' worth). Files re-encoded with key frames every
-# 8-16 frames then decode a few frames per sampled frame instead of the whole gap.
+# Seek when a key frame lies between here and the next wanted frame and decoding from it
+# saves more than this many frames (a seek flushes the decoder and reads the index: a few
+# frames' worth). The container's index says where the key frames are (asked before
+# decoding, for the wanted frames after a gap); where it cannot, the key frames met while
+# decoding predict them. Files re-encoded with key frames every 8-16 frames then decode a
+# few frames per sampled frame instead of the whole gap.
 SEEK_COST = 4
+# With no key frame known, seek when the next wanted frame is further ahead than this (in
+# frames): decoding forward through a typical 1-2 s GOP is cheaper than a seek plus a GOP's
+# worth of decoding.
+SEEK_GAP = 50
 
 
 class DecodeError(Exception):
@@ -417,26 +420,20 @@ def read_frames(
     return stacked.reshape(indices.shape + stacked.shape[1:]), info
 
 
-def _seek_pays(index: int, target: int, last_key: int | None, interval: int,
-               known_key: int | None = None) -> bool:
-    """Whether seeking from `index` to `target` decodes fewer frames than going forward:
-    from the key frame the container's index gave (`known_key`), else predicting key frames
-    every `interval` frames from `last_key` (0: not known yet)."""
-    if known_key is not None:
-        key = known_key
-    elif not interval or last_key is None:
-        return False
-    else:
-        key = last_key + interval * ((target - last_key) // interval)
-    return key > index and (target - key) + SEEK_COST < target - index
-
-
 def _should_seek(index: int, target: int, last_key: int | None, interval: int,
                  known_keys: dict[int, int]) -> bool:
-    known = known_keys.get(target)
-    if known is not None:  # the index says where the seek lands: seek only if it pays
-        return _seek_pays(index, target, last_key, interval, known)
-    return target - index > SEEK_GAP or _seek_pays(index, target, last_key, interval)
+    """Whether to seek from frame `index` to the next wanted frame `target`: when the key
+    frame the seek lands on (from the container's index, `known_keys`, else predicted every
+    `interval` frames from `last_key`; 0: not known yet) saves more than a seek costs, or,
+    with no key frame known, when `target` is more than `SEEK_GAP` frames ahead."""
+    key = known_keys.get(target)
+    if key is None:
+        if target - index > SEEK_GAP:
+            return True
+        if not interval or last_key is None:
+            return False
+        key = last_key + interval * ((target - last_key) // interval)
+    return key > index and (target - key) + SEEK_COST < target - index
 
 
 def _probe_keys(reader: _Reader, wanted: np.ndarray) -> dict[int, int]:
