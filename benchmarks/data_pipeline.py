@@ -14,8 +14,8 @@ uint8 clips, resized to short side 256 (one view, centre crop 224) or 224 (three
 - `video_dataset` / `tfrecord_dataset`: the whole tf.data pipelines (their own samplers draw
   the indices, from the same distribution) with `num_parallel_calls` = workers; TFRecords
   come from `keras_vtn.data.prepare` (JPEG frames, not timed). Each pipeline keeps one
-  iterator for the whole run (as `fit` does for an epoch); before each timed run it gives up
-  the clips it buffered meanwhile, so the rate is its steady state.
+  iterator for the whole run (as `fit` does for an epoch), without a prefetch buffer; before
+  each timed run it gives up the clips it made meanwhile, so the rate is its steady state.
 
 Methods run interleaved (each repeat runs every method once, in a rotating order), so load
 from other processes on a shared machine hits all of them alike; each timed run starts once
