@@ -631,17 +631,8 @@ def tfrecord_dataset(path, *, label_names=None, input_context=None, cycle_length
                                             spec_tensor], [tf.int32, tf.int64])
             short.set_shape([])
             idx.set_shape([v, t])
-            frames = tfr.decode_frames(jpegs, idx)
-            shape = tf.shape(frames)
-            frames = tf.reshape(frames, tf.concat([[v, t], shape[1:]], 0))
-            current = tf.minimum(shape[1], shape[2])
-            if config.short_side is not None:
-                frames = tf.cond(tf.logical_or(tf.equal(short, current), tf.equal(short, 0)),
-                                 lambda: frames, lambda: tfr._resize(frames, short))
-            source_index = tf.sparse.to_dense(context["video/frame_index"])
-            source_idx = tf.cond(tf.size(source_index) > 0,
-                                 lambda: tf.gather(source_index, idx), lambda: idx)
-            label = tfr.move_label(tf.cast(context["clip/label/index"], tf.int32), label_table)
+            frames, source_idx, label = tfr.decode_clip(
+                context, jpegs, idx, short, config.short_side is not None, label_table)
             return (frames, source_idx, tf.constant(0, tf.int32), label,
                     tf.stack([seed, seed // 7]), context["video/filename"])
 

@@ -475,21 +475,8 @@ def tfrecord_dataset(
             stateful=False,
         )
         idx.set_shape([v, t])
-        frames = decode_frames(jpegs, idx)
-        shape = tf.shape(frames)
-        frames = tf.reshape(frames, tf.concat([[v, t], shape[1:]], 0))
-        current = tf.minimum(shape[1], shape[2])
-        if config.short_side is not None:
-            frames = tf.cond(
-                tf.logical_or(tf.equal(short, current), tf.equal(short, 0)),
-                lambda: frames,
-                lambda: _resize(frames, short),
-            )
-        source_index = tf.sparse.to_dense(context["video/frame_index"])
-        source_idx = tf.cond(
-            tf.size(source_index) > 0, lambda: tf.gather(source_index, idx), lambda: idx
-        )
-        label = move_label(tf.cast(context["clip/label/index"], tf.int32), label_table)
+        frames, source_idx, label = decode_clip(context, jpegs, idx, short,
+                                                config.short_side is not None, label_table)
         status = tf.constant(0, tf.int32)
         return frames, source_idx, status, label, tf.stack([element_seed, element_seed // 7])
 
@@ -576,15 +563,29 @@ def _folder_shards(folder: str, allow_incomplete: bool) -> tuple[list[str], dict
     return [os.path.join(folder, s) for s in complete], manifest
 
 
-def decode_frames(jpegs, idx):
-    """The JPEG frames `jpegs[idx]` (`idx` of static shape `(V, T)`) -> `(V * T, h, w, 3)`.
+def decode_clip(context, jpegs, idx, short, resize: bool, label_table):
+    """`(frames, source_idx, label)` of one record's sampled frames `idx` (static shape
+    `(V, T)`): the JPEGs `jpegs[idx]` as `(V, T, h, w, 3)`, resized to short side `short`
+    when `resize` and it differs from the stored size (0: keep), their positions in the
+    source video and the record's label moved onto `label_table`.
 
     One decode op per frame rather than a `map_fn` loop: the ops are independent, so the
     graph runs them on idle inter-op threads, with no loop bookkeeping per frame.
     """
+    v, t = idx.shape
     chosen = tf.gather(jpegs, tf.reshape(idx, [-1]))
-    return tf.stack([tf.io.decode_jpeg(chosen[i], channels=3)
-                     for i in range(idx.shape[0] * idx.shape[1])])
+    frames = tf.stack([tf.io.decode_jpeg(chosen[i], channels=3) for i in range(v * t)])
+    shape = tf.shape(frames)
+    frames = tf.reshape(frames, tf.concat([[v, t], shape[1:]], 0))
+    current = tf.minimum(shape[1], shape[2])
+    if resize:
+        frames = tf.cond(tf.logical_or(tf.equal(short, current), tf.equal(short, 0)),
+                         lambda: frames, lambda: _resize(frames, short))
+    source_index = tf.sparse.to_dense(context["video/frame_index"])
+    source_idx = tf.cond(tf.size(source_index) > 0,
+                         lambda: tf.gather(source_index, idx), lambda: idx)
+    label = move_label(tf.cast(context["clip/label/index"], tf.int32), label_table)
+    return frames, source_idx, label
 
 
 def _resize(frames, short):
