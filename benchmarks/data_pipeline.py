@@ -198,16 +198,6 @@ def run_pool(fn, tasks, mode, workers) -> dict:
             "decoded_per_sampled": None if None in decoded else sum(decoded) / sampled}
 
 
-def consume(ds, num_clips: int) -> int:
-    """Reads up to `num_clips` clips from a fresh iterator of `ds`."""
-    seen = 0
-    for _ in ds:
-        seen += 1
-        if seen >= num_clips:
-            break
-    return seen
-
-
 def run_dataset(iterator, num_clips: int, drain: int) -> dict:
     """Clips/s of a running pipeline, as a training loop sees it: one iterator for the whole
     benchmark (a fresh one per run would time the start of the thread pools and throw away

@@ -35,13 +35,13 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from benchmarks.data_pipeline import consume  # noqa: E402
 from keras_vtn.data import video_dataset  # noqa: E402
 from keras_vtn.data.testing import write_video  # noqa: E402
 
 # 16 frames at stride 4, short side 256, random 224 crops, batches of 8: a training input.
 KWARGS = dict(training=True, num_frames=16, frame_stride=4, image_size=224, short_side=256,
               batch_size=8, repeat=True)
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_videos(folder: str, count: int) -> list[str]:
@@ -56,7 +56,15 @@ def make_videos(folder: str, count: int) -> list[str]:
         paths.append(path)
     return paths
 
-TICKS = os.sysconf("SC_CLK_TCK")
+
+def consume(ds, num_clips: int) -> int:
+    """Reads up to `num_clips` clips from a fresh iterator of `ds`."""
+    seen = 0
+    for _ in ds:
+        seen += 1
+        if seen >= num_clips:
+            break
+    return seen
 
 
 def _free_port() -> int:
